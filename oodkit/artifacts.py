@@ -1,0 +1,394 @@
+"""Versioned artifacts on disk: manifest, atomic writes, fingerprints and resumable shards.
+
+An artifact is a directory with ``oodkit.json`` (the manifest), an optional ``data/`` folder
+holding a Hugging Face ``datasets`` ``save_to_disk`` payload, and any model files. Every
+write goes to a temporary sibling directory that is renamed into place only when complete,
+so a crash never leaves a directory that loads as a finished artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oodkit import __version__
+from oodkit.errors import OodkitError
+
+if TYPE_CHECKING:
+    import datasets
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "oodkit.json"
+DATA_DIR = "data"
+KINDS = ("pseudo-labels", "diffusion-model", "outliers", "detector", "scores", "metrics")
+
+_command: str | None = None
+
+
+def set_command(command: str | None) -> None:
+    """Record the command line that the following artifacts are written by (set by the CLI)."""
+    global _command
+    _command = command
+
+
+@dataclass
+class Manifest:
+    """The ``oodkit.json`` of an artifact (DESIGN.md §3)."""
+
+    kind: str
+    params: dict[str, Any]
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
+    command: str = ""
+    created: str = ""
+    oodkit_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False, default=str) + "\n"
+
+
+@dataclass
+class Artifact:
+    """A complete artifact on disk."""
+
+    path: Path
+    manifest: Manifest
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    @property
+    def has_data(self) -> bool:
+        return (self.path / DATA_DIR).is_dir()
+
+    def dataset(self) -> datasets.Dataset:
+        """The tabular payload (memory-mapped)."""
+        import datasets
+
+        if not self.has_data:
+            raise OodkitError(f"{self.path} ({self.kind}) has no tabular data")
+        return datasets.load_from_disk(str(self.path / DATA_DIR))
+
+    def as_input(self) -> dict[str, Any]:
+        """The entry that a downstream manifest lists under ``inputs``."""
+        return {"kind": self.kind, "path": str(self.path), "fingerprint": self.manifest.fingerprint}
+
+
+def _quiet_datasets() -> None:
+    """Artifact writes report their own progress; silence datasets' per-save bars."""
+    import datasets
+
+    datasets.disable_progress_bars()
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def load_artifact(path: str | Path, kind: str | Sequence[str] | None = None) -> Artifact:
+    """Load an artifact's manifest, checking that it is complete and of the expected kind."""
+    path = Path(path)
+    want = (kind,) if isinstance(kind, str) else tuple(kind or ())
+    what = " or ".join(want) if want else "oodkit"
+    if not path.is_dir():
+        raise OodkitError(f"{path}: no such directory (expected a {what} artifact)")
+    mpath = path / MANIFEST_NAME
+    if not mpath.is_file():
+        raise OodkitError(f"{path} is not an oodkit artifact: {MANIFEST_NAME} is missing")
+    try:
+        raw = json.loads(mpath.read_text())
+        manifest = Manifest(**raw)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise OodkitError(f"{mpath} is corrupt: {exc}") from None
+    if manifest.kind not in KINDS:
+        raise OodkitError(f"{mpath} has unknown kind {manifest.kind!r}")
+    if not isinstance(manifest.format_version, int) or manifest.format_version > FORMAT_VERSION:
+        raise OodkitError(
+            f"{path} has format_version {manifest.format_version!r}; this oodkit "
+            f"({__version__}) reads up to {FORMAT_VERSION}: upgrade oodkit"
+        )
+    if want and manifest.kind not in want:
+        raise OodkitError(f"{path} is a {manifest.kind} artifact, expected {what}")
+    return Artifact(path=path, manifest=manifest)
+
+
+def fingerprint_dataset(ds: datasets.Dataset, hasher: Any | None = None) -> str:
+    """SHA-256 of a dataset's schema and values, independent of how its rows are chunked.
+
+    Rows are re-batched into fixed blocks and serialised as Arrow IPC, so a dataset that was
+    assembled from shards of any size fingerprints the same as one written in one go.
+    """
+    import pyarrow as pa
+
+    h = hasher or hashlib.sha256()
+    for block in ds.with_format("arrow").iter(batch_size=1024):
+        table = block.combine_chunks()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        h.update(sink.getvalue())
+    return h.hexdigest()
+
+
+def _fingerprint_dir(root: Path) -> str:
+    """Fingerprint an artifact directory's content: the dataset's values plus other files."""
+    h = hashlib.sha256()
+    if (root / DATA_DIR).is_dir():
+        import datasets
+
+        h.update(b"data\0")
+        fingerprint_dataset(datasets.load_from_disk(str(root / DATA_DIR)), h)
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root)
+        if rel.parts[0] in (DATA_DIR, MANIFEST_NAME):
+            continue
+        h.update(str(rel).encode() + b"\0")
+        with f.open("rb") as fh:
+            for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def _describe_change(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    diffs = [
+        f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+        for k in sorted(set(old) | set(new))
+        if old.get(k) != new.get(k)
+    ]
+    return ", ".join(diffs[:3]) + (" ..." if len(diffs) > 3 else "")
+
+
+def _input_prints(inputs: Sequence[Mapping[str, Any]]) -> list[Any]:
+    return [i.get("fingerprint") for i in inputs]
+
+
+def check_output(
+    out: str | Path,
+    kind: str,
+    params: Mapping[str, Any],
+    inputs: Sequence[Mapping[str, Any]] = (),
+    overwrite: bool = False,
+) -> Artifact | None:
+    """Decide what to do with ``out`` before a stage starts working.
+
+    Returns the existing artifact when it was made by the same kind, parameters and inputs
+    (nothing to do), ``None`` when the stage should run, and raises when ``out`` holds
+    something else and ``overwrite`` is not set.
+    """
+    out = Path(out)
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise OodkitError(f"{out} exists and is not a directory")
+    if not (out / MANIFEST_NAME).exists():
+        if any(out.iterdir()):
+            raise OodkitError(f"{out} exists, is not empty and is not an oodkit artifact")
+        return None
+    existing = load_artifact(out)
+    params_j, inputs_j = _jsonable(dict(params)), _jsonable(list(inputs))
+    same = (
+        existing.kind == kind
+        and existing.manifest.params == params_j
+        and _input_prints(existing.manifest.inputs) == _input_prints(inputs_j)
+    )
+    if overwrite:
+        return None
+    if same:
+        return existing
+    if existing.kind != kind:
+        why = f"it is a {existing.kind} artifact"
+    elif existing.manifest.params != params_j:
+        why = "different parameters (" + _describe_change(existing.manifest.params, params_j) + ")"
+    else:
+        why = "different inputs"
+    raise OodkitError(
+        f"{out} already holds an artifact made with {why}; pass --overwrite to replace it"
+    )
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move a finished ``tmp`` directory to ``out``, replacing any previous one."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f"{out.name}.old-", dir=out.parent))
+        old.rmdir()
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
+def write_artifact(
+    out: str | Path,
+    kind: str,
+    params: Mapping[str, Any],
+    inputs: Sequence[Mapping[str, Any]] = (),
+    *,
+    dataset: datasets.Dataset | None = None,
+    write_files: Callable[[Path], None] | None = None,
+    summary: Mapping[str, Any] | None = None,
+    command: str | None = None,
+) -> Artifact:
+    """Write an artifact atomically: build it in ``<out>.tmp-*``, then rename it into place.
+
+    ``write_files(tmp_dir)`` may add model files, reports or plots next to the manifest.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown artifact kind {kind!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    try:
+        if dataset is not None:
+            _quiet_datasets()
+            dataset.save_to_disk(str(tmp / DATA_DIR))
+        if write_files is not None:
+            write_files(tmp)
+        manifest = Manifest(
+            kind=kind,
+            params=_jsonable(dict(params)),
+            inputs=_jsonable(list(inputs)),
+            summary=_jsonable(dict(summary or {})),
+            fingerprint=_fingerprint_dir(tmp),
+            command=command or _command or "(python API)",
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        (tmp / MANIFEST_NAME).write_text(manifest.to_json())
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return Artifact(path=out, manifest=manifest)
+
+
+class ShardedWriter:
+    """Rows of a long stage written in shards under ``<out>.partial`` and merged at the end.
+
+    Work is keyed by sample id. A rerun with the same parameters skips keys already in a
+    finished shard; :meth:`finalize` orders all rows by the canonical key order, so the result
+    is identical whether or not the run was interrupted, and however the shards were cut.
+    Shard directories are named by the canonical position of their first key, so processes
+    that work on disjoint keys (e.g. under ``accelerate launch``) never collide.
+    """
+
+    STATE = "partial.json"
+
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        kind: str,
+        keys: Sequence[str],
+        params: Mapping[str, Any],
+        inputs: Sequence[Mapping[str, Any]] = (),
+        key_column: str = "sample_id",
+        overwrite: bool = False,
+    ) -> None:
+        self.out = Path(out)
+        self.kind = kind
+        self.keys = list(keys)
+        self.position = {k: i for i, k in enumerate(self.keys)}
+        if len(self.position) != len(self.keys):
+            raise OodkitError("sample ids are not unique")
+        self.params = _jsonable(dict(params))
+        self.inputs = _jsonable(list(inputs))
+        self.key_column = key_column
+        self.partial = self.out.with_name(self.out.name + ".partial")
+        state = {
+            "kind": kind,
+            "params": self.params,
+            "inputs": _input_prints(self.inputs),
+            "keys": hashlib.sha256("\n".join(self.keys).encode()).hexdigest(),
+        }
+        state_file = self.partial / self.STATE
+        if state_file.exists():
+            try:
+                previous = json.loads(state_file.read_text())
+            except json.JSONDecodeError:
+                previous = None
+            if previous != state:
+                if not overwrite:
+                    raise OodkitError(
+                        f"{self.partial} holds an interrupted run with different parameters; "
+                        "pass --overwrite to discard it"
+                    )
+                shutil.rmtree(self.partial)
+        self.partial.mkdir(parents=True, exist_ok=True)
+        if not state_file.exists():
+            state_file.write_text(json.dumps(state, indent=2))
+        self._done: set[str] = set()
+        for shard in self._shards():
+            self._done.update(json.loads((shard / "keys.json").read_text()))
+
+    def _shards(self) -> list[Path]:
+        return sorted(p for p in self.partial.glob("shard-*") if (p / "keys.json").is_file())
+
+    def pending(self) -> list[str]:
+        """Keys not yet in a finished shard, in canonical order."""
+        return [k for k in self.keys if k not in self._done]
+
+    def write_shard(self, keys: Sequence[str], rows: datasets.Dataset) -> None:
+        """Atomically add one shard: ``rows`` produced for ``keys`` (rows carry the key column)."""
+        if not keys:
+            return
+        unknown = [k for k in keys if k not in self.position]
+        if unknown:
+            raise ValueError(f"unknown keys, e.g. {unknown[0]!r}")
+        missing = set(rows[self.key_column]) - set(keys)
+        if missing:
+            raise ValueError(f"rows reference keys outside this shard, e.g. {missing.pop()!r}")
+        first = min(self.position[k] for k in keys)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-shard-", dir=self.partial))
+        _quiet_datasets()
+        try:
+            rows.save_to_disk(str(tmp / DATA_DIR))
+            (tmp / "keys.json").write_text(json.dumps(list(keys)))
+            tmp.rename(self.partial / f"shard-{first:09d}")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        self._done.update(keys)
+
+    def finalize(
+        self,
+        *,
+        summary: Mapping[str, Any] | None = None,
+        write_files: Callable[[Path], None] | None = None,
+        command: str | None = None,
+    ) -> Artifact:
+        """Merge all shards in canonical order into the artifact and remove the partial dir."""
+        import datasets
+        import numpy as np
+
+        left = self.pending()
+        if left:
+            raise OodkitError(f"{len(left)} samples are not done yet (e.g. {left[0]!r})")
+        parts = [datasets.load_from_disk(str(s / DATA_DIR)) for s in self._shards()]
+        merged = datasets.concatenate_datasets(parts) if parts else None
+        if merged is not None:
+            pos = np.array([self.position[k] for k in merged[self.key_column]], dtype=np.int64)
+            merged = merged.select(np.argsort(pos, kind="stable")).flatten_indices()
+        art = write_artifact(
+            self.out,
+            self.kind,
+            self.params,
+            self.inputs,
+            dataset=merged,
+            write_files=write_files,
+            summary=summary,
+            command=command,
+        )
+        with contextlib.suppress(OSError):
+            shutil.rmtree(self.partial)
+        return art

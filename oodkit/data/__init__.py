@@ -1,0 +1,1 @@
+"""Dataset references, benchmarks and class-name lists."""

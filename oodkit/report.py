@@ -1,0 +1,147 @@
+"""Metrics as tables (Markdown in OpenOOD's layout, rich on the terminal) and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from oodkit.evaluate import ScoreRun
+
+METRIC_TITLES = {
+    "auroc": "AUROC",
+    "aupr_in": "AUPR-IN",
+    "aupr_out": "AUPR-OUT",
+    "fpr95": "FPR@95",
+    "fpr95_classic": "FPR@95-classic",
+}
+
+
+def read_blocks(path: str | Path) -> list[dict[str, Any]]:
+    """The per-method blocks of a metrics artifact's ``metrics.json``."""
+    doc = json.loads((Path(path) / "metrics.json").read_text())
+    return doc.get("methods", [doc])
+
+
+def fmt(value: Any, scale: float = 100.0) -> str:
+    """``88.38`` or ``88.38 ± 0.12`` (×100); ``-`` when missing."""
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return f"{value['mean'] * scale:.2f} ± {value['std'] * scale:.2f}"
+    return f"{value * scale:.2f}"
+
+
+def _columns(blocks: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """OpenOOD column order: near sets, near mean, far sets, far mean."""
+    cols: list[tuple[str, str]] = []
+    for grp in ("near", "far"):
+        names = list(
+            dict.fromkeys(n for b in blocks for n, r in b["datasets"].items() if r["group"] == grp)
+        )
+        if names:
+            cols += [("dataset", n) for n in names] + [("group", grp)]
+    return cols
+
+
+def _cell(block: dict[str, Any], col: tuple[str, str], metric: str) -> str:
+    kind, name = col
+    entry = (block["datasets"] if kind == "dataset" else block["groups"]).get(name)
+    return fmt(entry[metric]) if entry else "-"
+
+
+def markdown(blocks: list[dict[str, Any]]) -> str:
+    """One Markdown table per metric; rows = methods, values ×100 (mean ± std over runs)."""
+    cols = _columns(blocks)
+    heads = [n if k == "dataset" else f"**{n.capitalize()}**" for k, n in cols]
+    parts = []
+    for metric, title in METRIC_TITLES.items():
+        header = ["Method", *heads] + (["ID Acc."] if metric == "auroc" else [])
+        lines = [f"### {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for b in blocks:
+            cells = [f"{b['method']} ({b['runs']} run{'s' if b['runs'] > 1 else ''})"]
+            cells += [_cell(b, c, metric) for c in cols]
+            if metric == "auroc":
+                cells.append(fmt(b.get("id_accuracy")))
+            lines.append("| " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def rich_tables(blocks: list[dict[str, Any]]) -> list[RenderableType]:
+    """One terminal table per method: rows = OOD sets and group means, columns = metrics."""
+    from rich.table import Table
+
+    tables = []
+    for b in blocks:
+        acc = fmt(b.get("id_accuracy"))
+        t = Table(title=f"{b['method']} — {b['runs']} run(s), ID accuracy {acc}, values ×100")
+        t.add_column("OOD set")
+        t.add_column("group")
+        t.add_column("n", justify="right")
+        for title in METRIC_TITLES.values():
+            t.add_column(title, justify="right")
+        for grp in ("near", "far"):
+            for name, row in b["datasets"].items():
+                if row["group"] == grp:
+                    t.add_row(name, grp, str(row["n"]), *(fmt(row[m]) for m in METRIC_TITLES))
+            if grp in b["groups"]:
+                g = b["groups"][grp]
+                t.add_row(
+                    f"[bold]{grp} mean[/bold]",
+                    grp,
+                    "",
+                    *(f"[bold]{fmt(g[m])}[/bold]" for m in METRIC_TITLES),
+                )
+        tables.append(t)
+    return tables
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def plot_method(folder: Path, label: str, run: ScoreRun) -> list[Path]:
+    """ROC curves per OOD set and ID-vs-OOD ``id_score`` histograms for one run of a method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from oodkit.metrics import ood_metrics, roc_curve
+
+    folder.mkdir(parents=True, exist_ok=True)
+    roc_path = folder / f"roc-{_safe(label)}.png"
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, (grp, scores) in run.ood.items():
+        fpr, tpr = roc_curve(run.id_scores, scores)
+        auroc = ood_metrics(run.id_scores, scores)["auroc"]
+        ax.plot(fpr, tpr, label=f"{name} ({grp}) AUROC {auroc * 100:.2f}")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="FPR (ID flagged as OOD)", ylabel="TPR (OOD detected)", title=f"ROC — {label}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(roc_path, dpi=120)
+    plt.close(fig)
+
+    hist_path = folder / f"hist-{_safe(label)}.png"
+    n = len(run.ood)
+    fig, axes = plt.subplots(1, n, figsize=(4 * n, 3.2), squeeze=False)
+    for ax, (name, (grp, scores)) in zip(axes[0], run.ood.items(), strict=True):
+        lo = min(run.id_scores.min(), scores.min())
+        hi = max(run.id_scores.max(), scores.max())
+        bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 41)
+        ax.hist(run.id_scores, bins=bins, alpha=0.6, density=True, label="ID test")
+        ax.hist(scores, bins=bins, alpha=0.6, density=True, label=f"{name} ({grp})")
+        ax.set(xlabel="id_score (higher = ID)", title=name)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"id_score — {label}")
+    fig.tight_layout()
+    fig.savefig(hist_path, dpi=120)
+    plt.close(fig)
+    return [roc_path, hist_path]
