@@ -53,7 +53,7 @@ def benchmark_info(ref: str, data_root: str | Path | None = None) -> RenderableT
         title=f"{bench.name}: {len(bench.class_names or [])} ID classes, "
         f"image size {bench.image_size}, {bench.channels} channel(s)"
     )
-    for col in ("set", "name", "group", "role", "expected", "found"):
+    for col in ("set", "group", "role", "expected", "found"):
         table.add_column(col, justify="right" if col in ("expected", "found") else "left")
     roles = {"id_train": "train", "id_val": "val", "id_test": "test"}
     roles.update({s.name: "test" for s in bench.ood})
@@ -66,7 +66,8 @@ def benchmark_info(ref: str, data_root: str | Path | None = None) -> RenderableT
         except OodkitError as exc:
             found, unavailable = "-", str(exc)
         expected = "-" if spec.size is None else str(spec.size)
-        table.add_row(key, spec.name, spec.group, roles[key], expected, found)
+        label = key if spec.name == key else f"{key} ({spec.name})"
+        table.add_row(label, spec.group, roles[key], expected, found)
     if unavailable:
         table.caption = f"not loaded: {unavailable}"
     return table

@@ -113,6 +113,14 @@ def load_image_folder(root: Path) -> datasets.Dataset:
     import datasets
 
     classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    loose = sorted(
+        p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if classes and loose:
+        raise OodkitError(
+            f"{root} mixes class folders ({classes[0]}/, ...) with loose images ({loose[0].name}, "
+            "...): use one layout"
+        )
     files: list[tuple[Path, int]] = []
     if classes:
         for label, name in enumerate(classes):
@@ -123,7 +131,7 @@ def load_image_folder(root: Path) -> datasets.Dataset:
                     if Path(n).suffix.lower() in IMAGE_EXTENSIONS
                 ]
     else:
-        files = [(p, -1) for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS]
+        files = [(p, -1) for p in loose]
     if not files:
         raise OodkitError(f"{root}: no image files found (expected class folders of images)")
     for path, _ in files:

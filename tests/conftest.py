@@ -1,0 +1,50 @@
+"""Shared fixtures. Tests never reach the network: the Hub is forced offline."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from collections.abc import Sequence  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from oodkit.scores import SetScores, write_scores  # noqa: E402
+
+
+@pytest.fixture
+def make_scores(tmp_path: Path):
+    """Write a scores artifact from {dataset: (group, scores)} plus optional ID preds/labels."""
+
+    def make(
+        name: str,
+        sets: dict[str, tuple[str, Sequence[float]]],
+        method: str = "energy",
+        pred: Sequence[int] | None = None,
+        label: Sequence[int] | None = None,
+        seed: int = 0,
+    ) -> Path:
+        items = []
+        for ds_name, (group, scores) in sets.items():
+            ids = [f"{ds_name}/{i}" for i in range(len(scores))]
+            items.append(
+                SetScores(
+                    ds_name,
+                    group,
+                    ids,
+                    np.asarray(scores, dtype=float),
+                    pred if group == "id" else None,
+                    label if group == "id" else None,
+                )
+            )
+        out = tmp_path / name
+        write_scores(out, items, {"method": method, "seed": seed})
+        return out
+
+    return make

@@ -1,0 +1,184 @@
+"""``oodkit eval``: hand-computed numbers, outputs, seeds, and refusal of bad scores."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from oodkit.artifacts import load_artifact, write_artifact
+from oodkit.cli import app
+from oodkit.metrics import ood_metrics
+
+runner = CliRunner()
+
+# ID = [1, 2, 3, 4]; near "a" = [0, 2.5]; far "b" = [5, 6]. Worked by hand (OOD positive,
+# s = -id_score): for "a", 6 of the 8 (ID, OOD) pairs rank the OOD sample lower -> AUROC 0.75;
+# detecting both OOD samples needs a cut at 2.5, which flags ID {1, 2} -> FPR@95 0.5; keeping
+# every ID sample (cut at 1) accepts 2.5 -> FPR@95-classic 0.5. PR-IN points (recall,
+# precision) from the top: (.25,1) (.5,1) (.5,2/3) (.75,.75) (1,.8) (1,4/6), trapezoids from
+# (0,1) give 0.25 + 0.25 + 0.1770833 + 0.19375 = 0.8708333. PR-OUT from the bottom: (.5,1)
+# (.5,.5) (.5,1/3) (1,.5) (1,.4) (1,1/3) -> 0.5 + 0.2083333 = 0.7083333. "b" is ranked
+# entirely as ID: AUROC 0, both FPR@95 = 1, AUPR-IN 0.0416667 + 0.1041667 + 0.1375 +
+# 0.1583333 = 0.4416667, AUPR-OUT 0.05 + 0.1333333 = 0.1833333.
+HAND = {
+    "a": {
+        "auroc": 0.75,
+        "aupr_in": 0.8708333333,
+        "aupr_out": 0.7083333333,
+        "fpr95": 0.5,
+        "fpr95_classic": 0.5,
+    },
+    "b": {
+        "auroc": 0.0,
+        "aupr_in": 0.4416666667,
+        "aupr_out": 0.1833333333,
+        "fpr95": 1.0,
+        "fpr95_classic": 1.0,
+    },
+}
+SETS = {"test": ("id", [1.0, 2.0, 3.0, 4.0]), "a": ("near", [0.0, 2.5]), "b": ("far", [5.0, 6.0])}
+
+
+def test_eval_reproduces_hand_computed_numbers(make_scores, tmp_path: Path) -> None:
+    scores = make_scores("s", SETS, pred=[0, 1, 1, 0], label=[0, 1, 0, 0])
+    out = tmp_path / "metrics"
+    result = runner.invoke(app, ["eval", str(scores), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["method"] == "energy" and doc["runs"] == 1 and doc["n_id"] == 4
+    assert doc["id_accuracy"] == 0.75
+    for name, want in HAND.items():
+        got = doc["datasets"][name]
+        assert got["n"] == 2
+        for k, v in want.items():
+            assert got[k] == pytest.approx(v, abs=1e-9), (name, k)
+    assert doc["datasets"]["a"]["group"] == "near" and doc["datasets"]["b"]["group"] == "far"
+    assert doc["groups"]["near"]["auroc"] == 0.75 and doc["groups"]["far"][
+        "aupr_out"
+    ] == pytest.approx(0.1833333333)
+    md = (out / "metrics.md").read_text()
+    assert "| energy (1 run) | 75.00 | 75.00 | 0.00 | 0.00 | 75.00 |" in md
+    assert (
+        "### FPR@95-classic" in md and "| energy (1 run) | 50.00 | 50.00 | 100.00 | 100.00 |" in md
+    )
+    for png in ("plots/roc-energy.png", "plots/hist-energy.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    art = load_artifact(out, kind="metrics")
+    assert art.manifest.inputs[0]["fingerprint"] == load_artifact(scores).manifest.fingerprint
+    assert len(art.dataset()) == 2
+    assert "AUROC" in result.output and "near mean" in result.output
+
+
+def test_eval_groups_means_and_seeds(make_scores, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    paths, per_run = [], []
+    for seed in range(3):
+        sets = {
+            "test": ("id", rng.normal(1, 1, 50)),
+            "n1": ("near", rng.normal(0, 1, 40)),
+            "n2": ("near", rng.normal(0.5, 1, 30)),
+            "f1": ("far", rng.normal(-2, 1, 20)),
+        }
+        paths.append(make_scores(f"s{seed}", sets, seed=seed))
+        per_run.append(
+            {n: ood_metrics(sets["test"][1], s) for n, (_, s) in sets.items() if n != "test"}
+        )
+    other = make_scores("msp", {"test": ("id", [1.0, 2.0]), "n1": ("near", [0.0])}, method="msp")
+    out = tmp_path / "m"
+    result = runner.invoke(
+        app, ["eval", *map(str, paths), str(other), "--out", str(out), "--no-plots"]
+    )
+    assert result.exit_code == 0, result.output
+    blocks = json.loads((out / "metrics.json").read_text())["methods"]
+    energy = next(b for b in blocks if b["method"] == "energy")
+    assert energy["runs"] == 3 and energy["id_accuracy"] is None
+    for k in ("auroc", "fpr95"):
+        vals = [r["n1"][k] for r in per_run]
+        assert energy["datasets"]["n1"][k] == pytest.approx(
+            {"mean": np.mean(vals), "std": np.std(vals)}
+        )
+        near = [(r["n1"][k] + r["n2"][k]) / 2 for r in per_run]
+        assert energy["groups"]["near"][k]["mean"] == pytest.approx(np.mean(near))
+    assert next(b for b in blocks if b["method"] == "msp")["runs"] == 1
+    assert " ± " in (out / "metrics.md").read_text()
+    assert not (out / "plots").exists()
+
+
+def test_rerun_is_up_to_date_and_changes_are_refused(make_scores, tmp_path: Path) -> None:
+    scores = make_scores("s", SETS)
+    out = tmp_path / "m"
+    assert runner.invoke(app, ["eval", str(scores), "--out", str(out)]).exit_code == 0
+    first = load_artifact(out).manifest.created
+    assert runner.invoke(app, ["eval", str(scores), "--out", str(out)]).exit_code == 0
+    assert load_artifact(out).manifest.created == first
+    refused = runner.invoke(app, ["eval", str(scores), "--out", str(out), "--no-plots"])
+    assert refused.exit_code == 2 and "--overwrite" in refused.stderr
+    forced = runner.invoke(
+        app, ["eval", str(scores), "--out", str(out), "--no-plots", "--overwrite"]
+    )
+    assert forced.exit_code == 0 and not (out / "plots").exists()
+
+
+def _bad_scores(tmp_path: Path, case: str) -> Path:
+    cols = {
+        "sample_id": ["i0", "i1", "o0"],
+        "dataset": ["test", "test", "ood"],
+        "group": ["id", "id", "near"],
+        "id_score": [1.0, 2.0, 0.5],
+    }
+    if case == "nan":
+        cols["id_score"][1] = float("nan")
+    elif case == "inf":
+        cols["id_score"][2] = float("inf")
+    elif case == "no-id":
+        cols["group"] = ["near", "near", "near"]
+    elif case == "no-ood":
+        cols["group"] = ["id", "id", "id"]
+    elif case == "missing-column":
+        del cols["id_score"]
+    out = tmp_path / f"scores-{case}"
+    write_artifact(out, "scores", {"method": "x"}, dataset=datasets.Dataset.from_dict(cols))
+    return out
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("nan", "ID set has 1 NaN value"),
+        ("inf", "OOD set 'ood' has 1 infinite value"),
+        ("no-id", "ID set is empty"),
+        ("no-ood", "OOD set is empty"),
+        ("missing-column", "lacks column(s) id_score"),
+    ],
+)
+def test_bad_scores_exit_2_with_one_line_and_write_nothing(
+    tmp_path: Path, case: str, message: str
+) -> None:
+    scores = _bad_scores(tmp_path, case)
+    out = tmp_path / "metrics"
+    result = runner.invoke(app, ["eval", str(scores), "--out", str(out)])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    assert not out.exists() and not list(tmp_path.glob("metrics*"))
+
+
+def test_wrong_kind_and_missing_input(tmp_path: Path) -> None:
+    write_artifact(tmp_path / "det", "detector", {})
+    result = runner.invoke(app, ["eval", str(tmp_path / "det"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "is a detector artifact, expected scores" in result.stderr
+    result = runner.invoke(app, ["eval", str(tmp_path / "nope"), "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "no such directory" in result.stderr
+
+
+def test_debug_shows_the_exception(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["--debug", "eval", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]
+    )
+    assert result.exit_code == 1 and type(result.exception).__name__ == "OodkitError"
