@@ -151,3 +151,39 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert set(doc["datasets"]) == {"digits-5-9", "photo-patches"}
     assert 0.5 < doc["groups"]["near"]["auroc"] <= 1.0
     assert "digits-5-9" in result.output
+
+
+def test_push_sends_table_card_and_manifest(make_scores, monkeypatch: pytest.MonkeyPatch) -> None:
+    import datasets
+    import huggingface_hub
+
+    calls: list[tuple] = []
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(
+        datasets.Dataset,
+        "push_to_hub",
+        lambda self, repo, private=False, **kw: calls.append(
+            ("table", repo, private, len(self), kw)
+        ),
+    )
+
+    def upload_file(self, *, path_or_fileobj, path_in_repo, repo_id, repo_type, **kw):
+        data = (
+            path_or_fileobj
+            if isinstance(path_or_fileobj, bytes)
+            else Path(path_or_fileobj).read_bytes()
+        )
+        calls.append(("file", path_in_repo, repo_id, repo_type, data, kw))
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_file", upload_file)
+    scores = make_scores("s", {"test": ("id", [1.0, 2.0]), "far": ("far", [0.0])})
+    result = runner.invoke(app, ["push", str(scores), "--repo-id", "me/scores", "--private"])
+    assert result.exit_code == 0, result.output
+    assert "datasets/me/scores" in result.output
+    assert calls[0] == ("table", "me/scores", True, 3, {})
+    assert [c[1:4] for c in calls[1:]] == [
+        ("README.md", "me/scores", "dataset"),
+        ("oodkit.json", "me/scores", "dataset"),
+    ]
+    assert calls[1][4].decode() == dataset_card(load_artifact(scores))
+    assert all("token" not in c[-1] for c in calls[1:])  # the token is never passed through oodkit
