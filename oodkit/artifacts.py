@@ -272,6 +272,41 @@ def write_artifact(
     return Artifact(path=out, manifest=manifest)
 
 
+PARTIAL_STATE = "partial.json"
+
+
+def prepare_partial(
+    out: str | Path, state: Mapping[str, Any], overwrite: bool = False
+) -> tuple[Path, bool]:
+    """Create ``<out>.partial`` for a long run, or reuse one left by an interrupted run.
+
+    ``state`` (kind, parameters, input fingerprints, ...) must equal the interrupted run's;
+    otherwise the old work is discarded with ``overwrite`` and refused without it.
+    Returns the folder and whether earlier work was found in it.
+    """
+    partial = Path(out).with_name(Path(out).name + ".partial")
+    state = _jsonable(dict(state))
+    state_file = partial / PARTIAL_STATE
+    if state_file.exists():
+        try:
+            previous = json.loads(state_file.read_text())
+        except json.JSONDecodeError:
+            previous = None
+        if previous == state:
+            return partial, True
+        if not overwrite:
+            raise OodkitError(
+                f"{partial} holds an interrupted run with different parameters; "
+                "pass --overwrite to discard it"
+            )
+        shutil.rmtree(partial)
+    elif partial.exists() and overwrite:
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(state, indent=2))
+    return partial, False
+
+
 class ShardedWriter:
     """Rows of a long stage written in shards under ``<out>.partial`` and merged at the end.
 
@@ -281,8 +316,6 @@ class ShardedWriter:
     Shard directories are named by the canonical position of their first key, so processes
     that work on disjoint keys (e.g. under ``accelerate launch``) never collide.
     """
-
-    STATE = "partial.json"
 
     def __init__(
         self,
@@ -304,29 +337,13 @@ class ShardedWriter:
         self.params = _jsonable(dict(params))
         self.inputs = _jsonable(list(inputs))
         self.key_column = key_column
-        self.partial = self.out.with_name(self.out.name + ".partial")
         state = {
             "kind": kind,
             "params": self.params,
             "inputs": _input_prints(self.inputs),
             "keys": hashlib.sha256("\n".join(self.keys).encode()).hexdigest(),
         }
-        state_file = self.partial / self.STATE
-        if state_file.exists():
-            try:
-                previous = json.loads(state_file.read_text())
-            except json.JSONDecodeError:
-                previous = None
-            if previous != state:
-                if not overwrite:
-                    raise OodkitError(
-                        f"{self.partial} holds an interrupted run with different parameters; "
-                        "pass --overwrite to discard it"
-                    )
-                shutil.rmtree(self.partial)
-        self.partial.mkdir(parents=True, exist_ok=True)
-        if not state_file.exists():
-            state_file.write_text(json.dumps(state, indent=2))
+        self.partial, _ = prepare_partial(self.out, state, overwrite)
         self._done: set[str] = set()
         for shard in self._shards():
             self._done.update(json.loads((shard / "keys.json").read_text()))

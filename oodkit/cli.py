@@ -143,6 +143,207 @@ def push_cmd(
     typer.echo(push_artifact(artifact, repo_id, private=private))
 
 
+train_app = typer.Typer(help="Train models: detector.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+WorkersOpt = Annotated[int, typer.Option("--num-workers", help="Data-loading worker processes.")]
+
+
+def _json_option(text: str | None, name: str) -> dict[str, Any]:
+    import json
+
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OodkitError(f"{name} must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise OodkitError(f"{name} must be a JSON object")
+    return value
+
+
+@train_app.command("detector")
+@guarded
+def train_detector_cmd(
+    id_ref: Annotated[
+        str, typer.Option("--id", help="Benchmark (its ID train set) or dataset reference.")
+    ],
+    out: OutOpt,
+    loss: Annotated[str, typer.Option("--loss", help="ce, oe, energy, sona or sd.")] = "ce",
+    labels: Annotated[str | None, typer.Option("--labels", help="Pseudo-labels artifact.")] = None,
+    outliers: Annotated[
+        list[str] | None,
+        typer.Option("--outliers", help="Outliers artifact or dataset reference; repeatable."),
+    ] = None,
+    extra_id: Annotated[
+        list[str] | None,
+        typer.Option("--extra-id", help="Extra ID images keeping their label; repeatable."),
+    ] = None,
+    val: Annotated[
+        str | None, typer.Option("--val", help="ID validation set (default: benchmark's).")
+    ] = None,
+    arch: Annotated[str, typer.Option("--arch", help="Any timm model name.")] = "resnet18",
+    arch_kwargs: Annotated[
+        str | None,
+        typer.Option(
+            "--arch-kwargs", help="JSON for timm.create_model, e.g. '{\"drop_rate\": 0.1}'."
+        ),
+    ] = None,
+    weights: Annotated[
+        Path | None, typer.Option("--weights", help="Local backbone weights.")
+    ] = None,
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained", help="timm hub weights (online).")
+    ] = False,
+    epochs: Annotated[int, typer.Option("--epochs")] = 100,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    outlier_batch_size: Annotated[int | None, typer.Option("--outlier-batch-size")] = None,
+    lr: Annotated[float, typer.Option("--lr")] = 0.1,
+    momentum: Annotated[float, typer.Option("--momentum")] = 0.9,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 5e-4,
+    nesterov: Annotated[bool, typer.Option("--nesterov/--no-nesterov")] = True,
+    min_lr: Annotated[float, typer.Option("--min-lr", help="End of the per-step cosine.")] = 1e-6,
+    beta: Annotated[float, typer.Option("--beta", help="OE weight (oe, sona).")] = 0.5,
+    club_weight: Annotated[float, typer.Option("--club-weight", help="CLUB weight (sona).")] = 1.0,
+    club_steps: Annotated[int, typer.Option("--club-steps", help="Estimator steps per batch.")] = 5,
+    club_lr: Annotated[float, typer.Option("--club-lr")] = 1e-4,
+    sd_lambda: Annotated[
+        float, typer.Option("--sd-lambda", help="Out-class head weight (sd).")
+    ] = 0.3,
+    energy_weight: Annotated[float, typer.Option("--energy-weight")] = 0.1,
+    m_in: Annotated[float, typer.Option("--m-in")] = -25.0,
+    m_out: Annotated[float, typer.Option("--m-out")] = -7.0,
+    augment: Annotated[
+        str, typer.Option("--augment", help="auto, none, crop, crop-flip, rrc-flip.")
+    ] = "auto",
+    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "auto",
+    num_workers: WorkersOpt = 0,
+    data_root: DataRootOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    stop_after_epochs: Annotated[
+        int | None,
+        typer.Option("--stop-after-epochs", help="Pause after N epochs (then --resume)."),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a detector (SGD nesterov + per-step cosine) with ce, oe, energy, sona or sd loss."""
+    from oodkit.detector.train import TrainOptions, train_detector
+
+    opts = TrainOptions(
+        loss=loss,
+        arch=arch,
+        arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"),
+        epochs=epochs,
+        batch_size=batch_size,
+        outlier_batch_size=outlier_batch_size,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        nesterov=nesterov,
+        min_lr=min_lr,
+        beta=beta,
+        club_weight=club_weight,
+        club_steps=club_steps,
+        club_lr=club_lr,
+        sd_lambda=sd_lambda,
+        energy_weight=energy_weight,
+        m_in=m_in,
+        m_out=m_out,
+        augment=augment,
+        image_size=image_size,
+        seed=seed,
+    )
+    art = train_detector(
+        id_ref,
+        out,
+        opts,
+        labels=labels,
+        outliers=outliers or (),
+        extra_id=extra_id or (),
+        val=val,
+        weights=weights,
+        pretrained=pretrained,
+        data_root=data_root,
+        device=device,
+        num_workers=num_workers,
+        resume=resume,
+        overwrite=overwrite,
+        stop_after_epochs=stop_after_epochs,
+        quiet=quiet,
+    )
+    console = _console(quiet)
+    if art is None:
+        console.print(f"paused; continue with --resume (state in {out}.partial)")
+    else:
+        s = art.manifest.summary
+        acc = s.get("id_val_accuracy")
+        console.print(
+            f"detector written to {art.path}: final loss {s['final_loss']:.4f}"
+            + (f", ID val accuracy {acc:.4f}" if acc is not None else "")
+        )
+
+
+@app.command("score")
+@guarded
+def score_cmd(
+    detector: Annotated[Path, typer.Option("--detector", help="Detector artifact.")],
+    benchmark: Annotated[str, typer.Option("--benchmark", "-b", help="Benchmark name or file.")],
+    method: Annotated[
+        str, typer.Option("--method", help="msp, energy, maxlogit, knn, sd-vote; comma list.")
+    ],
+    out: OutOpt,
+    outliers: Annotated[
+        str | None, typer.Option("--outliers", help="Outliers for sd-vote.")
+    ] = None,
+    k: Annotated[int | None, typer.Option("--k", help="Neighbours (knn 50, sd-vote 10).")] = None,
+    alpha: Annotated[float, typer.Option("--alpha", help="sd-vote outlier weight.")] = 0.3,
+    temperature: Annotated[float, typer.Option("--temperature", help="For msp and energy.")] = 1.0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
+    device: DeviceOpt = "auto",
+    num_workers: WorkersOpt = 0,
+    data_root: DataRootOpt = None,
+    resize: Annotated[
+        bool, typer.Option("--resize", help="Rescale benchmark images to the detector.")
+    ] = False,
+    cache: Annotated[
+        bool, typer.Option("--cache/--no-cache", help="Reuse cached features.")
+    ] = True,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Score a benchmark's ID test and OOD sets; one scores artifact per method."""
+    from oodkit.scoring.score import score
+
+    arts = score(
+        detector,
+        benchmark,
+        method,
+        out,
+        outliers=outliers,
+        k=k,
+        alpha=alpha,
+        temperature=temperature,
+        batch_size=batch_size,
+        device=device,
+        data_root=data_root,
+        num_workers=num_workers,
+        allow_resize=resize,
+        use_cache=cache,
+        overwrite=overwrite,
+    )
+    console = _console(quiet)
+    for art in arts:
+        acc = art.manifest.summary.get("id_accuracy")
+        console.print(
+            f"{art.manifest.params['method']}: {art.path}"
+            + (f" (ID accuracy {acc:.4f})" if acc is not None else "")
+        )
+
+
 @app.command("demo")
 @guarded
 def demo_cmd(

@@ -12,8 +12,9 @@ A reference is one of (DESIGN.md §4):
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oodkit.errors import OodkitError
 
@@ -193,3 +194,79 @@ def load_dataset_ref(
         f"unknown dataset reference {ref!r}: not a directory, not hub:OWNER/NAME, "
         f"not a built-in benchmark ({', '.join(benchmark_names())})"
     )
+
+
+@dataclass
+class IdData:
+    """An ID training set with what a model needs to know about it."""
+
+    train: datasets.Dataset
+    val: datasets.Dataset | None
+    channels: int
+    image_size: int
+    class_names: list[str] | None
+    benchmark: str | None
+
+
+def _is_benchmark(ref: str) -> bool:
+    from oodkit.data.benchmarks import benchmark_names
+
+    return Path(ref).suffix.lower() in (".json", ".yaml", ".yml") or (
+        ref.partition("?")[0] in benchmark_names()
+    )
+
+
+def resolve_id(
+    ref: str,
+    *,
+    data_root: str | Path | None = None,
+    image_size: int | None = None,
+    val: str | None = None,
+) -> IdData:
+    """``--id``: a benchmark (its ID train set and ID val set) or any dataset reference.
+
+    For a plain dataset the channel count and image size come from its first image unless
+    ``image_size`` is given; ``val`` names an optional validation set.
+    """
+    from oodkit.data.benchmarks import get_benchmark
+
+    if _is_benchmark(ref):
+        bench = get_benchmark(ref, data_root=data_root)
+        train = bench.load("id_train")
+        val_ds = (
+            load_dataset_ref(val, data_root=data_root, channels=bench.channels)
+            if val
+            else (bench.load("id_val") if bench.id_val is not None else None)
+        )
+        size = image_size or bench.image_size or train[0]["image"].size[0]
+        return IdData(train, val_ds, bench.channels, size, bench.class_names, bench.name)
+    train = load_dataset_ref(ref, data_root=data_root)
+    if len(train) == 0:
+        raise OodkitError(f"{ref}: the ID dataset is empty")
+    first = train[0]["image"]
+    channels = 1 if first.mode in ("L", "1", "I", "F", "I;16") else 3
+    train = with_channels(train, channels)
+    val_ds = load_dataset_ref(val, data_root=data_root, channels=channels) if val else None
+    return IdData(train, val_ds, channels, image_size or max(first.size), None, None)
+
+
+def dataset_input(ref: str, ds: datasets.Dataset) -> dict[str, Any]:
+    """The manifest ``inputs`` entry of a plain dataset reference."""
+    return {"kind": "dataset", "path": ref, "fingerprint": getattr(ds, "_fingerprint", None)}
+
+
+def load_artifact_or_dataset(
+    ref: str, data_root: str | Path | None, channels: int, what: str, kind: str
+) -> tuple[datasets.Dataset, dict[str, Any]]:
+    """An artifact of ``kind`` or, for a path without a manifest, any dataset reference."""
+    from oodkit.artifacts import MANIFEST_NAME, load_artifact
+
+    path = Path(ref)
+    if path.is_dir() and (path / MANIFEST_NAME).exists():
+        art = load_artifact(path, kind=kind)
+        ds = normalise_columns(art.dataset(), prefix=path.name)
+        return ds, art.as_input()
+    ds = load_dataset_ref(ref, data_root=data_root, channels=channels)
+    if len(ds) == 0:
+        raise OodkitError(f"{what} {ref} is empty")
+    return ds, dataset_input(ref, ds)

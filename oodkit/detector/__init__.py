@@ -1,0 +1,1 @@
+"""Detector: timm backbone + heads, losses, training loop."""

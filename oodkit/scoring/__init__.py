@@ -1,0 +1,1 @@
+"""Post-hoc scores, nearest neighbours, feature extraction and the score stage."""
