@@ -85,11 +85,13 @@ class Artifact:
         return {"kind": self.kind, "path": str(self.path), "fingerprint": self.manifest.fingerprint}
 
 
-def _quiet_datasets() -> None:
-    """Artifact writes report their own progress; silence datasets' per-save bars."""
+def _save_dataset(ds: datasets.Dataset, folder: Path) -> None:
+    """``save_to_disk`` without datasets' progress bars; an empty table still gets one shard
+    (datasets writes none for it by default and then cannot load it back)."""
     import datasets
 
     datasets.disable_progress_bars()
+    ds.save_to_disk(str(folder), num_shards=1 if len(ds) == 0 else None)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -251,8 +253,7 @@ def write_artifact(
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:
         if dataset is not None:
-            _quiet_datasets()
-            dataset.save_to_disk(str(tmp / DATA_DIR))
+            _save_dataset(dataset, tmp / DATA_DIR)
         if write_files is not None:
             write_files(tmp)
         manifest = Manifest(
@@ -367,9 +368,8 @@ class ShardedWriter:
             raise ValueError(f"rows reference keys outside this shard, e.g. {missing.pop()!r}")
         first = min(self.position[k] for k in keys)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-shard-", dir=self.partial))
-        _quiet_datasets()
         try:
-            rows.save_to_disk(str(tmp / DATA_DIR))
+            _save_dataset(rows, tmp / DATA_DIR)
             (tmp / "keys.json").write_text(json.dumps(list(keys)))
             tmp.rename(self.partial / f"shard-{first:09d}")
         except BaseException:

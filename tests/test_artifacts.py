@@ -231,3 +231,8 @@ def test_sigkilled_process_resumes(tmp_path: Path) -> None:
     writer.write_shard(writer.pending(), _rows_for(writer.pending(), seed=1))
     whole = _run(tmp_path / "whole", keys, shard=9).finalize()
     assert writer.finalize().manifest.fingerprint == whole.manifest.fingerprint
+
+
+def test_empty_table_round_trips(tmp_path: Path) -> None:
+    art = write_artifact(tmp_path / "empty", "outliers", {}, dataset=table(0))
+    assert len(load_artifact(art.path).dataset()) == 0

@@ -264,9 +264,10 @@ def load_artifact_or_dataset(
     path = Path(ref)
     if path.is_dir() and (path / MANIFEST_NAME).exists():
         art = load_artifact(path, kind=kind)
-        ds = normalise_columns(art.dataset(), prefix=path.name)
-        return ds, art.as_input()
-    ds = load_dataset_ref(ref, data_root=data_root, channels=channels)
+        ds, entry = normalise_columns(art.dataset(), prefix=path.name), art.as_input()
+    else:
+        ds = load_dataset_ref(ref, data_root=data_root, channels=channels)
+        entry = dataset_input(ref, ds)
     if len(ds) == 0:
         raise OodkitError(f"{what} {ref} is empty")
-    return ds, dataset_input(ref, ds)
+    return ds, entry

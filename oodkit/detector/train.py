@@ -213,8 +213,6 @@ def _prepare_data(
         table = ImageTable(
             datasets.concatenate_datasets(parts), t_train, np.concatenate(labs), mode
         )
-        if len(table) == 0:
-            raise OodkitError("the outlier set is empty")
         if opts.loss == "sona":
             sources_table = ImageTable(_plain_images(train), t_train, y, mode)
             table = PairedOutliers(table, sources_table, np.concatenate(sources))
