@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from oodkit.artifacts import load_artifact, write_artifact
 from oodkit.cli import app
 from oodkit.data.benchmarks import get_benchmark
-from oodkit.detector.data import ImageTable, eval_transform
+from oodkit.detector.data import eval_transform
 from oodkit.detector.model import load_detector
 from oodkit.detector.train import TrainOptions, train_detector
 from oodkit.scoring.score import score
