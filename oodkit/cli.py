@@ -350,15 +350,18 @@ def demo_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the demo's artifacts.")
     ] = Path("runs/demo"),
-    seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
+    seeds: Annotated[int, typer.Option("--seeds", help="Detectors to train (seeds 0..N-1).")] = 1,
     overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run every stage that exists end to end on the bundled digits benchmark."""
     from oodkit import report
     from oodkit.demo import run_demo
 
-    art, blocks = run_demo(out, seed=seed, overwrite=overwrite)
-    console = _console()
+    if seeds < 1:
+        raise OodkitError("--seeds must be at least 1")
+    art, blocks = run_demo(out, seeds=seeds, overwrite=overwrite, quiet=quiet)
+    console = _console(quiet)
     for table in report.rich_tables(blocks):
         console.print(table)
     console.print(f"artifacts in {Path(out)}; metrics in {art.path}")
