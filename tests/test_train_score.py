@@ -380,3 +380,31 @@ def test_bad_input_is_one_line_exit_2(
         assert result.exit_code == 2, (args, result.output)
         assert len(lines) == 1 and message in lines[0], (message, lines)
     assert not any((tmp_path / name).exists() for name in "abcdefghijkl")  # nothing written
+
+
+def test_oe_with_held_out_photos_does_not_lower_near_ood_auroc(
+    ce_detector: Path, tmp_path: Path
+) -> None:
+    """3 seeds each of ce and oe (outliers: the photo-patch pool, disjoint from the test
+    patches); the mean near-OOD energy AUROC of oe must not fall below ce's."""
+    from oodkit.evaluate import evaluate
+
+    near = {"ce": [], "oe": []}
+    for seed in range(3):
+        for loss in ("ce", "oe"):
+            if loss == "ce" and seed == 0:
+                det = ce_detector  # the module fixture is exactly this run
+            else:
+                outl = ["digits:photo-patches-train"] if loss == "oe" else []
+                det = train_detector(
+                    "digits",
+                    tmp_path / f"{loss}{seed}",
+                    opts(loss=loss, seed=seed),
+                    outliers=outl,
+                    quiet=True,
+                ).path
+            art = score(det, "digits", ["energy"], tmp_path / f"s-{loss}{seed}")[0]
+            _, blocks = evaluate([art.path], tmp_path / f"m-{loss}{seed}", plots=False)
+            near[loss].append(blocks[0]["groups"]["near"]["auroc"])
+    print("near-OOD energy AUROC per seed:", near)
+    assert np.mean(near["oe"]) >= np.mean(near["ce"])
