@@ -18,6 +18,12 @@ import pytest  # noqa: E402
 from oodkit.scores import SetScores, write_scores  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _feature_cache(tmp_path_factory) -> None:
+    """Tests never read or fill the user's feature cache."""
+    os.environ["OODKIT_CACHE"] = str(tmp_path_factory.mktemp("oodkit-cache"))
+
+
 @pytest.fixture
 def make_scores(tmp_path: Path):
     """Write a scores artifact from {dataset: (group, scores)} plus optional ID preds/labels."""

@@ -37,9 +37,8 @@ def opts(**kw) -> TrainOptions:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _threads_and_cache(tmp_path_factory):
+def _threads():
     torch.set_num_threads(2)
-    os.environ["OODKIT_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")
@@ -134,12 +133,22 @@ def test_scores_equal_pytorch_ood_on_the_trained_model(ce_detector: Path, tmp_pa
             np.testing.assert_allclose(got["knn"][name], -kth.numpy(), atol=1e-5)
 
 
-def test_cached_features_give_the_same_scores(ce_detector: Path, tmp_path: Path) -> None:
+def test_cached_features_give_the_same_scores(
+    ce_detector: Path, tmp_path: Path, monkeypatch
+) -> None:
+    from oodkit.scoring import features
+
     first = score(ce_detector, "digits", ["knn"], tmp_path / "a")[0]
-    start = time.perf_counter()
+    assert list(features.cache_root().glob("*.safetensors"))
+
+    def no_network(*_args, **_kwargs):
+        raise AssertionError("features were recomputed instead of read from the cache")
+
+    monkeypatch.setattr(features, "extract", no_network)
     again = score(ce_detector, "digits", ["knn"], tmp_path / "b")[0]
     assert again.manifest.fingerprint == first.manifest.fingerprint
-    assert time.perf_counter() - start < 20
+    with pytest.raises(AssertionError, match="recomputed"):
+        score(ce_detector, "digits", ["knn"], tmp_path / "c", use_cache=False)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
