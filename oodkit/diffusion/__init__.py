@@ -1,0 +1,1 @@
+"""Diffusion engine: denoisers, DDIM sampler and inversion, guidance math, model training."""

@@ -1,0 +1,164 @@
+"""Guidance math vs direct transcriptions; DDIM loop and inversion vs diffusers' schedulers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from diffusers import DDIMInverseScheduler, DDIMScheduler, PNDMScheduler
+
+from oodkit.diffusion import guidance as G
+from oodkit.diffusion.sampler import (
+    DDIMSampler,
+    ddim_scheduler,
+    per_sample_randn,
+    sample_generators,
+)
+
+
+def _rand(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _masks_by_loops(psi: torch.Tensor, lam: float):
+    """Independent transcription: sort each (sample, channel) and mark the n extremes."""
+    b, c, h, w = psi.shape
+    n = math.ceil(lam * h * w)
+    ms, mn = torch.zeros_like(psi), torch.zeros_like(psi)
+    for i in range(b):
+        for j in range(c):
+            vals = psi[i, j].abs().flatten()
+            order = sorted(range(h * w), key=lambda k: float(vals[k]))
+            for k in order[-n:]:
+                ms[i, j, k // w, k % w] = 1
+            for k in order[:n]:
+                mn[i, j, k // w, k % w] = 1
+    return ms, mn, n
+
+
+@pytest.mark.parametrize(("lam", "h", "w"), [(0.1, 8, 8), (0.2, 5, 7), (0.15, 4, 4)])
+def test_sona_masks_and_delta_match_transcription(lam: float, h: int, w: int) -> None:
+    psi_id, psi_ood = _rand(2, 3, h, w, seed=1), _rand(2, 3, h, w, seed=2)
+    ms_id, mn_id, n = _masks_by_loops(psi_id, lam)
+    ms_ood, _, _ = _masks_by_loops(psi_ood, lam)
+    got_s, got_n = G.sona_masks(psi_id, lam)
+    assert torch.equal(got_s, ms_id) and torch.equal(got_n, mn_id)
+    assert G.mask_count(lam, h, w) == n
+    assert torch.all(got_s.sum(dim=(2, 3)) == n) and torch.all(got_n.sum(dim=(2, 3)) == n)
+    want = -ms_id * psi_id + mn_id * psi_id + ms_ood * (1 - mn_id) * psi_ood
+    assert torch.allclose(G.sona_delta(psi_id, psi_ood, lam), want)
+
+
+def test_nuisance_filter_removes_ood_guidance_in_nuisance_regions() -> None:
+    psi_id = torch.zeros(1, 1, 2, 2)
+    psi_id[0, 0] = torch.tensor([[0.01, 5.0], [3.0, 2.0]])  # nuisance (smallest) = (0, 0)
+    psi_ood = torch.zeros(1, 1, 2, 2)
+    psi_ood[0, 0] = torch.tensor([[9.0, 0.1], [0.2, 0.3]])  # semantic (largest) = (0, 0)
+    delta = G.sona_delta(psi_id, psi_ood, lam=0.25)
+    # (0, 0): M_N(ψ_ID) keeps +ψ_ID, and (1 − M_N(ψ_ID)) removes the OOD term there
+    assert delta[0, 0, 0, 0] == pytest.approx(0.01)
+    assert delta[0, 0, 0, 1] == pytest.approx(-5.0)  # the ID semantic region is pushed away
+    assert delta[0, 0, 1, 0] == 0 and delta[0, 0, 1, 1] == 0
+
+
+def test_cfg_sd_and_global_formulas() -> None:
+    c, u = _rand(2, 4, 3, 3, seed=3), _rand(2, 4, 3, 3, seed=4)
+    assert torch.allclose(G.cfg_eps(c, u, 7.5), u + 7.5 * (c - u))
+    assert torch.allclose(G.sd_eps(c, u, 2.0), 3.0 * c - 2.0 * u)
+    assert torch.allclose(G.sd_eps(c, u, 2.0), G.cfg_eps(c, u, 3.0))  # (1 + w) = s
+    assert torch.allclose(G.global_eps(c, u, 10.0), u + 10.0 * (c - u))
+
+
+def test_sona_guidance_momentum_and_warmup() -> None:
+    u, e_id, e_ood = _rand(2, 1, 4, 4, seed=5), _rand(2, 1, 4, 4, seed=6), _rand(2, 1, 4, 4, seed=7)
+    plain = G.SonaGuidance(scale=10, lam=0.25)
+    delta = G.sona_delta(e_id - u, e_ood - u, 0.25)
+    assert torch.allclose(plain(u, e_id, e_ood, torch.tensor([0, 3])), u + 10 * delta)
+    mom = G.SonaGuidance(scale=10, lam=0.25, momentum_scale=0.3, momentum_beta=0.6, warmup=2)
+    mom.reset(u)
+    first = mom(u, e_id, e_ood, torch.tensor([0, 2]))
+    # sample 0 is in warm-up (unguided); sample 1 is guided; velocity = 0.4 · Δ for both
+    assert torch.allclose(first[0], u[0]) and torch.allclose(first[1], u[1] + 10 * delta[1])
+    assert torch.allclose(mom.velocity, 0.4 * delta)
+    second = mom(u, e_id, e_ood, torch.tensor([1, 3]))
+    g = delta + 0.3 * 0.4 * delta
+    assert torch.allclose(second[1], u[1] + 10 * g[1])
+    assert torch.allclose(mom.velocity, 0.6 * 0.4 * delta + 0.4 * g)
+
+
+def _sd_like_scheduler() -> DDIMScheduler:
+    return DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+
+
+def test_uniform_start_loop_equals_diffusers_ddim_step() -> None:
+    sched = _sd_like_scheduler()
+    sampler = DDIMSampler(ddim_scheduler(sched.config), 20)
+    x = _rand(3, 2, 4, 4, seed=8)
+    eps_of = lambda x, t: torch.sin(x) * 0.5 + t.view(-1, 1, 1, 1) / 1000  # noqa: E731 - x-dependent
+    ours = sampler.denoise(
+        x, [20, 20, 20], lambda xa, t, rows, k: eps_of(xa, t.double()).to(xa.dtype)
+    )
+    ref = x.clone()
+    sched.set_timesteps(20)
+    for t in sched.timesteps:
+        ref = sched.step(eps_of(ref, torch.full((3,), float(t))).to(ref.dtype), t, ref).prev_sample
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_per_sample_start_steps() -> None:
+    sampler = DDIMSampler(ddim_scheduler(_sd_like_scheduler().config), 10)
+    x = _rand(3, 1, 2, 2, seed=9)
+    calls = []
+
+    def eps(xa, t, rows, k):
+        calls.append((rows.tolist(), t.tolist(), k.tolist()))
+        return torch.zeros_like(xa)
+
+    sampler.denoise(x, [10, 4, 1], eps)
+    assert len(calls) == 10  # one noise-predictor call per step
+    assert calls[0][0] == [0] and calls[6][0] == [0, 1] and calls[9][0] == [0, 1, 2]
+    assert calls[9][2] == [9, 3, 0]  # each sample counts its own steps
+    with pytest.raises(ValueError, match="start step 0"):
+        sampler.denoise(x, [0, 1, 1], eps)
+    with pytest.raises(ValueError, match="start step 11"):
+        sampler.noise(x, [11, 1, 1], x)
+
+
+def test_pndm_folder_still_runs_ddim() -> None:
+    pndm = PNDMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1
+    )
+    sampler = DDIMSampler(ddim_scheduler(pndm.config), 50)
+    assert type(sampler.scheduler).__name__ == "DDIMScheduler"
+    assert sampler.timesteps[:2].tolist() == [981, 961] and sampler.timesteps[-1] == 1
+
+
+def test_inversion_with_stub_predictor_recovers_input_and_matches_diffusers() -> None:
+    sched = _sd_like_scheduler()
+    sampler = DDIMSampler(ddim_scheduler(sched.config), 25)
+    x0 = _rand(2, 4, 8, 8, seed=10)
+    stub = _rand(2, 4, 8, 8, seed=11)  # ε that does not depend on x
+    eps = lambda xa, t, rows, k: stub[rows]  # noqa: E731
+    trajectory = sampler.invert(x0, eps)
+    inverse = DDIMInverseScheduler.from_config(sched.config, steps_offset=sched.config.steps_offset)
+    inverse.set_timesteps(25)
+    ref = x0.clone()
+    for t in inverse.timesteps:
+        ref = inverse.step(stub, t, ref).prev_sample
+    assert torch.allclose(trajectory[-1], ref, atol=1e-5)
+    back = sampler.denoise(trajectory[-1], [25, 25], eps)
+    assert torch.allclose(back, x0, atol=1e-5)
+
+
+def test_per_sample_generators_are_independent_of_batching() -> None:
+    a = per_sample_randn((2, 3), sample_generators(7, ["x", "y", "z"]), "cpu", torch.float32)
+    b = per_sample_randn((2, 3), sample_generators(7, ["z"]), "cpu", torch.float32)
+    assert torch.equal(a[2], b[0]) and not torch.equal(a[0], a[1])
