@@ -383,8 +383,12 @@ class ShardedWriter:
         summary: Mapping[str, Any] | None = None,
         write_files: Callable[[Path], None] | None = None,
         command: str | None = None,
+        summarize: Callable[[datasets.Dataset], Mapping[str, Any]] | None = None,
     ) -> Artifact:
-        """Merge all shards in canonical order into the artifact and remove the partial dir."""
+        """Merge all shards in canonical order into the artifact and remove the partial dir.
+
+        ``summarize(merged)`` adds summary figures computed from the complete table.
+        """
         import datasets
         import numpy as np
 
@@ -396,6 +400,9 @@ class ShardedWriter:
         if merged is not None:
             pos = np.array([self.position[k] for k in merged[self.key_column]], dtype=np.int64)
             merged = merged.select(np.argsort(pos, kind="stable")).flatten_indices()
+        summary = dict(summary or {})
+        if summarize is not None and merged is not None:
+            summary.update(summarize(merged))
         art = write_artifact(
             self.out,
             self.kind,

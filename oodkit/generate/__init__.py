@@ -1,0 +1,1 @@
+"""Outlier generation: SONA, SD (wrong-class), global guidance, ID reconstructions."""
