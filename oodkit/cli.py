@@ -143,7 +143,7 @@ def push_cmd(
     typer.echo(push_artifact(artifact, repo_id, private=private))
 
 
-train_app = typer.Typer(help="Train models: detector.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models: detector, diffusion.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 WorkersOpt = Annotated[int, typer.Option("--num-workers", help="Data-loading worker processes.")]
@@ -284,6 +284,173 @@ def train_detector_cmd(
         console.print(
             f"detector written to {art.path}: final loss {s['final_loss']:.4f}"
             + (f", ID val accuracy {acc:.4f}" if acc is not None else "")
+        )
+
+
+@train_app.command("diffusion")
+@guarded
+def train_diffusion_cmd(
+    id_ref: Annotated[
+        str, typer.Option("--id", help="Benchmark (its ID train set) or dataset reference.")
+    ],
+    out: OutOpt,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="Pseudo-labels artifact (clusters as classes).")
+    ] = None,
+    preset: Annotated[
+        str, typer.Option("--preset", help="tiny (CPU, ~1 M params) or cifar (DDPM CIFAR-10 UNet).")
+    ] = "tiny",
+    steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 2000,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    lr: Annotated[float, typer.Option("--lr")] = 1e-3,
+    p_uncond: Annotated[
+        float, typer.Option("--p-uncond", help="Label dropout to the null class.")
+    ] = 0.1,
+    ema_decay: Annotated[float, typer.Option("--ema-decay")] = 0.999,
+    betas: Annotated[str, typer.Option("--betas", help="linear or cosine.")] = "linear",
+    flip: Annotated[bool, typer.Option("--flip", help="Random horizontal flips.")] = False,
+    checkpoint_every: Annotated[
+        int, typer.Option("--checkpoint-every", help="Steps between checkpoints and sample grids.")
+    ] = 250,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "auto",
+    data_root: DataRootOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
+    stop_after_steps: Annotated[
+        int | None, typer.Option("--stop-after-steps", help="Pause after N steps.")
+    ] = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train a class-conditional CFG pixel diffusion model (EMA, diffusers layout)."""
+    from oodkit.diffusion.train import DiffusionOptions, train_diffusion
+
+    opts = DiffusionOptions(
+        preset=preset,
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        p_uncond=p_uncond,
+        ema_decay=ema_decay,
+        betas=betas,
+        flip=flip,
+        seed=seed,
+        checkpoint_every=checkpoint_every,
+    )
+    art = train_diffusion(
+        id_ref,
+        out,
+        opts,
+        labels=labels,
+        data_root=data_root,
+        device=device,
+        resume=resume,
+        overwrite=overwrite,
+        stop_after_steps=stop_after_steps,
+        quiet=quiet,
+    )
+    console = _console(quiet)
+    if art is None:
+        console.print(f"paused; continue with --resume (state in {out}.partial)")
+    else:
+        loss = art.manifest.summary["final_loss"]
+        console.print(f"diffusion model written to {art.path} (final loss {loss:.4f})")
+
+
+@app.command("generate")
+@guarded
+def generate_cmd(
+    method: Annotated[str, typer.Option("--method", help="sona, sd, global or reconstruct.")],
+    id_ref: Annotated[
+        str, typer.Option("--id", help="Benchmark (its ID train set) or dataset reference.")
+    ],
+    model: Annotated[
+        str, typer.Option("--model", help="Diffusion-model artifact, SD folder or Hub id.")
+    ],
+    out: OutOpt,
+    labels: Annotated[
+        str | None, typer.Option("--labels", help="Pseudo-labels artifact (sd).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="DDIM steps (50; sd: 100).")] = None,
+    t_start: Annotated[
+        int | None,
+        typer.Option(
+            "--t-start", help="Fixed start: DDIM steps (sona...), training timesteps (sd, 100)."
+        ),
+    ] = None,
+    lam: Annotated[float, typer.Option("--lam", help="SONA mask fraction λ.")] = 0.1,
+    scale: Annotated[
+        float | None,
+        typer.Option("--scale", help="Guidance scale s (sona/global 10, reconstruct 1)."),
+    ] = None,
+    w: Annotated[float, typer.Option("--w", help="SD guidance weight.")] = 2.0,
+    momentum_scale: Annotated[
+        float, typer.Option("--momentum-scale", help="SONA momentum (official: 0.3).")
+    ] = 0.0,
+    momentum_beta: Annotated[float, typer.Option("--momentum-beta")] = 0.6,
+    warmup: Annotated[
+        int, typer.Option("--warmup", help="Unguided steps at each sample's start.")
+    ] = 0,
+    ood_classes: Annotated[
+        str | None, typer.Option("--ood-classes", help="File of OOD class names.")
+    ] = None,
+    allow_leakage: Annotated[
+        bool, typer.Option("--allow-leakage", help="Allow OOD names that are ID classes.")
+    ] = False,
+    per_image: Annotated[int, typer.Option("--per-image")] = 1,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="Use only the first N ID images.")
+    ] = None,
+    size: Annotated[
+        int | None, typer.Option("--size", help="Output size (default: the source's).")
+    ] = None,
+    save_masks: Annotated[
+        int, typer.Option("--save-masks", help="Save SONA masks of the first N samples.")
+    ] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "auto",
+    data_root: DataRootOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate outliers (sona, sd, global) or ID reconstructions from ID images."""
+    from oodkit.generate.run import GenerateOptions, generate
+
+    opts = GenerateOptions(
+        method=method,
+        steps=steps,
+        t_start=t_start,
+        lam=lam,
+        scale=scale,
+        w=w,
+        momentum_scale=momentum_scale,
+        momentum_beta=momentum_beta,
+        warmup=warmup,
+        per_image=per_image,
+        limit=limit,
+        size=size,
+        seed=seed,
+        batch_size=batch_size,
+        allow_leakage=allow_leakage,
+    )
+    art = generate(
+        id_ref,
+        model,
+        out,
+        opts,
+        labels=labels,
+        ood_classes=ood_classes,
+        save_masks=save_masks,
+        data_root=data_root,
+        device=device,
+        overwrite=overwrite,
+        quiet=quiet,
+    )
+    if art is not None:
+        s = art.manifest.summary
+        _console(quiet).print(
+            f"{s['count']} samples written to {art.path} (mean SSIM {s.get('mean_ssim')})"
         )
 
 

@@ -27,6 +27,7 @@ class PixelClassDenoiser:
     def __init__(self, unet, scheduler_config: dict[str, Any], info: dict[str, Any]) -> None:
         self.unet = unet
         self.scheduler_config = scheduler_config
+        self.info = dict(info)
         self.num_classes = int(info["num_classes"])
         self.null_class = self.num_classes
         self.channels = int(info["channels"])

@@ -47,7 +47,7 @@ def read_class_list(path: str | Path) -> list[str]:
 
 
 def check_leakage(ood_names: Sequence[str], forbidden: Sequence[str], allow: bool) -> list[str]:
-    """OOD prompt classes that coincide with ID (or OOD-test) class names; refused unless allowed."""
+    """OOD prompt classes that coincide with ID (or OOD-test) classes; refused unless allowed."""
     bad = sorted(
         {n for n in ood_names if n.strip().lower() in {f.strip().lower() for f in forbidden}}
     )

@@ -226,13 +226,17 @@ def generate(
     device: str = "auto",
     overwrite: bool = False,
     quiet: bool = False,
+    shard_size: int = 256,
 ) -> Artifact | None:
-    """Generate an outliers artifact; returns it (``None`` on non-main processes)."""
+    """Generate an outliers artifact; returns it (``None`` on non-main processes).
+
+    ``shard_size`` (samples per resumable shard) does not change the result.
+    """
     from accelerate import PartialState
 
     from oodkit.artifacts import load_artifact
     from oodkit.data.classes import imagenet800_classes
-    from oodkit.data.sources import resolve_id
+    from oodkit.data.sources import dataset_input, resolve_id
     from oodkit.diffusion.denoisers import load_denoiser
 
     o = (options or GenerateOptions()).resolved()
@@ -247,9 +251,7 @@ def generate(
     train_t = int(denoiser.scheduler_config.get("num_train_timesteps", 1000))
     fixed_start = _start_steps(o, train_t)
 
-    inputs: list[dict[str, Any]] = [
-        {"kind": "dataset", "path": id_ref, "fingerprint": getattr(train, "_fingerprint", None)}
-    ]
+    inputs: list[dict[str, Any]] = [dataset_input(id_ref, train)]
     source_labels = np.asarray(train["label"], dtype=np.int64)
     if labels is not None:
         art = load_artifact(labels, kind="pseudo-labels")
@@ -270,7 +272,8 @@ def generate(
             raise OodkitError("the ID set has one class: no other class (c_r / c_OOD) can be drawn")
         if int(source_labels.max()) >= denoiser.num_classes:
             raise OodkitError(
-                f"ID label {int(source_labels.max())} is beyond the model's {denoiser.num_classes} classes"
+                f"ID label {int(source_labels.max())} is beyond the model's "
+                f"{denoiser.num_classes} classes"
             )
         if denoiser.channels != idd.channels:
             raise OodkitError(
@@ -280,7 +283,8 @@ def generate(
     else:
         if o.method == "sd" or labels is not None:
             raise OodkitError(
-                "a text-conditional model takes prompts, not class ids: --method sd and --labels need a class-conditional model"
+                "a text-conditional model takes prompts, not class ids: "
+                "--method sd and --labels need a class-conditional model"
             )
         if not idd.class_names:
             raise OodkitError(
@@ -347,7 +351,7 @@ def generate(
         )
 
     batches = canonical_batches(plans, o.batch_size)
-    per_shard = max(1, math.ceil(256 / o.batch_size))
+    per_shard = max(1, math.ceil(shard_size / o.batch_size))
     shards = [batches[i : i + per_shard] for i in range(0, len(batches), per_shard)]
     pending = set(writer.pending())
     mine = [
