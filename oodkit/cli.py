@@ -517,20 +517,29 @@ def demo_cmd(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Folder for the demo's artifacts.")
     ] = Path("runs/demo"),
-    seeds: Annotated[int, typer.Option("--seeds", help="Detectors to train (seeds 0..N-1).")] = 1,
+    seeds: Annotated[int, typer.Option("--seeds", help="Detector seeds per method.")] = 3,
+    diffusion_steps: Annotated[
+        int, typer.Option("--diffusion-steps", help="Diffusion training steps.")
+    ] = 800,
+    epochs: Annotated[int, typer.Option("--epochs", help="Detector training epochs.")] = 15,
+    limit: Annotated[
+        int | None, typer.Option("--limit", help="ID images used for generation.")
+    ] = None,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run every stage that exists end to end on the bundled digits benchmark."""
+    """digits end to end: diffusion → SD and SONA outliers → ce/oe/sona/sd detectors → eval."""
     from oodkit import report
-    from oodkit.demo import run_demo
+    from oodkit.demo import DemoOptions, run_demo
 
-    if seeds < 1:
-        raise OodkitError("--seeds must be at least 1")
-    art, blocks = run_demo(out, seeds=seeds, overwrite=overwrite, quiet=quiet)
+    if seeds < 1 or diffusion_steps < 1 or epochs < 1:
+        raise OodkitError("--seeds, --diffusion-steps and --epochs must be at least 1")
+    opts = DemoOptions(seeds=seeds, diffusion_steps=diffusion_steps, epochs=epochs, limit=limit)
+    art, blocks = run_demo(out, opts, overwrite=overwrite, quiet=quiet)
     console = _console(quiet)
     for table in report.rich_tables(blocks):
         console.print(table)
+    console.print(report.summary_table(blocks))
     console.print(f"artifacts in {Path(out)}; metrics in {art.path}")
 
 

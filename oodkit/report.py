@@ -101,6 +101,35 @@ def rich_tables(blocks: list[dict[str, Any]]) -> list[RenderableType]:
     return tables
 
 
+def summary_table(blocks: list[dict[str, Any]]) -> RenderableType:
+    """One row per method: near / far AUROC and FPR@95 means and ID accuracy (×100)."""
+    from rich.table import Table
+
+    t = Table(title="AUROC / FPR@95 by method (×100, mean ± std over runs)")
+    for col in (
+        "method",
+        "runs",
+        "near AUROC",
+        "far AUROC",
+        "near FPR@95",
+        "far FPR@95",
+        "ID acc.",
+    ):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for b in blocks:
+        g = b["groups"]
+        t.add_row(
+            b["method"],
+            str(b["runs"]),
+            fmt(g.get("near", {}).get("auroc")),
+            fmt(g.get("far", {}).get("auroc")),
+            fmt(g.get("near", {}).get("fpr95")),
+            fmt(g.get("far", {}).get("fpr95")),
+            fmt(b.get("id_accuracy")),
+        )
+    return t
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
