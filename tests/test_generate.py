@@ -349,4 +349,15 @@ def test_bad_input(bench, tiny_sd, class_model, tmp_path) -> None:
             str(tmp_path / "f"),
         ]
     )
-    assert not any((tmp_path / n).exists() for n in "abcdef")
+    assert "cannot load Stable Diffusion parts" in _fail(
+        [
+            *base,
+            "--method",
+            "sona",
+            "--model",
+            "someone/not-cached-model",
+            "--out",
+            str(tmp_path / "g"),
+        ]
+    )
+    assert not any((tmp_path / n).exists() for n in "abcdefg")

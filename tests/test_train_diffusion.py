@@ -31,13 +31,25 @@ def _unet(path: Path) -> dict[str, torch.Tensor]:
 
 def test_class_conditional_samples_are_recognised(tmp_path: Path) -> None:
     """A separately trained classifier recognises ≥ 80 % of CFG samples as their class."""
-    model = train_diffusion("digits", tmp_path / "dm", DiffusionOptions(steps=500, checkpoint_every=250), quiet=True)
-    for name in ("unet/config.json", "scheduler/scheduler_config.json", "oodkit_model.json", "samples.png"):
+    model = train_diffusion(
+        "digits", tmp_path / "dm", DiffusionOptions(steps=500, checkpoint_every=250), quiet=True
+    )
+    for name in (
+        "unet/config.json",
+        "scheduler/scheduler_config.json",
+        "oodkit_model.json",
+        "samples.png",
+    ):
         assert (model.path / name).exists(), name
-    classifier = train_detector("digits", tmp_path / "clf",
-                                TrainOptions(epochs=10, batch_size=32, augment="crop", arch_kwargs=SMALL, seed=5),
-                                quiet=True)
-    rate = recognition_rate(load_denoiser(model.path), load_detector(classifier.path), per_class=40, steps=20, scale=2.0)
+    classifier = train_detector(
+        "digits",
+        tmp_path / "clf",
+        TrainOptions(epochs=10, batch_size=32, augment="crop", arch_kwargs=SMALL, seed=5),
+        quiet=True,
+    )
+    rate = recognition_rate(
+        load_denoiser(model.path), load_detector(classifier.path), per_class=40, steps=20, scale=2.0
+    )
     print(f"recognition rate after 500 steps: {rate:.3f}")
     assert rate >= 0.8
 
@@ -47,8 +59,24 @@ def test_pause_and_resume_reach_the_same_weights(tmp_path: Path) -> None:
     whole = train_diffusion("digits", tmp_path / "whole", opts, quiet=True)
     assert train_diffusion("digits", tmp_path / "r", opts, stop_after_steps=10, quiet=True) is None
     assert (tmp_path / "r.partial" / "samples-step0000010.png").exists()
-    refused = runner.invoke(app, ["train", "diffusion", "--id", "digits", "--out", str(tmp_path / "r"),
-                                  "--steps", "30", "--checkpoint-every", "10", "--batch-size", "16", "--quiet"])
+    refused = runner.invoke(
+        app,
+        [
+            "train",
+            "diffusion",
+            "--id",
+            "digits",
+            "--out",
+            str(tmp_path / "r"),
+            "--steps",
+            "30",
+            "--checkpoint-every",
+            "10",
+            "--batch-size",
+            "16",
+            "--quiet",
+        ],
+    )
     assert refused.exit_code == 2 and "--resume" in refused.stderr
     resumed = train_diffusion("digits", tmp_path / "r", opts, resume=True, quiet=True)
     a, b = _unet(whole.path), _unet(resumed.path)
@@ -56,12 +84,17 @@ def test_pause_and_resume_reach_the_same_weights(tmp_path: Path) -> None:
     assert resumed.manifest.fingerprint == whole.manifest.fingerprint
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--preset", "huge"], "--preset must be one of"),
-    (["--betas", "quadratic"], "--betas must be one of"),
-    (["--p-uncond", "1.5"], "--p-uncond must lie in"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--preset", "huge"], "--preset must be one of"),
+        (["--betas", "quadratic"], "--betas must be one of"),
+        (["--p-uncond", "1.5"], "--p-uncond must lie in"),
+    ],
+)
 def test_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
-    result = runner.invoke(app, ["train", "diffusion", "--id", "digits", "--out", str(tmp_path / "x"), *args])
+    result = runner.invoke(
+        app, ["train", "diffusion", "--id", "digits", "--out", str(tmp_path / "x"), *args]
+    )
     assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "x").exists()

@@ -199,7 +199,16 @@ def _load_latent(source: str, device, dtype, local: bool) -> LatentTextDenoiser:
 
             scheduler_config = dict(DDIMScheduler.load_config(source, subfolder="scheduler"))
     except OSError as exc:
+        import os
+
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise OodkitError(f"cannot load Stable Diffusion parts from {source}: {first}") from None
+        offline = (
+            " (HF_HUB_OFFLINE is set: the Hub is not reachable)"
+            if os.environ.get("HF_HUB_OFFLINE")
+            else ""
+        )
+        raise OodkitError(
+            f"cannot load Stable Diffusion parts from {source}{offline}: {first}"
+        ) from None
     parts = [m.to(device).eval() for m in (vae, text, unet)]
     return LatentTextDenoiser(parts[0], parts[1], tokenizer, parts[2], scheduler_config)

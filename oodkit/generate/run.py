@@ -136,7 +136,6 @@ class BatchGenerator:
         self.sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), opts.steps)
         self.capture = capture or set()
         self.masks: dict[str, dict[str, torch.Tensor]] = {}
-        self.forwards = 0
 
     def rows(self, plans: Sequence[Plan]) -> list[list[Any]]:
         m = self.opts.method
@@ -162,12 +161,13 @@ class BatchGenerator:
         sona = G.SonaGuidance(o.scale, o.lam, o.momentum_scale, o.momentum_beta, o.warmup)
         sona.reset(x0)
         keys = [p.key for p in plans]
+        capture = bool(self.capture.intersection(keys))  # only these batches read masks back
 
         def eps_fn(x, t, rows, k):
-            self.forwards += 1
             e = d.eps(x, t, cond[:, rows])
             if o.method == "sona":
-                self._capture(keys, rows, k, e)
+                if capture:
+                    self._capture(keys, rows, k, e)
                 return sona(e[0], e[1], e[2], k, rows)
             if o.method == "sd":
                 return G.sd_eps(e[1], e[0], o.w)
@@ -180,8 +180,6 @@ class BatchGenerator:
     def _capture(
         self, keys: list[str], rows: torch.Tensor, k: torch.Tensor, e: torch.Tensor
     ) -> None:
-        if not self.capture:
-            return
         from oodkit.diffusion import guidance as G
 
         for j, r in enumerate(rows.tolist()):
