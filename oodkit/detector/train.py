@@ -297,8 +297,11 @@ def _step_loss(
         margin = losses.energy_margin_loss(logits[:n_id], logits[n_id:], opts.m_in, opts.m_out)
         return ce + opts.energy_weight * margin, None
     if kind == "sona":
-        f_out = out["features"][n_id : n_id + n_out].float()
-        f_src = out["features"][n_id + n_out :].float()
+        # CLUB on L2-normalised features: with raw features the main step can drive the
+        # bound to −∞ by inflating feature norms faster than the estimator follows (seen as
+        # divergence on digits); on the unit sphere the bound is bounded.
+        f_out = F.normalize(out["features"][n_id : n_id + n_out].float(), dim=1)
+        f_src = F.normalize(out["features"][n_id + n_out :].float(), dim=1)
         mu, logvar = club(f_out)
         mi = losses.club_bound(mu, logvar, f_src)
         loss = ce + opts.beta * losses.oe_loss(logits[n_id : n_id + n_out]) + opts.club_weight * mi
