@@ -43,8 +43,13 @@ def run_demo(
     o = options or DemoOptions()
     out = Path(out)
     common = {"overwrite": overwrite, "quiet": quiet}
+    # every training stage resumes, so rerunning the demo continues an interrupted run
     model = train_diffusion(
-        "digits", out / "diffusion", DiffusionOptions(steps=o.diffusion_steps), **common
+        "digits",
+        out / "diffusion",
+        DiffusionOptions(steps=o.diffusion_steps),
+        resume=True,
+        **common,
     )
     outliers = {
         m: generate(
@@ -79,6 +84,7 @@ def run_demo(
                 out / f"detector-{loss}-seed{seed}",
                 opts,
                 outliers=[str(outliers[source])] if source else (),
+                resume=True,
                 **common,
             )
             arts = score(

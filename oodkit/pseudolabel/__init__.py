@@ -1,1 +1,1 @@
-"""Pseudo-labels without ground truth: SimCLR features, SCAN clustering + self-labelling, k-means."""
+"""Pseudo-labels without ground truth: SimCLR features, SCAN + self-labelling, k-means."""

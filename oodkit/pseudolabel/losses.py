@@ -38,7 +38,9 @@ def scan_loss(
 
 
 def self_label_loss(
-    weak_logits: torch.Tensor, strong_logits: torch.Tensor, threshold: float = 0.99,
+    weak_logits: torch.Tensor,
+    strong_logits: torch.Tensor,
+    threshold: float = 0.99,
     balance: bool = True,
 ) -> torch.Tensor:
     """CE(strong, argmax weak) over confident samples; class-balanced weights if asked."""

@@ -21,12 +21,22 @@ from oodkit.pseudolabel.losses import nt_xent, scan_loss, self_label_loss
 class FeatureNet(nn.Module):
     """timm backbone (CIFAR-style stem below 64 px) with a projection head and cluster heads."""
 
-    def __init__(self, arch: str, in_chans: int, image_size: int, arch_kwargs: dict | None = None,
-                 proj_dim: int = 128, num_clusters: int = 0, num_heads: int = 0) -> None:
+    def __init__(
+        self,
+        arch: str,
+        in_chans: int,
+        image_size: int,
+        arch_kwargs: dict | None = None,
+        proj_dim: int = 128,
+        num_clusters: int = 0,
+        num_heads: int = 0,
+    ) -> None:
         super().__init__()
         import timm
 
-        self.backbone = timm.create_model(arch, num_classes=0, in_chans=in_chans, **(arch_kwargs or {}))
+        self.backbone = timm.create_model(
+            arch, num_classes=0, in_chans=in_chans, **(arch_kwargs or {})
+        )
         if image_size < SMALL_INPUT:
             _adapt_small_input_stem(self.backbone, in_chans)
         dim = self.backbone.num_features
@@ -52,8 +62,17 @@ def _images(images: list, transform: Callable, indices: list[int]) -> torch.Tens
 
 
 def train_simclr(
-    net: FeatureNet, images: list, augment: Callable, *, epochs: int, batch_size: int, lr: float,
-    temperature: float, seed: int, device, progress=None,
+    net: FeatureNet,
+    images: list,
+    augment: Callable,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    temperature: float,
+    seed: int,
+    device,
+    progress=None,
 ) -> list[float]:
     """NT-Xent on two augmented views per image; SGD with cosine decay. Returns epoch losses."""
     net.to(device).train()
@@ -68,7 +87,9 @@ def train_simclr(
         for batch in epoch_batches(len(images), batch_size, seed, epoch, 10, steps):
             v1 = _images(images, augment, batch).to(device)
             v2 = _images(images, augment, batch).to(device)
-            loss = nt_xent(net.projection(net.features(v1)), net.projection(net.features(v2)), temperature)
+            loss = nt_xent(
+                net.projection(net.features(v1)), net.projection(net.features(v2)), temperature
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -81,11 +102,17 @@ def train_simclr(
 
 
 @torch.no_grad()
-def embed(net: FeatureNet, images: list, transform: Callable, device, batch_size: int = 256) -> torch.Tensor:
+def embed(
+    net: FeatureNet, images: list, transform: Callable, device, batch_size: int = 256
+) -> torch.Tensor:
     """L2-normalised backbone features of all images (eval transform)."""
     net.to(device).eval()
-    parts = [net.features(_images(images, transform, list(range(i, min(i + batch_size, len(images))))).to(device))
-             for i in range(0, len(images), batch_size)]
+    parts = [
+        net.features(
+            _images(images, transform, list(range(i, min(i + batch_size, len(images))))).to(device)
+        )
+        for i in range(0, len(images), batch_size)
+    ]
     return F.normalize(torch.cat(parts), dim=1).cpu()
 
 
@@ -98,8 +125,19 @@ def mine_neighbors(features: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def train_scan(
-    net: FeatureNet, images: list, neighbors: torch.Tensor, augment: Callable, eval_transform: Callable, *,
-    epochs: int, batch_size: int, lr: float, entropy_weight: float, seed: int, device, progress=None,
+    net: FeatureNet,
+    images: list,
+    neighbors: torch.Tensor,
+    augment: Callable,
+    eval_transform: Callable,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    entropy_weight: float,
+    seed: int,
+    device,
+    progress=None,
 ) -> tuple[int, list[float]]:
     """Train all heads (and the backbone) with the SCAN loss; return the best head and its losses.
 
@@ -122,25 +160,46 @@ def train_scan(
             opt.step()
             total += loss.detach()
         if progress is not None:
-            progress(f"SCAN epoch {epoch + 1}/{epochs} loss {(total / steps).item() / len(net.heads):.4f}")
+            mean = (total / steps).item() / len(net.heads)
+            progress(f"SCAN epoch {epoch + 1}/{epochs} loss {mean:.4f}")
     logits = cluster_logits_all(net, images, eval_transform, device)
     rng = np.random.default_rng(_seed(seed, 4))
-    picks = torch.tensor([int(neighbors[i, rng.integers(neighbors.shape[1])]) for i in range(len(images))])
+    picks = torch.tensor(
+        [int(neighbors[i, rng.integers(neighbors.shape[1])]) for i in range(len(images))]
+    )
     losses = [scan_loss(logits[h], logits[h][picks], 1.0)[0].item() for h in range(len(net.heads))]
     return int(np.argmin(losses)), losses
 
 
 @torch.no_grad()
-def cluster_logits_all(net: FeatureNet, images: list, transform: Callable, device, batch_size: int = 256) -> torch.Tensor:
+def cluster_logits_all(
+    net: FeatureNet, images: list, transform: Callable, device, batch_size: int = 256
+) -> torch.Tensor:
     net.to(device).eval()
-    parts = [net.cluster_logits(_images(images, transform, list(range(i, min(i + batch_size, len(images))))).to(device))
-             for i in range(0, len(images), batch_size)]
+    parts = [
+        net.cluster_logits(
+            _images(images, transform, list(range(i, min(i + batch_size, len(images))))).to(device)
+        )
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(parts, dim=1).cpu()
 
 
 def train_self_label(
-    net: FeatureNet, head: int, images: list, weak: Callable, strong: Callable, *, epochs: int,
-    batch_size: int, lr: float, threshold: float, balance: bool, seed: int, device, progress=None,
+    net: FeatureNet,
+    head: int,
+    images: list,
+    weak: Callable,
+    strong: Callable,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    threshold: float,
+    balance: bool,
+    seed: int,
+    device,
+    progress=None,
 ) -> list[float]:
     """Fine-tune backbone + the chosen head on confident samples (weak → target, strong → CE)."""
     net.to(device).train()
