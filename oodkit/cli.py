@@ -454,6 +454,105 @@ def generate_cmd(
         )
 
 
+@app.command("pseudo-label")
+@guarded
+def pseudo_label_cmd(
+    id_ref: Annotated[
+        str, typer.Option("--id", help="Benchmark (its ID train set) or dataset reference.")
+    ],
+    num_clusters: Annotated[
+        int, typer.Option("--num-clusters", "-c", help="Number of clusters C.")
+    ],
+    out: OutOpt,
+    method: Annotated[str, typer.Option("--method", help="scan or kmeans.")] = "scan",
+    features: Annotated[
+        str, typer.Option("--features", help="simclr, or timm:NAME with --weights.")
+    ] = "simclr",
+    weights: Annotated[
+        str | None, typer.Option("--weights", help="Pretrained backbone for timm:NAME.")
+    ] = None,
+    arch: Annotated[str, typer.Option("--arch", help="timm backbone for SimCLR.")] = "resnet18",
+    arch_kwargs: Annotated[
+        str | None, typer.Option("--arch-kwargs", help="JSON for timm.create_model.")
+    ] = None,
+    pretext_epochs: Annotated[int, typer.Option("--pretext-epochs")] = 200,
+    pretext_batch_size: Annotated[int, typer.Option("--pretext-batch-size")] = 256,
+    pretext_lr: Annotated[float, typer.Option("--pretext-lr")] = 0.2,
+    temperature: Annotated[float, typer.Option("--temperature", help="NT-Xent temperature.")] = 0.1,
+    num_neighbors: Annotated[
+        int, typer.Option("--num-neighbors", "-k", help="Mined neighbours (SCAN).")
+    ] = 20,
+    num_heads: Annotated[int, typer.Option("--num-heads", help="Clustering heads.")] = 5,
+    scan_epochs: Annotated[int, typer.Option("--scan-epochs")] = 50,
+    scan_batch_size: Annotated[int, typer.Option("--scan-batch-size")] = 128,
+    scan_lr: Annotated[float, typer.Option("--scan-lr")] = 1e-4,
+    entropy_weight: Annotated[float, typer.Option("--entropy-weight")] = 5.0,
+    selflabel_epochs: Annotated[
+        int, typer.Option("--selflabel-epochs", help="0 skips self-labelling.")
+    ] = 25,
+    selflabel_lr: Annotated[float, typer.Option("--selflabel-lr")] = 1e-4,
+    threshold: Annotated[
+        float, typer.Option("--threshold", help="Self-labelling confidence.")
+    ] = 0.99,
+    balance: Annotated[
+        bool, typer.Option("--balance/--no-balance", help="Class-balanced self-labelling.")
+    ] = True,
+    flip: Annotated[str, typer.Option("--flip", help="auto (RGB only), yes or no.")] = "auto",
+    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: DeviceOpt = "auto",
+    data_root: DataRootOpt = None,
+    overwrite: OverwriteOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Cluster unlabelled ID images into pseudo-classes (SCAN or k-means)."""
+    from oodkit.pseudolabel.run import PseudoLabelOptions, pseudo_label
+
+    opts = PseudoLabelOptions(
+        method=method,
+        num_clusters=num_clusters,
+        features=features,
+        arch=arch,
+        arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"),
+        pretext_epochs=pretext_epochs,
+        pretext_batch_size=pretext_batch_size,
+        pretext_lr=pretext_lr,
+        temperature=temperature,
+        num_neighbors=num_neighbors,
+        num_heads=num_heads,
+        scan_epochs=scan_epochs,
+        scan_batch_size=scan_batch_size,
+        scan_lr=scan_lr,
+        entropy_weight=entropy_weight,
+        selflabel_epochs=selflabel_epochs,
+        selflabel_lr=selflabel_lr,
+        threshold=threshold,
+        balance=balance,
+        flip=flip,
+        image_size=image_size,
+        seed=seed,
+    )
+    art = pseudo_label(
+        id_ref,
+        out,
+        opts,
+        weights=weights,
+        data_root=data_root,
+        device=device,
+        overwrite=overwrite,
+        quiet=quiet,
+    )
+    s = art.manifest.summary
+    line = f"pseudo-labels written to {art.path}"
+    if "accuracy" in s:
+        km = s["kmeans"]
+        line += (
+            f"; vs ground truth: accuracy {s['accuracy']:.4f}, NMI {s['nmi']:.4f}, "
+            f"ARI {s['ari']:.4f} (k-means on the same features: {km['accuracy']:.4f})"
+        )
+    _console(quiet).print(line)
+
+
 @app.command("score")
 @guarded
 def score_cmd(
