@@ -19,41 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import threading
-import time
-from collections.abc import Callable
 from typing import Any
 
-import psutil
 import torch
+from _measure import measure
 
 from oodkit.detector.data import ImageTable, eval_transform
 from oodkit.detector.model import Detector, DetectorConfig
 from oodkit.scoring.features import extract
 from oodkit.scoring.knn import knn_search
-
-
-def measure(fn: Callable[[], Any]) -> tuple[Any, float, float]:
-    """Result, seconds, and peak RSS growth in MiB while ``fn`` ran."""
-    proc = psutil.Process()
-    base = proc.memory_info().rss
-    peak = [base]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], proc.memory_info().rss)
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    start = time.perf_counter()
-    result = fn()
-    seconds = time.perf_counter() - start
-    done.set()
-    thread.join()
-    peak[0] = max(peak[0], proc.memory_info().rss)
-    return result, seconds, (peak[0] - base) / 2**20
 
 
 def naive_knn(q: torch.Tensor, r: torch.Tensor, k: int) -> torch.Tensor:

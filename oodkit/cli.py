@@ -624,17 +624,24 @@ def demo_cmd(
     limit: Annotated[
         int | None, typer.Option("--limit", help="ID images used for generation.")
     ] = None,
+    unsupervised: Annotated[
+        bool,
+        typer.Option("--unsupervised", help="Label-free chain: SCAN → diffusion → SD → sd-vote."),
+    ] = False,
     overwrite: OverwriteOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """digits end to end: diffusion → SD and SONA outliers → ce/oe/sona/sd detectors → eval."""
     from oodkit import report
-    from oodkit.demo import DemoOptions, run_demo
+    from oodkit.demo import DemoOptions, run_demo, run_unsupervised_demo
 
     if seeds < 1 or diffusion_steps < 1 or epochs < 1:
         raise OodkitError("--seeds, --diffusion-steps and --epochs must be at least 1")
     opts = DemoOptions(seeds=seeds, diffusion_steps=diffusion_steps, epochs=epochs, limit=limit)
-    art, blocks = run_demo(out, opts, overwrite=overwrite, quiet=quiet)
+    if unsupervised and out == Path("runs/demo"):
+        out = Path("runs/demo-unsupervised")
+    run = run_unsupervised_demo if unsupervised else run_demo
+    art, blocks = run(out, opts, overwrite=overwrite, quiet=quiet)
     console = _console(quiet)
     for table in report.rich_tables(blocks):
         console.print(table)

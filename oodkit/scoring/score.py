@@ -177,9 +177,11 @@ def score(
             m, feats, train, out_feats, k=m_k, alpha=alpha, temperature=temperature
         )
         rows = []
+        # a detector trained on pseudo-labels predicts clusters, not label ids: no accuracy
+        clusters = det.manifest.params.get("labels") is not None
         for key, spec in sets:
             ds = loaded[key]
-            pred = feats[key]["logits"].argmax(1).numpy()
+            pred = None if clusters else feats[key]["logits"].argmax(1).numpy()
             rows.append(
                 SetScores(
                     spec.name,
@@ -190,6 +192,10 @@ def score(
                     ds["label"] if spec.group == "id" else None,
                 )
             )
-        acc = float((feats["id_test"]["logits"].argmax(1) == id_labels).float().mean())
+        acc = (
+            None
+            if clusters
+            else float((feats["id_test"]["logits"].argmax(1) == id_labels).float().mean())
+        )
         results[m] = write_scores(path, rows, params, inputs, summary={"id_accuracy": acc})
     return [results[m] for m in names]
