@@ -27,6 +27,8 @@ class DemoOptions:
     diffusion_steps: int = 800
     epochs: int = 15
     limit: int | None = None  # ID images used for generation (default: all)
+    pretext_epochs: int = 60  # unsupervised chain: SimCLR epochs
+    scan_epochs: int = 30  # unsupervised chain: SCAN epochs
 
 
 def run_demo(
@@ -121,8 +123,8 @@ def run_unsupervised_demo(
     pl = PseudoLabelOptions(
         num_clusters=5,
         arch_kwargs=DEMO_ARCH_KWARGS,
-        pretext_epochs=60,
-        scan_epochs=30,
+        pretext_epochs=o.pretext_epochs,
+        scan_epochs=o.scan_epochs,
         scan_lr=1e-3,
         selflabel_epochs=10,
         selflabel_lr=1e-3,

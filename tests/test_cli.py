@@ -205,3 +205,18 @@ def test_push_sends_table_card_and_manifest(make_scores, monkeypatch: pytest.Mon
     ]
     assert calls[1][4].decode() == dataset_card(load_artifact(scores))
     assert all("token" not in c[-1] for c in calls[1:])  # the token is never passed through oodkit
+
+
+def test_unsupervised_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """The label-free chain at toy size: pseudo-labels feed diffusion, generation and the detector."""
+    from oodkit.demo import DemoOptions, run_unsupervised_demo
+
+    opts = DemoOptions(
+        seeds=1, diffusion_steps=10, epochs=1, limit=30, pretext_epochs=1, scan_epochs=1
+    )
+    art, blocks = run_unsupervised_demo(tmp_path / "u", opts, quiet=True)
+    assert {b["method"] for b in blocks} == {"sd+sd-vote", "sd+energy"}
+    assert all(b["id_accuracy"] is None for b in blocks)  # clusters are not label ids
+    labels = str(tmp_path / "u" / "pseudo-labels")
+    for stage in ("diffusion", "outliers-sd", "detector-sd-seed0"):
+        assert labels in [i["path"] for i in load_artifact(tmp_path / "u" / stage).manifest.inputs]
