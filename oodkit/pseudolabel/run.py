@@ -198,7 +198,8 @@ def pseudo_label(
     started = time.perf_counter()
     say = console.log
     pretext = partial / "pretext.safetensors"
-    log: dict[str, Any] = {}
+    log_file = partial / "log.json"  # kept with the stages, so a resumed run reports them too
+    log: dict[str, Any] = json.loads(log_file.read_text()) if log_file.exists() else {}
     if simclr:
         if pretext.exists():
             _load(net, pretext)
@@ -217,6 +218,7 @@ def pseudo_label(
                 progress=say,
             )
             _save(net, pretext)
+            log_file.write_text(json.dumps(log))
     else:
         state = read_state_dict(weights)
         own = net.backbone.state_dict()
@@ -262,6 +264,8 @@ def pseudo_label(
             )
             _save(net, scan_path)
             (partial / "scan.json").write_text(json.dumps({"head": head, "losses": losses}))
+            log["scan_head_losses"] = losses
+            log_file.write_text(json.dumps(log))
         summary["best_head"] = head
         if o.selflabel_epochs > 0:
             if self_path.exists():
@@ -283,6 +287,7 @@ def pseudo_label(
                     progress=say,
                 )
                 _save(net, self_path)
+                log_file.write_text(json.dumps(log))
         prob = T.cluster_logits_all(net, images, tf["eval"], device)[head].softmax(dim=1)
         confidence, cluster = (t.numpy() for t in prob.max(dim=1))
     if has_truth:
