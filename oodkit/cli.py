@@ -482,7 +482,7 @@ def pseudo_label_cmd(
     num_neighbors: Annotated[
         int, typer.Option("--num-neighbors", "-k", help="Mined neighbours (SCAN).")
     ] = 20,
-    num_heads: Annotated[int, typer.Option("--num-heads", help="Clustering heads.")] = 5,
+    num_heads: Annotated[int, typer.Option("--num-heads", help="Clustering heads.")] = 10,
     scan_epochs: Annotated[int, typer.Option("--scan-epochs")] = 50,
     scan_batch_size: Annotated[int, typer.Option("--scan-batch-size")] = 128,
     scan_lr: Annotated[float, typer.Option("--scan-lr")] = 1e-4,

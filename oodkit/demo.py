@@ -127,8 +127,8 @@ def run_unsupervised_demo(
         scan_epochs=o.scan_epochs,
         scan_lr=1e-3,
         selflabel_epochs=10,
-        selflabel_lr=1e-3,
-        num_heads=3,
+        selflabel_lr=1e-4,
+        num_heads=10,
     )
     labels = str(pseudo_label("digits", out / "pseudo-labels", pl, **common).path)
     model = train_diffusion(

@@ -102,8 +102,8 @@ def test_scan_beats_kmeans_on_digits(tmp_path: Path) -> None:
         scan_epochs=30,
         scan_lr=1e-3,
         selflabel_epochs=10,
-        selflabel_lr=1e-3,
-        num_heads=3,
+        selflabel_lr=1e-4,
+        num_heads=10,
         seed=0,
     )
     art = pseudo_label("digits", tmp_path / "pl", o, quiet=True)

@@ -39,7 +39,7 @@ class PseudoLabelOptions:
     pretext_lr: float = 0.2
     temperature: float = 0.1
     num_neighbors: int = 20
-    num_heads: int = 5
+    num_heads: int = 10
     scan_epochs: int = 50
     scan_batch_size: int = 128
     scan_lr: float = 1e-4
