@@ -308,6 +308,30 @@ def prepare_partial(
     return partial, False
 
 
+def training_checkpoint(
+    out: str | Path,
+    kind: str,
+    params: Mapping[str, Any],
+    inputs: Sequence[Mapping[str, Any]],
+    *,
+    overwrite: bool,
+    resume: bool,
+) -> Path:
+    """The checkpoint file of a training run in ``<out>.partial`` (it may not exist yet).
+
+    An interrupted run with the same parameters is continued only with ``resume``; without
+    it the run is refused rather than silently restarted.
+    """
+    state = {"kind": kind, "params": dict(params), "inputs": _input_prints(list(inputs))}
+    partial, found = prepare_partial(out, state, overwrite)
+    checkpoint = partial / "checkpoint.pt"
+    if found and checkpoint.exists() and not resume:
+        raise OodkitError(
+            f"{partial} holds an interrupted run: pass --resume to continue or --overwrite"
+        )
+    return checkpoint
+
+
 class ShardedWriter:
     """Rows of a long stage written in shards under ``<out>.partial`` and merged at the end.
 

@@ -27,7 +27,7 @@ from oodkit.artifacts import (
     Artifact,
     check_output,
     load_artifact,
-    prepare_partial,
+    training_checkpoint,
     write_artifact,
 )
 from oodkit.detector import losses
@@ -40,10 +40,10 @@ from oodkit.detector.data import (
     train_transform,
 )
 from oodkit.detector.model import Detector, DetectorConfig, load_backbone_weights, save_detector
+from oodkit.devices import resolve_device
 from oodkit.errors import OodkitError
 
 LOSSES = ("ce", "oe", "energy", "sona", "sd")
-CHECKPOINT = "checkpoint.pt"
 ID_STREAM, OUTLIER_STREAM = 0, 1
 
 
@@ -369,25 +369,11 @@ def train_detector(
     existing = check_output(out, "detector", params, data.inputs, overwrite)
     if existing is not None:
         return existing
-    partial, found = prepare_partial(
-        out,
-        {
-            "kind": "detector",
-            "params": params,
-            "inputs": [i.get("fingerprint") for i in data.inputs],
-        },
-        overwrite,
+    ckpt_path = training_checkpoint(
+        out, "detector", params, data.inputs, overwrite=overwrite, resume=resume
     )
-    ckpt_path = partial / CHECKPOINT
-    if found and ckpt_path.exists() and not resume:
-        raise OodkitError(
-            f"{partial} holds an interrupted run: pass --resume to continue or --overwrite"
-        )
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise OodkitError("--device cuda: no CUDA device is available")
+    partial = ckpt_path.parent
+    device = resolve_device(device)
     acc = Accelerator(
         cpu=device == "cpu", mixed_precision="bf16" if device.startswith("cuda") else "no"
     )

@@ -21,7 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oodkit.artifacts import Artifact, check_output, load_artifact, prepare_partial, write_artifact
+from oodkit.artifacts import (
+    Artifact,
+    check_output,
+    load_artifact,
+    training_checkpoint,
+    write_artifact,
+)
+from oodkit.devices import resolve_device
 from oodkit.diffusion.denoisers import CLASS_MODEL_INFO, PixelClassDenoiser
 from oodkit.errors import OodkitError
 
@@ -47,7 +54,6 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 BETAS = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
-CHECKPOINT = "checkpoint.pt"
 
 
 @dataclass
@@ -189,23 +195,11 @@ def train_diffusion(
     existing = check_output(out, "diffusion-model", params, inputs, overwrite)
     if existing is not None:
         return existing
-    partial, found = prepare_partial(
-        out,
-        {
-            "kind": "diffusion-model",
-            "params": params,
-            "inputs": [i.get("fingerprint") for i in inputs],
-        },
-        overwrite,
+    ckpt = training_checkpoint(
+        out, "diffusion-model", params, inputs, overwrite=overwrite, resume=resume
     )
-    ckpt = partial / CHECKPOINT
-    if found and ckpt.exists() and not resume:
-        raise OodkitError(
-            f"{partial} holds an interrupted run: pass --resume to continue or --overwrite"
-        )
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    partial = ckpt.parent
+    device = resolve_device(device)
     acc = Accelerator(
         cpu=device == "cpu", mixed_precision="bf16" if device.startswith("cuda") else "no"
     )

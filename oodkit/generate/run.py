@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from oodkit.artifacts import Artifact, ShardedWriter, check_output
+from oodkit.devices import resolve_device
 from oodkit.errors import OodkitError
 from oodkit.generate.conditions import Plan, check_leakage, plan_samples, read_class_list
 
@@ -239,8 +240,7 @@ def generate(
 
     o = (options or GenerateOptions()).resolved()
     state = PartialState(cpu=device == "cpu")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     dev = state.device if device.startswith("cuda") else torch.device("cpu")
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     idd = resolve_id(id_ref, data_root=data_root)

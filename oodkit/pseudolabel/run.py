@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from oodkit.artifacts import Artifact, check_output, prepare_partial, write_artifact
+from oodkit.devices import resolve_device
 from oodkit.errors import OodkitError
 
 METHODS = ("scan", "kmeans")
@@ -179,8 +180,7 @@ def pseudo_label(
     if existing is not None:
         return existing
     partial, _ = prepare_partial(out, {"kind": "pseudo-labels", "params": params}, overwrite)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     flip = idd.channels == 3 if o.flip == "auto" else o.flip == "yes"
     tf = _transforms(idd.channels, idd.image_size, flip)
     torch.manual_seed(o.seed)

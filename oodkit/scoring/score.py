@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from oodkit.artifacts import Artifact, check_output, load_artifact
+from oodkit.devices import resolve_device
 from oodkit.errors import OodkitError
 from oodkit.scores import SetScores, write_scores
 from oodkit.scoring import posthoc
@@ -107,10 +108,7 @@ def score(
         raise OodkitError("--temperature must be positive")
     det = load_artifact(detector, kind="detector")
     bench = get_benchmark(benchmark, data_root=data_root)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise OodkitError("--device cuda: no CUDA device is available")
+    device = resolve_device(device)
     model = load_detector(det.path, device)
     config = model.config
     _check_fit(config, bench, allow_resize)
