@@ -362,14 +362,13 @@ def generate(
     runner = BatchGenerator(denoiser, o, capture)
     started = time.perf_counter()
     made = 0
+    import datasets
     from rich.progress import Progress
 
     with Progress(disable=quiet or not state.is_main_process) as progress:
         task = progress.add_task(f"generate {o.method}", total=sum(len(b) for s in mine for b in s))
         for shard in mine:
             rows = _run_shard(runner, shard, plans, train, idd.channels, denoiser.image_size, o)
-            import datasets
-
             writer.write_shard(
                 [plans[i].key for b in shard for i in b],
                 datasets.Dataset.from_dict(rows, features=outlier_features()),
@@ -385,8 +384,6 @@ def generate(
     masks = runner.masks
 
     def write_files(folder: Path) -> None:
-        import datasets
-
         preview_grid(folder / "preview.png", datasets.load_from_disk(str(folder / "data")), train)
         if masks:
             save_mask_figure(folder / "masks.png", masks)
