@@ -118,22 +118,10 @@ def sample_grid(
     """A grid with one row per class: CFG samples from pure noise (all steps)."""
     from PIL import Image
 
-    from oodkit.diffusion.guidance import cfg_eps
-    from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
+    from oodkit.diffusion.quality import class_samples
 
     c, s = denoiser.channels, denoiser.image_size
-    labels = [k for k in range(denoiser.num_classes) for _ in range(per_class)]
-    x = torch.randn(len(labels), c, s, s, generator=torch.Generator().manual_seed(seed)).to(
-        denoiser.device
-    )
-    cond = denoiser.condition([[None] * len(labels), labels])
-    sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), steps)
-
-    def eps(xa, t, rows, k):
-        e = denoiser.eps(xa, t, cond[:, rows])
-        return cfg_eps(e[1], e[0], scale)
-
-    img = denoiser.decode(sampler.denoise(x, [steps] * len(labels), eps)).cpu()
+    img, _ = class_samples(denoiser, per_class, steps=steps, scale=scale, seed=seed)
     grid = (
         img.view(denoiser.num_classes, per_class, c, s, s)
         .permute(0, 3, 1, 4, 2)
