@@ -36,25 +36,10 @@ from oodkit.generate.run import BatchGenerator, GenerateOptions
 def build_full_sd2(folder: Path) -> Path:
     """SD 2 base-sized UNet (865 M) and VAE from configs, random weights, tiny text encoder."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from oodkit.diffusion.tiny import write_char_tokenizer
+    from oodkit.diffusion.tiny import write_char_text_encoder
 
-    write_char_tokenizer(folder / "tokenizer")
-    tok = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
-    CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tok),
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=2,
-            num_attention_heads=16,
-            max_position_embeddings=77,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
-        )
-    ).save_pretrained(str(folder / "text_encoder"))
+    write_char_text_encoder(folder, hidden_size=1024, heads=16)
     UNet2DConditionModel(
         sample_size=64,
         cross_attention_dim=1024,

@@ -53,29 +53,36 @@ def write_char_tokenizer(folder: Path, max_length: int = 77) -> None:
     )
 
 
+def write_char_text_encoder(
+    folder: Path, hidden_size: int, heads: int, projection_dim: int = 512
+) -> None:
+    """``tokenizer/`` (character vocabulary) and a random 2-layer ``text_encoder/`` for it."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    write_char_tokenizer(folder / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
+    config = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=4 * hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=heads,
+        max_position_embeddings=77,
+        projection_dim=projection_dim,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    CLIPTextModel(config).save_pretrained(str(folder / "text_encoder"))
+
+
 def build_tiny_stable_diffusion(folder: str | Path, image_size: int = 16, seed: int = 0) -> Path:
     """Write unet/, vae/, text_encoder/, tokenizer/ and a PNDM scheduler/ into ``folder``."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     folder = Path(folder)
     torch.manual_seed(seed)
-    write_char_tokenizer(folder / "tokenizer")
-    tokenizer = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"))
-    text = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=77,
-            projection_dim=32,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    write_char_text_encoder(folder, hidden_size=32, heads=2, projection_dim=32)
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -109,7 +116,6 @@ def build_tiny_stable_diffusion(folder: str | Path, image_size: int = 16, seed: 
     )
     unet.save_pretrained(str(folder / "unet"))
     vae.save_pretrained(str(folder / "vae"))
-    text.save_pretrained(str(folder / "text_encoder"))
     scheduler.save_pretrained(str(folder / "scheduler"))
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     return folder

@@ -102,18 +102,29 @@ def train_simclr(
 
 
 @torch.no_grad()
+def _batched(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    net: FeatureNet,
+    images: list,
+    transform: Callable,
+    device,
+    batch_size: int,
+    dim: int,
+) -> torch.Tensor:
+    """``fn`` over all images in eval mode, batch by batch, joined along ``dim`` on the CPU."""
+    net.to(device).eval()
+    parts = [
+        fn(_images(images, transform, list(range(i, min(i + batch_size, len(images))))).to(device))
+        for i in range(0, len(images), batch_size)
+    ]
+    return torch.cat(parts, dim=dim).cpu()
+
+
 def embed(
     net: FeatureNet, images: list, transform: Callable, device, batch_size: int = 256
 ) -> torch.Tensor:
     """L2-normalised backbone features of all images (eval transform)."""
-    net.to(device).eval()
-    parts = [
-        net.features(
-            _images(images, transform, list(range(i, min(i + batch_size, len(images))))).to(device)
-        )
-        for i in range(0, len(images), batch_size)
-    ]
-    return F.normalize(torch.cat(parts), dim=1).cpu()
+    return F.normalize(_batched(net.features, net, images, transform, device, batch_size, 0), dim=1)
 
 
 def mine_neighbors(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -171,18 +182,11 @@ def train_scan(
     return int(np.argmin(losses)), losses
 
 
-@torch.no_grad()
 def cluster_logits_all(
     net: FeatureNet, images: list, transform: Callable, device, batch_size: int = 256
 ) -> torch.Tensor:
-    net.to(device).eval()
-    parts = [
-        net.cluster_logits(
-            _images(images, transform, list(range(i, min(i + batch_size, len(images))))).to(device)
-        )
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(parts, dim=1).cpu()
+    """[heads, N, C] cluster logits of all images (eval transform)."""
+    return _batched(net.cluster_logits, net, images, transform, device, batch_size, 1)
 
 
 def train_self_label(
