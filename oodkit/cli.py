@@ -542,6 +542,8 @@ def pseudo_label_cmd(
         overwrite=overwrite,
         quiet=quiet,
     )
+    if art is None:  # a non-main process under accelerate launch
+        return
     s = art.manifest.summary
     line = f"pseudo-labels written to {art.path}"
     if "accuracy" in s:

@@ -28,7 +28,7 @@ class DemoOptions:
     epochs: int = 15
     limit: int | None = None  # ID images used for generation (default: all)
     pretext_epochs: int = 60  # unsupervised chain: SimCLR epochs
-    scan_epochs: int = 30  # unsupervised chain: SCAN epochs
+    scan_epochs: int = 60  # unsupervised chain: SCAN epochs (501 images: 3 steps an epoch)
 
 
 def run_demo(

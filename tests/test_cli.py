@@ -143,6 +143,7 @@ def test_command_line_is_recorded_without_secrets(
     assert manifest["command"] == f"oodkit --debug eval {scores} --out {out} --no-plots"
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     """The whole chain at toy size (the default sizes take ~15 min; see the closing notes)."""
     args = [
@@ -207,6 +208,7 @@ def test_push_sends_table_card_and_manifest(make_scores, monkeypatch: pytest.Mon
     assert all("token" not in c[-1] for c in calls[1:])  # the token is never passed through oodkit
 
 
+@pytest.mark.slow
 def test_unsupervised_demo_runs_end_to_end(tmp_path: Path) -> None:
     """The label-free chain at toy size: pseudo-labels feed diffusion, generation and the detector."""
     from oodkit.demo import DemoOptions, run_unsupervised_demo

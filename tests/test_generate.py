@@ -209,21 +209,16 @@ def test_accelerate_two_processes_give_the_identical_artifact(bench, tiny_sd, tm
     ]
     single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
     assert single.exit_code == 0, single.output
-    launcher = Path(sys.executable).parent / "accelerate"
+    # torchrun, as `accelerate launch --multi_gpu` runs it (`accelerate launch --cpu` starts
+    # one process only)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [
-            str(launcher),
-            "launch",
-            "--cpu",
-            "--num_processes",
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
             "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
             "-m",
             "oodkit.cli",
             *args,

@@ -92,28 +92,26 @@ def test_neighbour_mining_matches_brute_force() -> None:
     assert torch.equal(idx, ref)
 
 
-def test_scan_clusters_digits(tmp_path: Path) -> None:
-    """ID classes 0–4 with labels hidden: SCAN reaches ≥ 0.85 clustering accuracy.
-
-    Issue 5 also asks for SCAN ≥ k-means on the same features; on digits at this budget that
-    holds for some seeds only (see the closing notes), so it is reported, not asserted.
-    """
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scan_clusters_digits(tmp_path: Path, seed: int) -> None:
+    """ID classes 0–4 with labels hidden: SCAN ≥ 0.85 accuracy and ≥ k-means on its features."""
     o = PseudoLabelOptions(
         method="scan",
         num_clusters=5,
         arch_kwargs=SMALL,
         pretext_epochs=60,
-        scan_epochs=30,
+        scan_epochs=60,
         scan_lr=1e-3,
         selflabel_epochs=10,
         selflabel_lr=1e-4,
         num_heads=10,
-        seed=0,
+        seed=seed,
     )
     art = pseudo_label("digits", tmp_path / "pl", o, quiet=True)
     s = art.manifest.summary
     print("SCAN", {k: s[k] for k in ("accuracy", "nmi", "ari")}, "k-means", s["kmeans"])
-    assert s["accuracy"] >= 0.85 and s["kmeans"]["accuracy"] >= 0.5
+    assert s["accuracy"] >= 0.85 and s["accuracy"] >= s["kmeans"]["accuracy"]
     table = art.dataset()
     assert set(table["cluster"]) == set(range(5)) and len(table) == 501
     assert all(0 < c <= 1 for c in table["confidence"])
@@ -196,3 +194,96 @@ def test_bad_input(tmp_path: Path, args: list[str], message: str) -> None:
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x").exists()
+
+
+def test_frozen_pretrained_backbone_keeps_its_weights(tmp_path: Path) -> None:
+    """timm:NAME + --weights: only the heads train; BatchNorm statistics stay as loaded."""
+    import timm
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    backbone = timm.create_model("resnet18", num_classes=0, in_chans=1, **SMALL)
+    with torch.no_grad():  # non-trivial running statistics, so a BN update would show
+        for m in backbone.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    weights = tmp_path / "backbone.safetensors"
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(weights))
+    o = PseudoLabelOptions(
+        num_clusters=5,
+        features="timm:resnet18",
+        arch_kwargs=SMALL,
+        scan_epochs=2,
+        scan_lr=1e-3,
+        selflabel_epochs=1,
+        num_heads=2,
+    )
+    art = pseudo_label("digits", tmp_path / "pl", o, weights=str(weights), quiet=True)
+    loaded, saved = load_file(str(weights)), load_file(str(art.path / "clustering.safetensors"))
+    assert all(torch.equal(saved[f"backbone.{k}"], v) for k, v in loaded.items())
+    assert not torch.equal(saved["heads.0.weight"], saved["heads.1.weight"])
+    assert not (art.path / "pretext.safetensors").exists()
+    assert len(set(art.dataset()["cluster"])) >= 2
+
+
+TINY_NO_BN = '{"channels": [8, 16, 16, 16], "stem_width": 8, "norm_layer": "groupnorm1"}'
+
+
+def test_two_processes_match_one(tmp_path: Path) -> None:
+    """2 CPU processes = one process (a BatchNorm-free backbone,
+    since CPU BatchNorm cannot be synchronised): same losses per epoch, same clusters."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from oodkit.artifacts import load_artifact
+
+    args = [
+        "pseudo-label",
+        "--id",
+        "digits",
+        "-c",
+        "5",
+        "--arch-kwargs",
+        TINY_NO_BN,
+        "--pretext-epochs",
+        "2",
+        "--pretext-batch-size",
+        "128",
+        "--scan-epochs",
+        "2",
+        "--scan-lr",
+        "1e-3",
+        "--num-heads",
+        "2",
+        "--selflabel-epochs",
+        "1",
+        "--threshold",
+        "0.25",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert single.exit_code == 0, single.output
+    # torchrun, as `accelerate launch --multi_gpu` runs it (`accelerate launch --cpu` starts
+    # one process only); Accelerator picks up the process group from its environment
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*launch, "-m", "oodkit.cli", *args, "--out", str(tmp_path / "two")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = (load_artifact(tmp_path / d, kind="pseudo-labels") for d in ("one", "two"))
+    log1, log2 = (json.loads((a.path / "log.json").read_text()) for a in (one, two))
+    assert log1["selflabel_loss"][0] > 0  # some samples passed the confidence threshold
+    for key in ("pretext_loss", "scan_head_losses", "selflabel_loss"):
+        np.testing.assert_allclose(log2[key], log1[key], rtol=1e-3, err_msg=key)
+    assert one.dataset()["cluster"] == two.dataset()["cluster"]
+    np.testing.assert_allclose(one.dataset()["confidence"], two.dataset()["confidence"], atol=1e-3)

@@ -29,6 +29,7 @@ def _unet(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "unet" / "diffusion_pytorch_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_class_conditional_samples_are_recognised(tmp_path: Path) -> None:
     """A separately trained classifier recognises ≥ 80 % of CFG samples as their class."""
     model = train_diffusion(

@@ -391,6 +391,7 @@ def test_bad_input_is_one_line_exit_2(
     assert not any((tmp_path / name).exists() for name in "abcdefghijkl")  # nothing written
 
 
+@pytest.mark.slow
 def test_oe_with_held_out_photos_does_not_lower_near_ood_auroc(
     ce_detector: Path, tmp_path: Path
 ) -> None:

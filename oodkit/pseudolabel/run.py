@@ -139,6 +139,16 @@ def kmeans_labels(features: torch.Tensor, k: int, seed: int) -> tuple[np.ndarray
     return km.labels_.astype(np.int64), p.max(1)
 
 
+def _stage_progress(progress, name: str, total: int):
+    """A rich progress task for one stage; returns the per-epoch callback."""
+    task = progress.add_task(name, total=total, info="")
+
+    def update(done: int, loss: float) -> None:
+        progress.update(task, completed=done, info=f"loss {loss:.4f}")
+
+    return update
+
+
 def pseudo_label(
     id_ref: str,
     out: str | Path,
@@ -149,10 +159,16 @@ def pseudo_label(
     device: str = "auto",
     overwrite: bool = False,
     quiet: bool = False,
-) -> Artifact:
-    """Cluster the ID set into a pseudo-labels artifact (sample_id, cluster, confidence)."""
+) -> Artifact | None:
+    """Cluster the ID set into a pseudo-labels artifact (sample_id, cluster, confidence).
+
+    Under ``accelerate launch`` every process trains its share of each batch; the main one
+    writes the stages and the artifact and returns it (the others return ``None``).
+    """
     import datasets
+    from accelerate import Accelerator
     from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from oodkit.data.sources import dataset_input, resolve_id
     from oodkit.detector.model import read_state_dict
@@ -163,7 +179,12 @@ def pseudo_label(
     idd = resolve_id(id_ref, data_root=data_root, image_size=o.image_size)
     n = len(idd.train)
     _check(o, n, weights)
-    console = Console(quiet=quiet, stderr=True)
+    device = resolve_device(device)
+    acc = Accelerator(
+        cpu=device == "cpu", mixed_precision="bf16" if device.startswith("cuda") else "no"
+    )
+    main = acc.is_main_process
+    console = Console(quiet=quiet or not main, stderr=True)
     mode = "L" if idd.channels == 1 else "RGB"
     images = [im.convert(mode) if im.mode != mode else im for im in idd.train["image"]]
     true = np.asarray(idd.train["label"], dtype=np.int64)
@@ -178,9 +199,13 @@ def pseudo_label(
     inputs = [dataset_input(id_ref, idd.train)]
     existing = check_output(out, "pseudo-labels", params, inputs, overwrite)
     if existing is not None:
-        return existing
-    partial, _ = prepare_partial(out, {"kind": "pseudo-labels", "params": params}, overwrite)
-    device = resolve_device(device)
+        return existing if main else None
+    state = {"kind": "pseudo-labels", "params": params}
+    if main:
+        partial, _ = prepare_partial(out, state, overwrite)
+    acc.wait_for_everyone()
+    if not main:
+        partial, _ = prepare_partial(out, state)
     flip = idd.channels == 3 if o.flip == "auto" else o.flip == "yes"
     tf = _transforms(idd.channels, idd.image_size, flip)
     torch.manual_seed(o.seed)
@@ -195,101 +220,126 @@ def pseudo_label(
         num_clusters=o.num_clusters,
         num_heads=heads,
     )
+    if acc.num_processes > 1 and acc.device.type == "cuda":
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)  # BN over the global batch
     started = time.perf_counter()
     say = console.log
     pretext = partial / "pretext.safetensors"
     log_file = partial / "log.json"  # kept with the stages, so a resumed run reports them too
     log: dict[str, Any] = json.loads(log_file.read_text()) if log_file.exists() else {}
-    if simclr:
-        if pretext.exists():
-            _load(net, pretext)
-            say("pretext: reusing the finished stage")
-        else:
-            log["pretext_loss"] = T.train_simclr(
-                net,
-                images,
-                tf["simclr"],
-                epochs=o.pretext_epochs,
-                batch_size=min(o.pretext_batch_size, n),
-                lr=o.pretext_lr,
-                temperature=o.temperature,
-                seed=o.seed,
-                device=device,
-                progress=say,
-            )
-            _save(net, pretext)
+
+    def finish_stage(path: Path, extra: dict[str, Any] | None = None) -> None:
+        if main:
+            _save(net, path)
+            if extra is not None:
+                path.with_suffix(".json").write_text(json.dumps(extra))
             log_file.write_text(json.dumps(log))
-    else:
-        state = read_state_dict(weights)
-        own = net.backbone.state_dict()
-        missing = [k for k in own if k not in state or state[k].shape != own[k].shape]
-        if missing:
-            raise OodkitError(
-                f"weights {weights} do not fit {arch}: {missing[0]} is missing or differs"
-            )
-        net.backbone.load_state_dict({k: state[k] for k in own})
-    features = T.embed(net, images, tf["eval"], device)
-    summary: dict[str, Any] = {"num_clusters": o.num_clusters, "samples": n}
-    km_pred, km_conf = kmeans_labels(features, o.num_clusters, o.seed)
-    if has_truth:
-        summary["kmeans"] = clustering_metrics(km_pred, true)
-    if o.method == "kmeans":
-        cluster, confidence = km_pred, km_conf
-    else:
-        scan_path, self_path = partial / "scan.safetensors", partial / "selflabel.safetensors"
-        neighbors = T.mine_neighbors(features, o.num_neighbors)
-        if has_truth:
-            summary["neighbor_purity"] = float((true[neighbors.numpy()] == true[:, None]).mean())
-        if not simclr:
-            for p in net.backbone.parameters():
-                p.requires_grad_(False)  # frozen pretrained backbone: heads only (SCAN on ImageNet)
-        if scan_path.exists():
-            _load(net, scan_path)
-            head = int(json.loads((partial / "scan.json").read_text())["head"])
-            say("SCAN: reusing the finished stage")
-        else:
-            head, losses = T.train_scan(
-                net,
-                images,
-                neighbors,
-                tf["weak"],
-                tf["eval"],
-                epochs=o.scan_epochs,
-                batch_size=min(o.scan_batch_size, n),
-                lr=o.scan_lr,
-                entropy_weight=o.entropy_weight,
-                seed=o.seed,
-                device=device,
-                progress=say,
-            )
-            _save(net, scan_path)
-            (partial / "scan.json").write_text(json.dumps({"head": head, "losses": losses}))
-            log["scan_head_losses"] = losses
-            log_file.write_text(json.dumps(log))
-        summary["best_head"] = head
-        if o.selflabel_epochs > 0:
-            if self_path.exists():
-                _load(net, self_path)
+        acc.wait_for_everyone()
+
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} epochs"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=quiet or not main,
+    )
+    with bars:
+        if simclr:
+            if pretext.exists():
+                _load(net, pretext)
+                say("pretext: reusing the finished stage")
             else:
-                log["selflabel_loss"] = T.train_self_label(
+                log["pretext_loss"] = T.train_simclr(
                     net,
-                    head,
                     images,
-                    tf["weak"],
-                    tf["strong"],
-                    epochs=o.selflabel_epochs,
-                    batch_size=min(o.scan_batch_size, n),
-                    lr=o.selflabel_lr,
-                    threshold=o.threshold,
-                    balance=o.balance,
+                    tf["simclr"],
+                    accelerator=acc,
+                    epochs=o.pretext_epochs,
+                    batch_size=min(o.pretext_batch_size, n),
+                    lr=o.pretext_lr,
+                    temperature=o.temperature,
                     seed=o.seed,
-                    device=device,
-                    progress=say,
+                    progress=_stage_progress(bars, "SimCLR pretext", o.pretext_epochs),
                 )
-                _save(net, self_path)
-                log_file.write_text(json.dumps(log))
-        prob = T.cluster_logits_all(net, images, tf["eval"], device)[head].softmax(dim=1)
-        confidence, cluster = (t.numpy() for t in prob.max(dim=1))
+                finish_stage(pretext)
+        else:
+            state_dict = read_state_dict(weights)
+            own = net.backbone.state_dict()
+            missing = [k for k in own if k not in state_dict or state_dict[k].shape != own[k].shape]
+            if missing:
+                raise OodkitError(
+                    f"weights {weights} do not fit {arch}: {missing[0]} is missing or differs"
+                )
+            net.backbone.load_state_dict({k: state_dict[k] for k in own})
+        features = T.embed(net, images, tf["eval"], acc.device)
+        summary: dict[str, Any] = {"num_clusters": o.num_clusters, "samples": n}
+        km_pred, km_conf = kmeans_labels(features, o.num_clusters, o.seed)
+        if has_truth:
+            summary["kmeans"] = clustering_metrics(km_pred, true)
+        if o.method == "kmeans":
+            cluster, confidence = km_pred, km_conf
+        else:
+            scan_path, self_path = partial / "scan.safetensors", partial / "selflabel.safetensors"
+            neighbors = T.mine_neighbors(features, o.num_neighbors)
+            if has_truth:
+                summary["neighbor_purity"] = float(
+                    (true[neighbors.numpy()] == true[:, None]).mean()
+                )
+            if not simclr:
+                for p in net.backbone.parameters():
+                    p.requires_grad_(False)  # frozen pretrained backbone: heads only
+            if scan_path.exists():
+                _load(net, scan_path)
+                head = int(json.loads(scan_path.with_suffix(".json").read_text())["head"])
+                say("SCAN: reusing the finished stage")
+            else:
+                head, losses = T.train_scan(
+                    net,
+                    images,
+                    neighbors,
+                    tf["weak"],
+                    tf["eval"],
+                    accelerator=acc,
+                    epochs=o.scan_epochs,
+                    batch_size=min(o.scan_batch_size, n),
+                    lr=o.scan_lr,
+                    entropy_weight=o.entropy_weight,
+                    seed=o.seed,
+                    progress=_stage_progress(bars, "SCAN clustering", o.scan_epochs),
+                )
+                log["scan_head_losses"] = losses
+                finish_stage(scan_path, {"head": head, "losses": losses})
+            summary["best_head"] = head
+            if has_truth and o.selflabel_epochs > 0:
+                before = T.cluster_logits_all(net, images, tf["eval"], acc.device)[head]
+                summary["before_self_label"] = clustering_metrics(before.argmax(1).numpy(), true)
+            if o.selflabel_epochs > 0:
+                if self_path.exists():
+                    _load(net, self_path)
+                    say("self-labelling: reusing the finished stage")
+                else:
+                    log["selflabel_loss"] = T.train_self_label(
+                        net,
+                        head,
+                        images,
+                        tf["weak"],
+                        tf["strong"],
+                        accelerator=acc,
+                        epochs=o.selflabel_epochs,
+                        batch_size=min(o.scan_batch_size, n),
+                        lr=o.selflabel_lr,
+                        threshold=o.threshold,
+                        balance=o.balance,
+                        seed=o.seed,
+                        progress=_stage_progress(bars, "self-labelling", o.selflabel_epochs),
+                    )
+                    finish_stage(self_path)
+            prob = T.cluster_logits_all(net, images, tf["eval"], acc.device)[head].softmax(dim=1)
+            confidence, cluster = (t.numpy() for t in prob.max(dim=1))
+    if not main:
+        return None
     if has_truth:
         summary.update(clustering_metrics(cluster, true))
     summary["seconds_this_run"] = round(time.perf_counter() - started, 2)

@@ -1,7 +1,11 @@
 """SimCLR pretext training, SCAN clustering and self-labelling (Van Gansbeke et al. 2020).
 
 Each stage is an epoch loop over shuffled index batches derived from (seed, stage, epoch);
-stage results are saved as safetensors so an interrupted run restarts at the stage it was in.
+every augmentation and neighbour pick is keyed by (seed, stage, epoch, sample), so results
+do not depend on how samples are spread over processes. Under ``accelerate launch`` each
+process takes 1/world of every global batch; the batch-coupled losses (NT-Xent negatives,
+SCAN entropy, self-label class balance) see the whole global batch through a gradient-carrying
+all-gather, so a step equals the single-process step (BatchNorm is synchronised on CUDA).
 """
 
 from __future__ import annotations
@@ -16,6 +20,12 @@ from torch import nn
 from oodkit.detector.data import epoch_batches
 from oodkit.detector.model import SMALL_INPUT, _adapt_small_input_stem
 from oodkit.pseudolabel.losses import nt_xent, scan_loss, self_label_loss
+
+Progress = Callable[[int, float], None]  # (epochs done, mean loss of the epoch)
+
+# random streams: one per stage and purpose, so no two choices share a generator
+PRETEXT, SCAN_BATCHES, SCAN_PICKS, SCAN_VAL, SELF_LABEL = 10, 20, 21, 22, 30
+VIEW_1, VIEW_2 = 1, 2
 
 
 class FeatureNet(nn.Module):
@@ -53,12 +63,66 @@ class FeatureNet(nn.Module):
         return torch.stack([h(f) for h in self.heads])
 
 
+class _Clusters(nn.Module):
+    """Backbone + all heads, the module trained (and DDP-wrapped) in the SCAN stage."""
+
+    def __init__(self, net: FeatureNet) -> None:
+        super().__init__()
+        self.backbone, self.heads = net.backbone, net.heads
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.backbone(x)
+        return torch.stack([h(f) for h in self.heads])
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0])
 
 
-def _images(images: list, transform: Callable, indices: list[int]) -> torch.Tensor:
-    return torch.stack([transform(images[i]) for i in indices])
+def _images(images: list, transform: Callable, indices: list[int], *key: int) -> torch.Tensor:
+    """Transformed images; with a ``key`` each sample's randomness comes from (key, index)."""
+    out = []
+    for i in indices:
+        if key:  # CPU transforms draw from the default generator (torch.manual_seed is slower)
+            torch.default_generator.manual_seed(_seed(*key, i))
+        out.append(transform(images[i]))
+    return torch.stack(out)
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_batch(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``x`` of every process joined along ``dim`` (rank order), gradients flowing back."""
+    _, world = rank_world()
+    if world == 1:
+        return x
+    from torch.distributed import group
+    from torch.distributed._functional_collectives import all_gather_single  # autograd-aware
+
+    return all_gather_single(x.movedim(dim, 0).contiguous(), 0, group.WORLD).movedim(0, dim)
+
+
+def _rank_batches(n: int, batch_size: int, seed: int, epoch: int, stream: int) -> list[list[int]]:
+    """This process's share of each global batch (the union over ranks is the global batch)."""
+    rank, world = rank_world()
+    steps = max(1, n // batch_size)
+    return epoch_batches(n, batch_size // world, seed, epoch, stream, steps, rank, world)
+
+
+def check_world(batch_size: int, what: str) -> None:
+    """A global batch must split evenly over the processes."""
+    from oodkit.errors import OodkitError
+
+    _, world = rank_world()
+    if batch_size % world:
+        raise OodkitError(f"{what} {batch_size} does not split over {world} processes")
 
 
 def train_simclr(
@@ -66,38 +130,44 @@ def train_simclr(
     images: list,
     augment: Callable,
     *,
+    accelerator,
     epochs: int,
     batch_size: int,
     lr: float,
     temperature: float,
     seed: int,
-    device,
-    progress=None,
+    progress: Progress | None = None,
 ) -> list[float]:
     """NT-Xent on two augmented views per image; SGD with cosine decay. Returns epoch losses."""
-    net.to(device).train()
-    params = list(net.backbone.parameters()) + list(net.projection.parameters())
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    check_world(batch_size, "--pretext-batch-size")
+    module = nn.Sequential(net.backbone, net.projection).train()
+    opt = torch.optim.SGD(
+        module.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4, nesterov=True
+    )
     steps = max(1, len(images) // batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps)
+    model, opt = accelerator.prepare(module, opt)
+    dev = accelerator.device
     log = []
     for epoch in range(epochs):
-        torch.manual_seed(_seed(seed, 1, epoch))
-        total = torch.zeros((), device=device)
-        for batch in epoch_batches(len(images), batch_size, seed, epoch, 10, steps):
-            v1 = _images(images, augment, batch).to(device)
-            v2 = _images(images, augment, batch).to(device)
-            loss = nt_xent(
-                net.projection(net.features(v1)), net.projection(net.features(v2)), temperature
-            )
+        total = torch.zeros((), device=dev)
+        for batch in _rank_batches(len(images), batch_size, seed, epoch, PRETEXT):
+            views = torch.cat(
+                [
+                    _images(images, augment, batch, seed, PRETEXT, epoch, VIEW_1),
+                    _images(images, augment, batch, seed, PRETEXT, epoch, VIEW_2),
+                ]
+            ).to(dev)
+            z1, z2 = model(views).float().chunk(2)
+            loss = nt_xent(gather_batch(z1), gather_batch(z2), temperature)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
             opt.step()
             sched.step()
             total += loss.detach()
         log.append((total / steps).item())
         if progress is not None:
-            progress(f"pretext epoch {epoch + 1}/{epochs} loss {log[-1]:.4f}")
+            progress(epoch + 1, log[-1])
     return log
 
 
@@ -111,13 +181,29 @@ def _batched(
     batch_size: int,
     dim: int,
 ) -> torch.Tensor:
-    """``fn`` over all images in eval mode, batch by batch, joined along ``dim`` on the CPU."""
+    """``fn`` over all images in eval mode, joined along ``dim`` on the CPU.
+
+    Each process computes every world-th image; the parts are gathered back in order.
+    """
+    rank, world = rank_world()
+    device = torch.device(device)
     net.to(device).eval()
-    parts = [
-        fn(_images(images, transform, list(range(i, min(i + batch_size, len(images))))).to(device))
-        for i in range(0, len(images), batch_size)
-    ]
-    return torch.cat(parts, dim=dim).cpu()
+    mine = list(range(rank, len(images), world))
+    with torch.autocast("cuda", torch.bfloat16, enabled=device.type == "cuda"):
+        parts = [
+            fn(_images(images, transform, mine[i : i + batch_size]).to(device)).float()
+            for i in range(0, len(mine), batch_size)
+        ]
+    local = torch.cat(parts, dim=dim).movedim(dim, 0)
+    if world > 1:
+        n, per = len(images), -(-len(images) // world)
+        padded = local.new_zeros(per, *local.shape[1:])
+        padded[: len(local)] = local
+        shares = gather_batch(padded.unsqueeze(0))  # [world, per, ...]
+        local = local.new_empty(n, *local.shape[1:])
+        for r in range(world):
+            local[r::world] = shares[r, : len(range(r, n, world))]
+    return local.movedim(0, dim).cpu()
 
 
 def embed(
@@ -135,6 +221,13 @@ def mine_neighbors(features: torch.Tensor, k: int) -> torch.Tensor:
     return idx
 
 
+def _neighbor_picks(neighbors: torch.Tensor, *key: int) -> torch.Tensor:
+    """One neighbour per anchor, drawn uniformly from its list by a generator keyed by ``key``."""
+    rng = np.random.default_rng(_seed(*key))
+    cols = torch.from_numpy(rng.integers(neighbors.shape[1], size=neighbors.shape[0]))
+    return neighbors.gather(1, cols[:, None]).squeeze(1)
+
+
 def train_scan(
     net: FeatureNet,
     images: list,
@@ -142,43 +235,51 @@ def train_scan(
     augment: Callable,
     eval_transform: Callable,
     *,
+    accelerator,
     epochs: int,
     batch_size: int,
     lr: float,
     entropy_weight: float,
     seed: int,
-    device,
-    progress=None,
+    progress: Progress | None = None,
 ) -> tuple[int, list[float]]:
-    """Train all heads (and the backbone) with the SCAN loss; return the best head and its losses.
+    """Train all heads (and the backbone unless frozen) with the SCAN loss.
 
-    The best head has the lowest SCAN loss with entropy weight 1 over the whole set.
+    Anchors and their drawn neighbours go through one forward. Returns the best head (lowest
+    SCAN loss with entropy weight 1 over the whole set, eval transform) and every head's loss.
     """
-    net.to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
+    check_world(batch_size, "--scan-batch-size")
+    module = _Clusters(net).train()
+    if not any(p.requires_grad for p in net.backbone.parameters()):
+        net.backbone.eval()  # a frozen pretrained backbone keeps its BatchNorm statistics
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
+    model, opt = accelerator.prepare(module, opt)
+    dev = accelerator.device
     steps = max(1, len(images) // batch_size)
+    heads = len(net.heads)
     for epoch in range(epochs):
-        torch.manual_seed(_seed(seed, 2, epoch))
-        rng = np.random.default_rng(_seed(seed, 3, epoch))
-        total = torch.zeros((), device=device)
-        for batch in epoch_batches(len(images), batch_size, seed, epoch, 20, steps):
-            picks = [int(neighbors[i, rng.integers(neighbors.shape[1])]) for i in batch]
-            a = net.cluster_logits(_images(images, augment, batch).to(device))
-            n = net.cluster_logits(_images(images, augment, picks).to(device))
-            loss = sum(scan_loss(a[h], n[h], entropy_weight)[0] for h in range(len(net.heads)))
+        picks = _neighbor_picks(neighbors, seed, SCAN_PICKS, epoch)
+        total = torch.zeros((), device=dev)
+        for batch in _rank_batches(len(images), batch_size, seed, epoch, SCAN_BATCHES):
+            mates = picks[batch].tolist()
+            x = torch.cat(
+                [
+                    _images(images, augment, batch, seed, SCAN_BATCHES, epoch, VIEW_1),
+                    _images(images, augment, mates, seed, SCAN_BATCHES, epoch, VIEW_2),
+                ]
+            ).to(dev)
+            a, n = (gather_batch(t, dim=1) for t in model(x).float().chunk(2, dim=1))
+            loss = sum(scan_loss(a[h], n[h], entropy_weight)[0] for h in range(heads))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
             opt.step()
             total += loss.detach()
         if progress is not None:
-            mean = (total / steps).item() / len(net.heads)
-            progress(f"SCAN epoch {epoch + 1}/{epochs} loss {mean:.4f}")
-    logits = cluster_logits_all(net, images, eval_transform, device)
-    rng = np.random.default_rng(_seed(seed, 4))
-    picks = torch.tensor(
-        [int(neighbors[i, rng.integers(neighbors.shape[1])]) for i in range(len(images))]
-    )
-    losses = [scan_loss(logits[h], logits[h][picks], 1.0)[0].item() for h in range(len(net.heads))]
+            progress(epoch + 1, (total / steps).item() / heads)
+    logits = cluster_logits_all(net, images, eval_transform, dev)
+    picks = _neighbor_picks(neighbors, seed, SCAN_VAL)
+    losses = [scan_loss(logits[h], logits[h][picks], 1.0)[0].item() for h in range(heads)]
     return int(np.argmin(losses)), losses
 
 
@@ -196,34 +297,40 @@ def train_self_label(
     weak: Callable,
     strong: Callable,
     *,
+    accelerator,
     epochs: int,
     batch_size: int,
     lr: float,
     threshold: float,
     balance: bool,
     seed: int,
-    device,
-    progress=None,
+    progress: Progress | None = None,
 ) -> list[float]:
     """Fine-tune backbone + the chosen head on confident samples (weak → target, strong → CE)."""
-    net.to(device).train()
-    params = list(net.backbone.parameters()) + list(net.heads[head].parameters())
+    check_world(batch_size, "--scan-batch-size")
+    module = nn.Sequential(net.backbone, net.heads[head]).train()
+    if not any(p.requires_grad for p in net.backbone.parameters()):
+        net.backbone.eval()
+    params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
+    model, opt = accelerator.prepare(module, opt)
+    dev = accelerator.device
     steps = max(1, len(images) // batch_size)
     log = []
     for epoch in range(epochs):
-        torch.manual_seed(_seed(seed, 5, epoch))
-        total = torch.zeros((), device=device)
-        for batch in epoch_batches(len(images), batch_size, seed, epoch, 30, steps):
+        total = torch.zeros((), device=dev)
+        for batch in _rank_batches(len(images), batch_size, seed, epoch, SELF_LABEL):
             with torch.no_grad():
-                weak_logits = net.heads[head](net.features(_images(images, weak, batch).to(device)))
-            strong_logits = net.heads[head](net.features(_images(images, strong, batch).to(device)))
-            loss = self_label_loss(weak_logits, strong_logits, threshold, balance)
+                w = model(_images(images, weak, batch, seed, SELF_LABEL, epoch, VIEW_1).to(dev))
+            s = model(_images(images, strong, batch, seed, SELF_LABEL, epoch, VIEW_2).to(dev))
+            loss = self_label_loss(
+                gather_batch(w.float()), gather_batch(s.float()), threshold, balance
+            )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            accelerator.backward(loss)
             opt.step()
             total += loss.detach()
         log.append((total / steps).item())
         if progress is not None:
-            progress(f"self-label epoch {epoch + 1}/{epochs} loss {log[-1]:.4f}")
+            progress(epoch + 1, log[-1])
     return log
