@@ -287,3 +287,24 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
         np.testing.assert_allclose(log2[key], log1[key], rtol=1e-3, err_msg=key)
     assert one.dataset()["cluster"] == two.dataset()["cluster"]
     np.testing.assert_allclose(one.dataset()["confidence"], two.dataset()["confidence"], atol=1e-3)
+
+
+def test_batch_that_does_not_split_over_processes_is_refused_up_front(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = ["pseudo-label", "--id", "digits", "-c", "5", "--scan-batch-size", "127"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m"]
+        + ["oodkit.cli", *args, "--device", "cpu", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert proc.returncode != 0
+    assert "error: --scan-batch-size 127 does not split over 2 processes" in proc.stderr
+    assert 'File "' + str(Path(T.__file__)) not in proc.stderr  # no traceback of ours
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()

@@ -184,6 +184,10 @@ def pseudo_label(
         cpu=device == "cpu", mixed_precision="bf16" if device.startswith("cuda") else "no"
     )
     main = acc.is_main_process
+    if o.features == "simclr":  # refused before any work, not when the stage is reached
+        T.check_world(min(o.pretext_batch_size, n), "--pretext-batch-size")
+    if o.method == "scan":
+        T.check_world(min(o.scan_batch_size, n), "--scan-batch-size")
     console = Console(quiet=quiet or not main, stderr=True)
     mode = "L" if idd.channels == 1 else "RGB"
     images = [im.convert(mode) if im.mode != mode else im for im in idd.train["image"]]
