@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
@@ -54,3 +56,24 @@ def make_scores(tmp_path: Path):
         return out
 
     return make
+
+
+@pytest.fixture
+def torchrun():
+    """Run ``oodkit ARGS`` in two CPU processes, as ``accelerate launch --multi_gpu`` does.
+
+    torchrun, because ``accelerate launch --cpu --num_processes 2`` starts one process only;
+    Accelerator picks up the process group from the environment torchrun sets.
+    """
+
+    def run(args: Sequence[str]) -> subprocess.CompletedProcess:
+        launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+        return subprocess.run(
+            [*launch, "-m", "oodkit.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
+
+    return run

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +185,9 @@ def test_kill_and_resume_gives_the_identical_artifact(
     assert resumed.manifest.fingerprint == whole.manifest.fingerprint
 
 
-def test_accelerate_two_processes_give_the_identical_artifact(bench, tiny_sd, tmp_path) -> None:
+def test_accelerate_two_processes_give_the_identical_artifact(
+    bench, tiny_sd, tmp_path, torchrun
+) -> None:
     args = [
         "generate",
         "--method",
@@ -209,27 +208,7 @@ def test_accelerate_two_processes_give_the_identical_artifact(bench, tiny_sd, tm
     ]
     single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
     assert single.exit_code == 0, single.output
-    # torchrun, as `accelerate launch --multi_gpu` runs it (`accelerate launch --cpu` starts
-    # one process only)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            "2",
-            "-m",
-            "oodkit.cli",
-            *args,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    proc = torchrun([*args, "--out", str(tmp_path / "two")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (
         load_artifact(tmp_path / "two").manifest.fingerprint

@@ -230,13 +230,10 @@ def test_frozen_pretrained_backbone_keeps_its_weights(tmp_path: Path) -> None:
 TINY_NO_BN = '{"channels": [8, 16, 16, 16], "stem_width": 8, "norm_layer": "groupnorm1"}'
 
 
-def test_two_processes_match_one(tmp_path: Path) -> None:
+def test_two_processes_match_one(tmp_path: Path, torchrun) -> None:
     """2 CPU processes = one process (a BatchNorm-free backbone,
     since CPU BatchNorm cannot be synchronised): same losses per epoch, same clusters."""
     import json
-    import os
-    import subprocess
-    import sys
 
     from oodkit.artifacts import load_artifact
 
@@ -268,17 +265,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     ]
     single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
     assert single.exit_code == 0, single.output
-    # torchrun, as `accelerate launch --multi_gpu` runs it (`accelerate launch --cpu` starts
-    # one process only); Accelerator picks up the process group from its environment
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
-    proc = subprocess.run(
-        [*launch, "-m", "oodkit.cli", *args, "--out", str(tmp_path / "two")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    proc = torchrun([*args, "--out", str(tmp_path / "two")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     one, two = (load_artifact(tmp_path / d, kind="pseudo-labels") for d in ("one", "two"))
     log1, log2 = (json.loads((a.path / "log.json").read_text()) for a in (one, two))
@@ -289,21 +276,11 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     np.testing.assert_allclose(one.dataset()["confidence"], two.dataset()["confidence"], atol=1e-3)
 
 
-def test_batch_that_does_not_split_over_processes_is_refused_up_front(tmp_path: Path) -> None:
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def test_batch_that_does_not_split_over_processes_is_refused_up_front(
+    tmp_path: Path, torchrun
+) -> None:
     args = ["pseudo-label", "--id", "digits", "-c", "5", "--scan-batch-size", "127"]
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m"]
-        + ["oodkit.cli", *args, "--device", "cpu", "--out", str(tmp_path / "x")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-    )
+    proc = torchrun([*args, "--device", "cpu", "--out", str(tmp_path / "x")])
     assert proc.returncode != 0
     assert "error: --scan-batch-size 127 does not split over 2 processes" in proc.stderr
     assert 'File "' + str(Path(T.__file__)) not in proc.stderr  # no traceback of ours
