@@ -232,11 +232,9 @@ def pseudo_label(
     log_file = partial / "log.json"  # kept with the stages, so a resumed run reports them too
     log: dict[str, Any] = json.loads(log_file.read_text()) if log_file.exists() else {}
 
-    def finish_stage(path: Path, extra: dict[str, Any] | None = None) -> None:
+    def finish_stage(path: Path) -> None:
         if main:
             _save(net, path)
-            if extra is not None:
-                path.with_suffix(".json").write_text(json.dumps(extra))
             log_file.write_text(json.dumps(log))
         acc.wait_for_everyone()
 
@@ -296,15 +294,13 @@ def pseudo_label(
                     p.requires_grad_(False)  # frozen pretrained backbone: heads only
             if scan_path.exists():
                 _load(net, scan_path)
-                head = int(json.loads(scan_path.with_suffix(".json").read_text())["head"])
                 say("SCAN: reusing the finished stage")
             else:
-                head, losses = T.train_scan(
+                log["scan_loss"] = T.train_scan(
                     net,
                     images,
                     neighbors,
                     tf["weak"],
-                    tf["eval"],
                     accelerator=acc,
                     epochs=o.scan_epochs,
                     batch_size=min(o.scan_batch_size, n),
@@ -313,13 +309,18 @@ def pseudo_label(
                     seed=o.seed,
                     progress=_stage_progress(bars, "SCAN clustering", o.scan_epochs),
                 )
-                log["scan_head_losses"] = losses
-                finish_stage(scan_path, {"head": head, "losses": losses})
+            # one eval pass serves head selection, the pre-self-label metrics and, without
+            # self-labelling, the final clusters
+            logits = T.cluster_logits_all(net, images, tf["eval"], acc.device)
+            head, log["scan_head_losses"] = T.select_head(logits, neighbors, o.seed)
+            if not scan_path.exists():
+                finish_stage(scan_path)
             summary["best_head"] = head
-            if has_truth and o.selflabel_epochs > 0:
-                before = T.cluster_logits_all(net, images, tf["eval"], acc.device)[head]
-                summary["before_self_label"] = clustering_metrics(before.argmax(1).numpy(), true)
+            logits = logits[head]
             if o.selflabel_epochs > 0:
+                if has_truth:
+                    before = clustering_metrics(logits.argmax(1).numpy(), true)
+                    summary["before_self_label"] = before
                 if self_path.exists():
                     _load(net, self_path)
                     say("self-labelling: reusing the finished stage")
@@ -340,8 +341,8 @@ def pseudo_label(
                         progress=_stage_progress(bars, "self-labelling", o.selflabel_epochs),
                     )
                     finish_stage(self_path)
-            prob = T.cluster_logits_all(net, images, tf["eval"], acc.device)[head].softmax(dim=1)
-            confidence, cluster = (t.numpy() for t in prob.max(dim=1))
+                logits = T.cluster_logits_all(net, images, tf["eval"], acc.device)[head]
+            confidence, cluster = (t.numpy() for t in logits.softmax(dim=1).max(dim=1))
     if not main:
         return None
     if has_truth:

@@ -57,14 +57,9 @@ class FeatureNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
-    def cluster_logits(self, x: torch.Tensor) -> torch.Tensor:
-        """[heads, B, C]"""
-        f = self.backbone(x)
-        return torch.stack([h(f) for h in self.heads])
-
 
 class _Clusters(nn.Module):
-    """Backbone + all heads, the module trained (and DDP-wrapped) in the SCAN stage."""
+    """Backbone + all heads → [heads, B, C] logits; trained (and DDP-wrapped) by SCAN."""
 
     def __init__(self, net: FeatureNet) -> None:
         super().__init__()
@@ -228,12 +223,21 @@ def _neighbor_picks(neighbors: torch.Tensor, *key: int) -> torch.Tensor:
     return neighbors.gather(1, cols[:, None]).squeeze(1)
 
 
+def _adam_stage(accelerator, module: nn.Module, backbone: nn.Module, lr: float):
+    """Train mode (a frozen backbone stays in eval, keeping its BatchNorm statistics), Adam on
+    the trainable parameters, both prepared for the accelerator."""
+    module.train()
+    if not any(p.requires_grad for p in backbone.parameters()):
+        backbone.eval()
+    params = [p for p in module.parameters() if p.requires_grad]
+    return accelerator.prepare(module, torch.optim.Adam(params, lr=lr, weight_decay=1e-4))
+
+
 def train_scan(
     net: FeatureNet,
     images: list,
     neighbors: torch.Tensor,
     augment: Callable,
-    eval_transform: Callable,
     *,
     accelerator,
     epochs: int,
@@ -242,22 +246,17 @@ def train_scan(
     entropy_weight: float,
     seed: int,
     progress: Progress | None = None,
-) -> tuple[int, list[float]]:
-    """Train all heads (and the backbone unless frozen) with the SCAN loss.
+) -> list[float]:
+    """Train all heads (and the backbone unless frozen) with the SCAN loss; epoch losses.
 
-    Anchors and their drawn neighbours go through one forward. Returns the best head (lowest
-    SCAN loss with entropy weight 1 over the whole set, eval transform) and every head's loss.
+    Anchors and their drawn neighbours go through one forward.
     """
     check_world(batch_size, "--scan-batch-size")
-    module = _Clusters(net).train()
-    if not any(p.requires_grad for p in net.backbone.parameters()):
-        net.backbone.eval()  # a frozen pretrained backbone keeps its BatchNorm statistics
-    params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
-    model, opt = accelerator.prepare(module, opt)
+    model, opt = _adam_stage(accelerator, _Clusters(net), net.backbone, lr)
     dev = accelerator.device
     steps = max(1, len(images) // batch_size)
     heads = len(net.heads)
+    log = []
     for epoch in range(epochs):
         picks = _neighbor_picks(neighbors, seed, SCAN_PICKS, epoch)
         total = torch.zeros((), device=dev)
@@ -275,11 +274,19 @@ def train_scan(
             accelerator.backward(loss)
             opt.step()
             total += loss.detach()
+        log.append((total / steps).item() / heads)
         if progress is not None:
-            progress(epoch + 1, (total / steps).item() / heads)
-    logits = cluster_logits_all(net, images, eval_transform, dev)
+            progress(epoch + 1, log[-1])
+    return log
+
+
+def select_head(
+    logits: torch.Tensor, neighbors: torch.Tensor, seed: int
+) -> tuple[int, list[float]]:
+    """The head with the lowest SCAN loss at entropy weight 1 over the whole set, from
+    [heads, N, C] eval logits; returns it and every head's loss."""
     picks = _neighbor_picks(neighbors, seed, SCAN_VAL)
-    losses = [scan_loss(logits[h], logits[h][picks], 1.0)[0].item() for h in range(heads)]
+    losses = [scan_loss(h, h[picks], 1.0)[0].item() for h in logits]
     return int(np.argmin(losses)), losses
 
 
@@ -287,7 +294,7 @@ def cluster_logits_all(
     net: FeatureNet, images: list, transform: Callable, device, batch_size: int = 256
 ) -> torch.Tensor:
     """[heads, N, C] cluster logits of all images (eval transform)."""
-    return _batched(net.cluster_logits, net, images, transform, device, batch_size, 1)
+    return _batched(_Clusters(net), net, images, transform, device, batch_size, 1)
 
 
 def train_self_label(
@@ -308,12 +315,8 @@ def train_self_label(
 ) -> list[float]:
     """Fine-tune backbone + the chosen head on confident samples (weak → target, strong → CE)."""
     check_world(batch_size, "--scan-batch-size")
-    module = nn.Sequential(net.backbone, net.heads[head]).train()
-    if not any(p.requires_grad for p in net.backbone.parameters()):
-        net.backbone.eval()
-    params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=1e-4)
-    model, opt = accelerator.prepare(module, opt)
+    module = nn.Sequential(net.backbone, net.heads[head])
+    model, opt = _adam_stage(accelerator, module, net.backbone, lr)
     dev = accelerator.device
     steps = max(1, len(images) // batch_size)
     log = []
