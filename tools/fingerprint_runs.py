@@ -1,0 +1,316 @@
+"""Behaviour check for refactors: run a fixed set of small CLI runs and print their fingerprints.
+
+Every stage is run through the ``oodkit`` command line (whose options do not change in a
+refactor) with fixed seeds, one CPU thread and a private feature cache, in a fresh folder.
+The content fingerprint of each artifact's manifest (a hash of its table and files) and a
+hash of its recorded parameters are printed as JSON. With ``--compare FILE`` the run is set
+against an earlier one and a Markdown before / after table is printed; the exit code is 1 if
+any fingerprint differs.
+
+    python tools/fingerprint_runs.py --out /tmp/fp > after.json
+    python tools/fingerprint_runs.py --out /tmp/fp --compare tools/fingerprints-before.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ARCH = '{"channels": [8, 16, 32, 64], "stem_width": 8}'
+CPU = ["--device", "cpu", "--quiet"]
+
+# (artifact folder, CLI arguments); run in order, each in the work folder
+RUNS: list[tuple[str, list[str]]] = [
+    *[
+        (
+            f"generate-{m}-tiny-sd",
+            [
+                "generate",
+                "--method",
+                m,
+                "--id",
+                "bench/bench.json",
+                "--model",
+                "tiny-sd",
+                "--out",
+                f"generate-{m}-tiny-sd",
+                "--steps",
+                "10",
+                "--batch-size",
+                "4",
+                "--ood-classes",
+                "bench/ood.txt",
+                "--save-masks",
+                "2",
+                *CPU,
+            ],
+        )
+        for m in ("sona", "global", "reconstruct")
+    ],
+    (
+        "diffusion",
+        [
+            "train",
+            "diffusion",
+            "--id",
+            "digits",
+            "--out",
+            "diffusion",
+            "--steps",
+            "30",
+            "--checkpoint-every",
+            "15",
+            "--batch-size",
+            "16",
+            *CPU,
+        ],
+    ),
+    *[
+        (
+            f"generate-{m}-pixel",
+            [
+                "generate",
+                "--method",
+                m,
+                "--id",
+                "digits",
+                "--model",
+                "diffusion",
+                "--out",
+                f"generate-{m}-pixel",
+                "--limit",
+                "24",
+                "--batch-size",
+                "8",
+                "--steps",
+                "20",
+                *(["--t-start", "100"] if m == "sd" else []),
+                *CPU,
+            ],
+        )
+        for m in ("sd", "sona")
+    ],
+    *[
+        (
+            f"pseudo-labels-{m}",
+            [
+                "pseudo-label",
+                "--id",
+                "digits",
+                "-c",
+                "5",
+                "--method",
+                m,
+                "--out",
+                f"pseudo-labels-{m}",
+                "--pretext-epochs",
+                "2",
+                "--scan-epochs",
+                "2",
+                "--selflabel-epochs",
+                "1",
+                "--pretext-batch-size",
+                "128",
+                "--scan-batch-size",
+                "128",
+                "--num-heads",
+                "2",
+                "--arch-kwargs",
+                ARCH,
+                *CPU,
+            ],
+        )
+        for m in ("scan", "kmeans")
+    ],
+    *[
+        (
+            f"detector-{loss}",
+            [
+                "train",
+                "detector",
+                "--id",
+                "digits",
+                "--out",
+                f"detector-{loss}",
+                "--loss",
+                loss,
+                "--epochs",
+                "2",
+                "--batch-size",
+                "64",
+                "--augment",
+                "crop",
+                "--arch-kwargs",
+                ARCH,
+                *(["--outliers", source] if source else []),
+                *CPU,
+            ],
+        )
+        for loss, source in (
+            ("ce", None),
+            ("oe", "generate-sd-pixel"),
+            ("sona", "generate-sona-pixel"),
+            ("sd", "generate-sd-pixel"),
+        )
+    ],
+    (
+        "scores-ce/msp",
+        [
+            "score",
+            "--detector",
+            "detector-ce",
+            "--benchmark",
+            "digits",
+            "--method",
+            "msp,energy,maxlogit,knn",
+            "--out",
+            "scores-ce",
+            "--no-cache",
+            "--device",
+            "cpu",
+        ],
+    ),
+    (
+        "scores-sd",
+        [
+            "score",
+            "--detector",
+            "detector-sd",
+            "--benchmark",
+            "digits",
+            "--method",
+            "sd-vote",
+            "--outliers",
+            "generate-sd-pixel",
+            "--out",
+            "scores-sd",
+            "--no-cache",
+            "--device",
+            "cpu",
+        ],
+    ),
+    (
+        "metrics",
+        ["eval", "scores-ce/energy", "scores-ce/knn", "scores-sd", "--out", "metrics", "--quiet"],
+    ),
+]
+# artifacts written by a run above besides its first folder (the multi-method score run)
+EXTRA = ["scores-ce/energy", "scores-ce/maxlogit", "scores-ce/knn"]
+
+
+def _tiny_sd_builder():
+    """The tiny offline Stable Diffusion builder, wherever this version of oodkit keeps it."""
+    try:
+        from oodkit.testing import build_tiny_stable_diffusion
+    except ImportError:  # before the restructure of issue 9
+        from oodkit.diffusion.tiny import build_tiny_stable_diffusion
+    return build_tiny_stable_diffusion
+
+
+def _prepare(work: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in ("cat", "dog"):
+        (work / "bench" / "data" / c).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(
+                work / "bench" / "data" / c / f"{i}.png"
+            )
+    spec = {
+        "id_train": "data",
+        "id_test": "data",
+        "ood": [{"name": "o", "group": "far", "data": "data/cat"}],
+        "class_names": ["cat", "dog"],
+        "image_size": 16,
+    }
+    (work / "bench" / "bench.json").write_text(json.dumps(spec))
+    (work / "bench" / "ood.txt").write_text("car\ntree\nhouse\n")
+    _tiny_sd_builder()(work / "tiny-sd")
+
+
+def _record(work: Path, name: str) -> dict[str, str]:
+    manifest = json.loads((work / name / "oodkit.json").read_text())
+    params = json.dumps(manifest["params"], sort_keys=True).encode()
+    return {
+        "fingerprint": manifest["fingerprint"],
+        "params_sha256": hashlib.sha256(params).hexdigest(),
+    }
+
+
+def run_all(work: Path) -> dict[str, dict[str, str]]:
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "OODKIT_CACHE": str(work / "cache"),
+    }
+    import torch
+
+    torch.set_num_threads(1)
+    _prepare(work)
+    result: dict[str, dict[str, str]] = {}
+    for name, args in RUNS:
+        t0 = time.perf_counter()
+        proc = subprocess.run(
+            [sys.executable, "-m", "oodkit.cli", *args],
+            cwd=work,
+            env=env,
+            text=True,
+            capture_output=True,
+        )
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        print(f"{name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+        result[name] = _record(work, name)
+    for name in EXTRA:
+        result[name] = _record(work, name)
+    return result
+
+
+def compare(before: dict, after: dict) -> tuple[str, bool]:
+    lines = [
+        "| artifact | fingerprint before | fingerprint after | params | same |",
+        "|---|---|---|---|---|",
+    ]
+    same_all = True
+    for name in before:
+        b, a = before[name], after.get(name, {})
+        same = b["fingerprint"] == a.get("fingerprint")
+        params = "same" if b["params_sha256"] == a.get("params_sha256") else "differ"
+        same_all &= same and params == "same"
+        lines.append(
+            f"| {name} | `{b['fingerprint'][:12]}` | `{a.get('fingerprint', '-')[:12]}` | "
+            f"{params} | {'yes' if same else 'NO'} |"
+        )
+    return "\n".join(lines), same_all
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/fingerprints"))
+    parser.add_argument("--compare", type=Path, help="JSON printed by an earlier run")
+    args = parser.parse_args()
+    result = run_all(args.out)
+    print(json.dumps(result, indent=2))
+    if args.compare:
+        table, same = compare(json.loads(args.compare.read_text()), result)
+        print(table, file=sys.stderr)
+        sys.exit(0 if same else 1)
+
+
+if __name__ == "__main__":
+    main()
