@@ -28,16 +28,16 @@ import torch
 
 from oodkit.diffusion.denoisers import load_denoiser
 from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
-from oodkit.diffusion.tiny import build_tiny_stable_diffusion
-from oodkit.generate.conditions import Plan
-from oodkit.generate.run import BatchGenerator, GenerateOptions
+from oodkit.testing import build_tiny_stable_diffusion
+from oodkit.stages.generate.plans import Plan
+from oodkit.stages.generate.run import BatchGenerator, GenerateOptions
 
 
 def build_full_sd2(folder: Path) -> Path:
     """SD 2 base-sized UNet (865 M) and VAE from configs, random weights, tiny text encoder."""
     from diffusers import AutoencoderKL, PNDMScheduler, UNet2DConditionModel
 
-    from oodkit.diffusion.tiny import write_char_text_encoder
+    from oodkit.testing import write_char_text_encoder
 
     write_char_text_encoder(folder, hidden_size=1024, heads=16)
     UNet2DConditionModel(
@@ -68,7 +68,7 @@ def build_full_sd2(folder: Path) -> Path:
 @torch.no_grad()
 def naive_sona(denoiser, plans, images, opts: GenerateOptions) -> torch.Tensor:
     """The official pipeline's shape: 4 separate forwards, quantile masks, host copy per step."""
-    from oodkit.diffusion.sampler import per_sample_randn, sample_generators
+    from oodkit.seeding import per_sample_randn, sample_generators
 
     sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), opts.steps)
     x0 = denoiser.encode(images)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from _measure import measure
 
-from oodkit.pseudolabel.train import mine_neighbors
+from oodkit.stages.pseudo_label.scan import mine_neighbors
 
 
 def naive(features: torch.Tensor, k: int) -> torch.Tensor:

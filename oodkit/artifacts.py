@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -217,6 +218,17 @@ def check_output(
     raise OodkitError(
         f"{out} already holds an artifact made with {why}; pass --overwrite to replace it"
     )
+
+
+def atomic_file(path: Path, write: Callable[[Path], None]) -> None:
+    """Write one file through a process-unique temporary sibling, then rename it into place."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:

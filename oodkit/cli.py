@@ -1,15 +1,21 @@
 """The ``oodkit`` command line: thin Typer wrappers over library functions.
 
-Nothing heavy is imported at module level so that ``oodkit --help`` stays fast; each command
-imports what it needs. Bad input (:class:`~oodkit.errors.OodkitError`) becomes one line on
-stderr and exit code 2; ``--debug`` shows the traceback instead.
+Every stage command is generated from the stage's options dataclass (``oodkit.options``): its
+options' flags, defaults and help are written once, there. Method names in the help come from
+the registries (``oodkit.methods``). Nothing heavy is imported at module level so that
+``oodkit --help`` stays fast; each command imports what it needs. Bad input
+(:class:`~oodkit.errors.OodkitError`) becomes one line on stderr and exit code 2; ``--debug``
+shows the traceback instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import shlex
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -17,7 +23,16 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from oodkit import __version__
+from oodkit.demo import DemoOptions
 from oodkit.errors import OodkitError
+from oodkit.methods import SCORE
+from oodkit.options import json_object
+from oodkit.stages.evaluate.options import EvalOptions
+from oodkit.stages.generate.options import GenerateOptions
+from oodkit.stages.pseudo_label.options import PseudoLabelOptions
+from oodkit.stages.score.options import ScoreOptions
+from oodkit.stages.train_detector.options import TrainOptions
+from oodkit.stages.train_diffusion.options import DiffusionOptions
 
 app = typer.Typer(
     name="oodkit",
@@ -31,10 +46,9 @@ _state = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output artifact directory.")]
-OverwriteOpt = Annotated[
-    bool, typer.Option("--overwrite", help="Replace an existing artifact made differently.")
+IdOpt = Annotated[
+    str, typer.Option("--id", help="Benchmark (its ID train set) or dataset reference.")
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")]
 DataRootOpt = Annotated[
     Path | None,
     typer.Option(
@@ -84,25 +98,109 @@ def _console(quiet: bool = False):
     return Console(quiet=quiet)
 
 
-@app.command("eval")
-@guarded
-def eval_cmd(
-    scores: Annotated[
-        list[Path], typer.Argument(help="Scores artifacts; same-method runs are averaged.")
+# --- commands generated from options dataclasses ---------------------------------------------
+
+
+def _fixed(name: str, annotation: Any, default: Any = inspect.Parameter.empty) -> inspect.Parameter:
+    """A command parameter that is not an options field (inputs and the output folder)."""
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+    )
+
+
+def _is_list(hint: Any) -> bool:
+    return typing.get_origin(hint) is list
+
+
+def cli_default(f: dataclasses.Field) -> Any:
+    """The command-line default of an options field (lists and JSON objects: none given)."""
+    if f.metadata.get("required"):
+        return inspect.Parameter.empty
+    if f.default_factory is not dataclasses.MISSING:  # list / dict fields
+        return None
+    return f.default
+
+
+def _option_param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
+    meta = f.metadata
+    flags = meta.get("flags") or ("--" + f.name.replace("_", "-"),)
+    if meta.get("parse") == "json":
+        hint = str | None
+    elif _is_list(hint):
+        hint = list[str] | None
+    option = typer.Option(*flags, help=meta.get("help") or None)
+    return _fixed(f.name, Annotated[hint, option], cli_default(f))
+
+
+def option_fields(options_cls: type) -> list[dataclasses.Field]:
+    """The fields of an options dataclass that appear on the command line."""
+    return [f for f in dataclasses.fields(options_cls) if f.metadata.get("cli", True)]
+
+
+def _options(options_cls: type, values: dict[str, Any]) -> Any:
+    """The options object from parsed command-line values (JSON and list options converted)."""
+    kwargs = {}
+    for f in option_fields(options_cls):
+        value = values[f.name]
+        if f.metadata.get("parse") == "json":
+            flag = (f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))[0]
+            value = json_object(value, flag)
+        elif value is None and f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+        kwargs[f.name] = value
+    return options_cls(**kwargs)
+
+
+def stage_command(
+    typer_app: typer.Typer, name: str, options_cls: type, fixed: list[inspect.Parameter]
+) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Register ``run(options, **fixed)`` as command ``name`` with one CLI option per field."""
+    hints = typing.get_type_hints(options_cls)
+
+    def deco(run: Callable[..., None]) -> Callable[..., None]:
+        params = fixed + [_option_param(f, hints[f.name]) for f in option_fields(options_cls)]
+
+        def command(**values: Any) -> None:
+            given = {p.name: values.pop(p.name) for p in fixed}
+            run(_options(options_cls, values), **given)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__doc__ = run.__doc__
+        command.__name__ = run.__name__
+        typer_app.command(name)(guarded(command))
+        return run
+
+    return deco
+
+
+def _paused_or(console, art, out: Path, message: Callable[[Any], str]) -> None:
+    if art is None:
+        console.print(f"paused; continue with --resume (state in {out}.partial)")
+    else:
+        console.print(message(art))
+
+
+@stage_command(
+    app,
+    "eval",
+    EvalOptions,
+    [
+        _fixed(
+            "scores",
+            Annotated[
+                list[Path], typer.Argument(help="Scores artifacts; same-method runs are averaged.")
+            ],
+        ),
+        _fixed("out", OutOpt),
     ],
-    out: OutOpt,
-    plots: Annotated[
-        bool, typer.Option("--plots/--no-plots", help="Write ROC and histogram PNGs.")
-    ] = True,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+)
+def eval_cmd(o: EvalOptions, scores: list[Path], out: Path) -> None:
     """Compute AUROC, AUPR-IN/OUT and FPR@95 per OOD set; write metrics.json, metrics.md, plots."""
     from oodkit import report
-    from oodkit.evaluate import evaluate
+    from oodkit.stages.evaluate.run import evaluate
 
-    art, blocks = evaluate(list(scores), out, plots=plots, overwrite=overwrite)
-    console = _console(quiet)
+    art, blocks = evaluate(list(scores), out, o)
+    console = _console(o.quiet)
     for table in report.rich_tables(blocks):
         console.print(table)
     console.print(f"metrics written to {art.path}")
@@ -115,19 +213,24 @@ def info_cmd(
     benchmark: Annotated[
         str | None, typer.Option("--benchmark", "-b", help="List a benchmark's sets.")
     ] = None,
+    methods: Annotated[
+        bool, typer.Option("--methods", help="List every registered method per stage.")
+    ] = False,
     data_root: DataRootOpt = None,
 ) -> None:
-    """Show an artifact's manifest, schema and rows, or a benchmark's sets and sizes."""
-    from oodkit.info import artifact_info, benchmark_info
+    """Show an artifact's manifest, schema and rows, a benchmark's sets, or the methods."""
+    from oodkit.stages.info import artifact_info, benchmark_info, methods_info
 
-    if (artifact is None) == (benchmark is None):
-        raise OodkitError("give either an artifact directory or --benchmark NAME")
+    if (artifact is not None) + (benchmark is not None) + methods != 1:
+        raise OodkitError("give one of: an artifact directory, --benchmark NAME or --methods")
     console = _console()
     if artifact is not None:
         for part in artifact_info(artifact):
             console.print(part)
-    else:
+    elif benchmark is not None:
         console.print(benchmark_info(benchmark, data_root))
+    else:
+        console.print(methods_info())
 
 
 @app.command("push")
@@ -138,410 +241,88 @@ def push_cmd(
     private: Annotated[bool, typer.Option("--private", help="Create the repo as private.")] = False,
 ) -> None:
     """Push an artifact's table, manifest and a dataset card to the Hugging Face Hub."""
-    from oodkit.hub import push_artifact
+    from oodkit.stages.push import push_artifact
 
     typer.echo(push_artifact(artifact, repo_id, private=private))
 
 
 train_app = typer.Typer(help="Train models: detector, diffusion.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
-WorkersOpt = Annotated[int, typer.Option("--num-workers", help="Data-loading worker processes.")]
 
 
-def _json_option(text: str | None, name: str) -> dict[str, Any]:
-    import json
+@stage_command(
+    train_app, "detector", TrainOptions, [_fixed("id_ref", IdOpt), _fixed("out", OutOpt)]
+)
+def train_detector_cmd(o: TrainOptions, id_ref: str, out: Path) -> None:
+    """Train a detector (SGD nesterov + per-step cosine) with a registered loss."""
+    from oodkit.stages.train_detector.run import train_detector
 
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise OodkitError(f"{name} must be a JSON object: {exc}") from None
-    if not isinstance(value, dict):
-        raise OodkitError(f"{name} must be a JSON object")
-    return value
+    art = train_detector(id_ref, out, o)
 
-
-@train_app.command("detector")
-@guarded
-def train_detector_cmd(
-    id_ref: Annotated[
-        str, typer.Option("--id", help="Benchmark (its ID train set) or dataset reference.")
-    ],
-    out: OutOpt,
-    loss: Annotated[str, typer.Option("--loss", help="ce, oe, energy, sona or sd.")] = "ce",
-    labels: Annotated[str | None, typer.Option("--labels", help="Pseudo-labels artifact.")] = None,
-    outliers: Annotated[
-        list[str] | None,
-        typer.Option("--outliers", help="Outliers artifact or dataset reference; repeatable."),
-    ] = None,
-    extra_id: Annotated[
-        list[str] | None,
-        typer.Option("--extra-id", help="Extra ID images keeping their label; repeatable."),
-    ] = None,
-    val: Annotated[
-        str | None, typer.Option("--val", help="ID validation set (default: benchmark's).")
-    ] = None,
-    arch: Annotated[str, typer.Option("--arch", help="Any timm model name.")] = "resnet18",
-    arch_kwargs: Annotated[
-        str | None,
-        typer.Option(
-            "--arch-kwargs", help="JSON for timm.create_model, e.g. '{\"drop_rate\": 0.1}'."
-        ),
-    ] = None,
-    weights: Annotated[
-        Path | None, typer.Option("--weights", help="Local backbone weights.")
-    ] = None,
-    pretrained: Annotated[
-        bool, typer.Option("--pretrained", help="timm hub weights (online).")
-    ] = False,
-    epochs: Annotated[int, typer.Option("--epochs")] = 100,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
-    outlier_batch_size: Annotated[int | None, typer.Option("--outlier-batch-size")] = None,
-    lr: Annotated[float, typer.Option("--lr")] = 0.1,
-    momentum: Annotated[float, typer.Option("--momentum")] = 0.9,
-    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 5e-4,
-    nesterov: Annotated[bool, typer.Option("--nesterov/--no-nesterov")] = True,
-    min_lr: Annotated[float, typer.Option("--min-lr", help="End of the per-step cosine.")] = 1e-6,
-    beta: Annotated[float, typer.Option("--beta", help="OE weight (oe, sona).")] = 0.5,
-    club_weight: Annotated[float, typer.Option("--club-weight", help="CLUB weight (sona).")] = 1.0,
-    club_steps: Annotated[int, typer.Option("--club-steps", help="Estimator steps per batch.")] = 5,
-    club_lr: Annotated[float, typer.Option("--club-lr")] = 1e-4,
-    sd_lambda: Annotated[
-        float, typer.Option("--sd-lambda", help="Out-class head weight (sd).")
-    ] = 0.3,
-    energy_weight: Annotated[float, typer.Option("--energy-weight")] = 0.1,
-    m_in: Annotated[float, typer.Option("--m-in")] = -25.0,
-    m_out: Annotated[float, typer.Option("--m-out")] = -7.0,
-    augment: Annotated[
-        str, typer.Option("--augment", help="auto, none, crop, crop-flip, rrc-flip.")
-    ] = "auto",
-    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: DeviceOpt = "auto",
-    num_workers: WorkersOpt = 0,
-    data_root: DataRootOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
-    stop_after_epochs: Annotated[
-        int | None,
-        typer.Option("--stop-after-epochs", help="Pause after N epochs (then --resume)."),
-    ] = None,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Train a detector (SGD nesterov + per-step cosine) with ce, oe, energy, sona or sd loss."""
-    from oodkit.detector.train import TrainOptions, train_detector
-
-    opts = TrainOptions(
-        loss=loss,
-        arch=arch,
-        arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"),
-        epochs=epochs,
-        batch_size=batch_size,
-        outlier_batch_size=outlier_batch_size,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        nesterov=nesterov,
-        min_lr=min_lr,
-        beta=beta,
-        club_weight=club_weight,
-        club_steps=club_steps,
-        club_lr=club_lr,
-        sd_lambda=sd_lambda,
-        energy_weight=energy_weight,
-        m_in=m_in,
-        m_out=m_out,
-        augment=augment,
-        image_size=image_size,
-        seed=seed,
-    )
-    art = train_detector(
-        id_ref,
-        out,
-        opts,
-        labels=labels,
-        outliers=outliers or (),
-        extra_id=extra_id or (),
-        val=val,
-        weights=weights,
-        pretrained=pretrained,
-        data_root=data_root,
-        device=device,
-        num_workers=num_workers,
-        resume=resume,
-        overwrite=overwrite,
-        stop_after_epochs=stop_after_epochs,
-        quiet=quiet,
-    )
-    console = _console(quiet)
-    if art is None:
-        console.print(f"paused; continue with --resume (state in {out}.partial)")
-    else:
+    def done(art) -> str:
         s = art.manifest.summary
         acc = s.get("id_val_accuracy")
-        console.print(
-            f"detector written to {art.path}: final loss {s['final_loss']:.4f}"
-            + (f", ID val accuracy {acc:.4f}" if acc is not None else "")
+        return f"detector written to {art.path}: final loss {s['final_loss']:.4f}" + (
+            f", ID val accuracy {acc:.4f}" if acc is not None else ""
         )
 
+    _paused_or(_console(o.quiet), art, out, done)
 
-@train_app.command("diffusion")
-@guarded
-def train_diffusion_cmd(
-    id_ref: Annotated[
-        str, typer.Option("--id", help="Benchmark (its ID train set) or dataset reference.")
-    ],
-    out: OutOpt,
-    labels: Annotated[
-        str | None, typer.Option("--labels", help="Pseudo-labels artifact (clusters as classes).")
-    ] = None,
-    preset: Annotated[
-        str, typer.Option("--preset", help="tiny (CPU, ~1 M params) or cifar (DDPM CIFAR-10 UNet).")
-    ] = "tiny",
-    steps: Annotated[int, typer.Option("--steps", help="Training steps.")] = 2000,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
-    lr: Annotated[float, typer.Option("--lr")] = 1e-3,
-    p_uncond: Annotated[
-        float, typer.Option("--p-uncond", help="Label dropout to the null class.")
-    ] = 0.1,
-    ema_decay: Annotated[float, typer.Option("--ema-decay")] = 0.999,
-    betas: Annotated[str, typer.Option("--betas", help="linear or cosine.")] = "linear",
-    flip: Annotated[bool, typer.Option("--flip", help="Random horizontal flips.")] = False,
-    checkpoint_every: Annotated[
-        int, typer.Option("--checkpoint-every", help="Steps between checkpoints and sample grids.")
-    ] = 250,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: DeviceOpt = "auto",
-    data_root: DataRootOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run.")] = False,
-    stop_after_steps: Annotated[
-        int | None, typer.Option("--stop-after-steps", help="Pause after N steps.")
-    ] = None,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+
+@stage_command(
+    train_app, "diffusion", DiffusionOptions, [_fixed("id_ref", IdOpt), _fixed("out", OutOpt)]
+)
+def train_diffusion_cmd(o: DiffusionOptions, id_ref: str, out: Path) -> None:
     """Train a class-conditional CFG pixel diffusion model (EMA, diffusers layout)."""
-    from oodkit.diffusion.train import DiffusionOptions, train_diffusion
+    from oodkit.stages.train_diffusion.run import train_diffusion
 
-    opts = DiffusionOptions(
-        preset=preset,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        p_uncond=p_uncond,
-        ema_decay=ema_decay,
-        betas=betas,
-        flip=flip,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-    )
-    art = train_diffusion(
-        id_ref,
+    art = train_diffusion(id_ref, out, o)
+    _paused_or(
+        _console(o.quiet),
+        art,
         out,
-        opts,
-        labels=labels,
-        data_root=data_root,
-        device=device,
-        resume=resume,
-        overwrite=overwrite,
-        stop_after_steps=stop_after_steps,
-        quiet=quiet,
-    )
-    console = _console(quiet)
-    if art is None:
-        console.print(f"paused; continue with --resume (state in {out}.partial)")
-    else:
-        loss = art.manifest.summary["final_loss"]
-        console.print(f"diffusion model written to {art.path} (final loss {loss:.4f})")
-
-
-@app.command("generate")
-@guarded
-def generate_cmd(
-    method: Annotated[str, typer.Option("--method", help="sona, sd, global or reconstruct.")],
-    id_ref: Annotated[
-        str, typer.Option("--id", help="Benchmark (its ID train set) or dataset reference.")
-    ],
-    model: Annotated[
-        str, typer.Option("--model", help="Diffusion-model artifact, SD folder or Hub id.")
-    ],
-    out: OutOpt,
-    labels: Annotated[
-        str | None, typer.Option("--labels", help="Pseudo-labels artifact (sd).")
-    ] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="DDIM steps (50; sd: 100).")] = None,
-    t_start: Annotated[
-        int | None,
-        typer.Option(
-            "--t-start", help="Fixed start: DDIM steps (sona...), training timesteps (sd, 100)."
+        lambda a: (
+            f"diffusion model written to {a.path} "
+            f"(final loss {a.manifest.summary['final_loss']:.4f})"
         ),
-    ] = None,
-    lam: Annotated[float, typer.Option("--lam", help="SONA mask fraction λ.")] = 0.1,
-    scale: Annotated[
-        float | None,
-        typer.Option("--scale", help="Guidance scale s (sona/global 10, reconstruct 1)."),
-    ] = None,
-    w: Annotated[float, typer.Option("--w", help="SD guidance weight.")] = 2.0,
-    momentum_scale: Annotated[
-        float, typer.Option("--momentum-scale", help="SONA momentum (official: 0.3).")
-    ] = 0.0,
-    momentum_beta: Annotated[float, typer.Option("--momentum-beta")] = 0.6,
-    warmup: Annotated[
-        int, typer.Option("--warmup", help="Unguided steps at each sample's start.")
-    ] = 0,
-    ood_classes: Annotated[
-        str | None, typer.Option("--ood-classes", help="File of OOD class names.")
-    ] = None,
-    allow_leakage: Annotated[
-        bool, typer.Option("--allow-leakage", help="Allow OOD names that are ID classes.")
-    ] = False,
-    per_image: Annotated[int, typer.Option("--per-image")] = 1,
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="Use only the first N ID images.")
-    ] = None,
-    size: Annotated[
-        int | None, typer.Option("--size", help="Output size (default: the source's).")
-    ] = None,
-    save_masks: Annotated[
-        int, typer.Option("--save-masks", help="Save SONA masks of the first N samples.")
-    ] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: DeviceOpt = "auto",
-    data_root: DataRootOpt = None,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
-    """Generate outliers (sona, sd, global) or ID reconstructions from ID images."""
-    from oodkit.generate.run import GenerateOptions, generate
+    )
 
-    opts = GenerateOptions(
-        method=method,
-        steps=steps,
-        t_start=t_start,
-        lam=lam,
-        scale=scale,
-        w=w,
-        momentum_scale=momentum_scale,
-        momentum_beta=momentum_beta,
-        warmup=warmup,
-        per_image=per_image,
-        limit=limit,
-        size=size,
-        seed=seed,
-        batch_size=batch_size,
-        allow_leakage=allow_leakage,
-    )
-    art = generate(
-        id_ref,
-        model,
-        out,
-        opts,
-        labels=labels,
-        ood_classes=ood_classes,
-        save_masks=save_masks,
-        data_root=data_root,
-        device=device,
-        overwrite=overwrite,
-        quiet=quiet,
-    )
+
+@stage_command(
+    app,
+    "generate",
+    GenerateOptions,
+    [
+        _fixed("id_ref", IdOpt),
+        _fixed(
+            "model",
+            Annotated[
+                str, typer.Option("--model", help="Diffusion-model artifact, SD folder or Hub id.")
+            ],
+        ),
+        _fixed("out", OutOpt),
+    ],
+)
+def generate_cmd(o: GenerateOptions, id_ref: str, model: str, out: Path) -> None:
+    """Generate outliers (sona, sd, global) or ID reconstructions from ID images."""
+    from oodkit.stages.generate.run import generate
+
+    art = generate(id_ref, model, out, o)
     if art is not None:
         s = art.manifest.summary
-        _console(quiet).print(
+        _console(o.quiet).print(
             f"{s['count']} samples written to {art.path} (mean SSIM {s.get('mean_ssim')})"
         )
 
 
-@app.command("pseudo-label")
-@guarded
-def pseudo_label_cmd(
-    id_ref: Annotated[
-        str, typer.Option("--id", help="Benchmark (its ID train set) or dataset reference.")
-    ],
-    num_clusters: Annotated[
-        int, typer.Option("--num-clusters", "-c", help="Number of clusters C.")
-    ],
-    out: OutOpt,
-    method: Annotated[str, typer.Option("--method", help="scan or kmeans.")] = "scan",
-    features: Annotated[
-        str, typer.Option("--features", help="simclr, or timm:NAME with --weights.")
-    ] = "simclr",
-    weights: Annotated[
-        str | None, typer.Option("--weights", help="Pretrained backbone for timm:NAME.")
-    ] = None,
-    arch: Annotated[str, typer.Option("--arch", help="timm backbone for SimCLR.")] = "resnet18",
-    arch_kwargs: Annotated[
-        str | None, typer.Option("--arch-kwargs", help="JSON for timm.create_model.")
-    ] = None,
-    pretext_epochs: Annotated[int, typer.Option("--pretext-epochs")] = 200,
-    pretext_batch_size: Annotated[int, typer.Option("--pretext-batch-size")] = 256,
-    pretext_lr: Annotated[float, typer.Option("--pretext-lr")] = 0.2,
-    temperature: Annotated[float, typer.Option("--temperature", help="NT-Xent temperature.")] = 0.1,
-    num_neighbors: Annotated[
-        int, typer.Option("--num-neighbors", "-k", help="Mined neighbours (SCAN).")
-    ] = 20,
-    num_heads: Annotated[int, typer.Option("--num-heads", help="Clustering heads.")] = 10,
-    scan_epochs: Annotated[int, typer.Option("--scan-epochs")] = 50,
-    scan_batch_size: Annotated[int, typer.Option("--scan-batch-size")] = 128,
-    scan_lr: Annotated[float, typer.Option("--scan-lr")] = 1e-4,
-    entropy_weight: Annotated[float, typer.Option("--entropy-weight")] = 5.0,
-    selflabel_epochs: Annotated[
-        int, typer.Option("--selflabel-epochs", help="0 skips self-labelling.")
-    ] = 25,
-    selflabel_lr: Annotated[float, typer.Option("--selflabel-lr")] = 1e-4,
-    threshold: Annotated[
-        float, typer.Option("--threshold", help="Self-labelling confidence.")
-    ] = 0.99,
-    balance: Annotated[
-        bool, typer.Option("--balance/--no-balance", help="Class-balanced self-labelling.")
-    ] = True,
-    flip: Annotated[str, typer.Option("--flip", help="auto (RGB only), yes or no.")] = "auto",
-    image_size: Annotated[int | None, typer.Option("--image-size")] = None,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
-    device: DeviceOpt = "auto",
-    data_root: DataRootOpt = None,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+@stage_command(
+    app, "pseudo-label", PseudoLabelOptions, [_fixed("id_ref", IdOpt), _fixed("out", OutOpt)]
+)
+def pseudo_label_cmd(o: PseudoLabelOptions, id_ref: str, out: Path) -> None:
     """Cluster unlabelled ID images into pseudo-classes (SCAN or k-means)."""
-    from oodkit.pseudolabel.run import PseudoLabelOptions, pseudo_label
+    from oodkit.stages.pseudo_label.run import pseudo_label
 
-    opts = PseudoLabelOptions(
-        method=method,
-        num_clusters=num_clusters,
-        features=features,
-        arch=arch,
-        arch_kwargs=_json_option(arch_kwargs, "--arch-kwargs"),
-        pretext_epochs=pretext_epochs,
-        pretext_batch_size=pretext_batch_size,
-        pretext_lr=pretext_lr,
-        temperature=temperature,
-        num_neighbors=num_neighbors,
-        num_heads=num_heads,
-        scan_epochs=scan_epochs,
-        scan_batch_size=scan_batch_size,
-        scan_lr=scan_lr,
-        entropy_weight=entropy_weight,
-        selflabel_epochs=selflabel_epochs,
-        selflabel_lr=selflabel_lr,
-        threshold=threshold,
-        balance=balance,
-        flip=flip,
-        image_size=image_size,
-        seed=seed,
-    )
-    art = pseudo_label(
-        id_ref,
-        out,
-        opts,
-        weights=weights,
-        data_root=data_root,
-        device=device,
-        overwrite=overwrite,
-        quiet=quiet,
-    )
+    art = pseudo_label(id_ref, out, o)
     if art is None:  # a non-main process under accelerate launch
         return
     s = art.manifest.summary
@@ -552,59 +333,32 @@ def pseudo_label_cmd(
             f"; vs ground truth: accuracy {s['accuracy']:.4f}, NMI {s['nmi']:.4f}, "
             f"ARI {s['ari']:.4f} (k-means on the same features: {km['accuracy']:.4f})"
         )
-    _console(quiet).print(line)
+    _console(o.quiet).print(line)
 
 
-@app.command("score")
-@guarded
-def score_cmd(
-    detector: Annotated[Path, typer.Option("--detector", help="Detector artifact.")],
-    benchmark: Annotated[str, typer.Option("--benchmark", "-b", help="Benchmark name or file.")],
-    method: Annotated[
-        str, typer.Option("--method", help="msp, energy, maxlogit, knn, sd-vote; comma list.")
+@stage_command(
+    app,
+    "score",
+    ScoreOptions,
+    [
+        _fixed("detector", Annotated[Path, typer.Option("--detector", help="Detector artifact.")]),
+        _fixed(
+            "benchmark",
+            Annotated[str, typer.Option("--benchmark", "-b", help="Benchmark name or file.")],
+        ),
+        _fixed(
+            "method",
+            Annotated[str, typer.Option("--method", help=f"{SCORE.help()}; comma list.")],
+        ),
+        _fixed("out", OutOpt),
     ],
-    out: OutOpt,
-    outliers: Annotated[
-        str | None, typer.Option("--outliers", help="Outliers for sd-vote.")
-    ] = None,
-    k: Annotated[int | None, typer.Option("--k", help="Neighbours (knn 50, sd-vote 10).")] = None,
-    alpha: Annotated[float, typer.Option("--alpha", help="sd-vote outlier weight.")] = 0.3,
-    temperature: Annotated[float, typer.Option("--temperature", help="For msp and energy.")] = 1.0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 256,
-    device: DeviceOpt = "auto",
-    num_workers: WorkersOpt = 0,
-    data_root: DataRootOpt = None,
-    resize: Annotated[
-        bool, typer.Option("--resize", help="Rescale benchmark images to the detector.")
-    ] = False,
-    cache: Annotated[
-        bool, typer.Option("--cache/--no-cache", help="Reuse cached features.")
-    ] = True,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+)
+def score_cmd(o: ScoreOptions, detector: Path, benchmark: str, method: str, out: Path) -> None:
     """Score a benchmark's ID test and OOD sets; one scores artifact per method."""
-    from oodkit.scoring.score import score
+    from oodkit.stages.score.run import score
 
-    arts = score(
-        detector,
-        benchmark,
-        method,
-        out,
-        outliers=outliers,
-        k=k,
-        alpha=alpha,
-        temperature=temperature,
-        batch_size=batch_size,
-        device=device,
-        data_root=data_root,
-        num_workers=num_workers,
-        allow_resize=resize,
-        use_cache=cache,
-        overwrite=overwrite,
-    )
-    console = _console(quiet)
-    for art in arts:
+    console = _console(o.quiet)
+    for art in score(detector, benchmark, method, out, o):
         acc = art.manifest.summary.get("id_accuracy")
         console.print(
             f"{art.manifest.params['method']}: {art.path}"
@@ -612,39 +366,30 @@ def score_cmd(
         )
 
 
-@app.command("demo")
-@guarded
-def demo_cmd(
-    out: Annotated[
-        Path, typer.Option("--out", "-o", help="Folder for the demo's artifacts.")
-    ] = Path("runs/demo"),
-    seeds: Annotated[int, typer.Option("--seeds", help="Detector seeds per method.")] = 3,
-    diffusion_steps: Annotated[
-        int, typer.Option("--diffusion-steps", help="Diffusion training steps.")
-    ] = 800,
-    epochs: Annotated[int, typer.Option("--epochs", help="Detector training epochs.")] = 15,
-    limit: Annotated[
-        int | None, typer.Option("--limit", help="ID images used for generation.")
-    ] = None,
-    unsupervised: Annotated[
-        bool,
-        typer.Option("--unsupervised", help="Label-free chain: SCAN → diffusion → SD → sd-vote."),
-    ] = False,
-    overwrite: OverwriteOpt = False,
-    quiet: QuietOpt = False,
-) -> None:
+@stage_command(
+    app,
+    "demo",
+    DemoOptions,
+    [
+        _fixed(
+            "out",
+            Annotated[
+                Path | None, typer.Option("--out", "-o", help="Folder for the demo's artifacts.")
+            ],
+            None,
+        )
+    ],
+)
+def demo_cmd(o: DemoOptions, out: Path | None) -> None:
     """digits end to end: diffusion → SD and SONA outliers → ce/oe/sona/sd detectors → eval."""
     from oodkit import report
-    from oodkit.demo import DemoOptions, run_demo, run_unsupervised_demo
+    from oodkit.demo import run_demo, run_unsupervised_demo
 
-    if seeds < 1 or diffusion_steps < 1 or epochs < 1:
-        raise OodkitError("--seeds, --diffusion-steps and --epochs must be at least 1")
-    opts = DemoOptions(seeds=seeds, diffusion_steps=diffusion_steps, epochs=epochs, limit=limit)
-    if unsupervised and out == Path("runs/demo"):
-        out = Path("runs/demo-unsupervised")
-    run = run_unsupervised_demo if unsupervised else run_demo
-    art, blocks = run(out, opts, overwrite=overwrite, quiet=quiet)
-    console = _console(quiet)
+    o.check()
+    out = out or Path("runs/demo-unsupervised" if o.unsupervised else "runs/demo")
+    run = run_unsupervised_demo if o.unsupervised else run_demo
+    art, blocks = run(out, o)
+    console = _console(o.quiet)
     for table in report.rich_tables(blocks):
         console.print(table)
     console.print(report.summary_table(blocks))

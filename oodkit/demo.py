@@ -18,35 +18,51 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from oodkit import options as O
+from oodkit.errors import OodkitError
+from oodkit.options import with_overrides
+
 DEMO_ARCH_KWARGS = {"channels": [16, 32, 64, 128], "stem_width": 16}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DemoOptions:
-    seeds: int = 3
-    diffusion_steps: int = 800
-    epochs: int = 15
-    limit: int | None = None  # ID images used for generation (default: all)
-    pretext_epochs: int = 60  # unsupervised chain: SimCLR epochs
-    scan_epochs: int = 60  # unsupervised chain: SCAN epochs (501 images: 3 steps an epoch)
+    """The demo's sizes; the defaults take about 15 minutes on two CPU cores."""
+
+    seeds: int = O.option(3, "Detector seeds per method.")
+    diffusion_steps: int = O.option(800, "Diffusion training steps.")
+    epochs: int = O.option(15, "Detector training epochs.")
+    limit: int | None = O.option(None, "ID images used for generation (default: all).")
+    pretext_epochs: int = O.option(60, "Unsupervised chain: SimCLR epochs.", cli=False)
+    # 501 images at batch 128: 3 steps an epoch
+    scan_epochs: int = O.option(60, "Unsupervised chain: SCAN epochs.", cli=False)
+    unsupervised: bool = O.option(
+        False, "Label-free chain: SCAN → diffusion → SD → sd-vote.", role="run"
+    )
+    overwrite: bool = O.overwrite_option()
+    quiet: bool = O.quiet_option()
+
+    def check(self) -> None:
+        if self.seeds < 1 or self.diffusion_steps < 1 or self.epochs < 1:
+            raise OodkitError("--seeds, --diffusion-steps and --epochs must be at least 1")
 
 
 def run_demo(
     out: str | Path = "runs/demo",
     options: DemoOptions | None = None,
-    overwrite: bool = False,
-    quiet: bool = False,
+    **overrides: Any,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Run the demo chain into ``out``; returns the metrics artifact and its blocks."""
-    from oodkit.detector.train import TrainOptions, train_detector
-    from oodkit.diffusion.train import DiffusionOptions, train_diffusion
-    from oodkit.evaluate import evaluate
-    from oodkit.generate.run import GenerateOptions, generate
-    from oodkit.scoring.score import score
+    from oodkit.stages.evaluate.run import evaluate
+    from oodkit.stages.generate.run import GenerateOptions, generate
+    from oodkit.stages.score.run import score
+    from oodkit.stages.train_detector.run import TrainOptions, train_detector
+    from oodkit.stages.train_diffusion.run import DiffusionOptions, train_diffusion
 
-    o = options or DemoOptions()
+    o = with_overrides(DemoOptions, options, overrides)
+    o.check()
     out = Path(out)
-    common = {"overwrite": overwrite, "quiet": quiet}
+    common = {"overwrite": o.overwrite, "quiet": o.quiet}
     # every training stage resumes, so rerunning the demo continues an interrupted run
     model = train_diffusion(
         "digits",
@@ -97,29 +113,29 @@ def run_demo(
                 [method],
                 out / f"scores-{loss}-seed{seed}",
                 outliers=str(outliers[source]) if method == "sd-vote" else None,
-                overwrite=overwrite,
+                overwrite=o.overwrite,
             )
             scores += [a.path for a in arts]
-    return evaluate(scores, out / "metrics", overwrite=overwrite)
+    return evaluate(scores, out / "metrics", overwrite=o.overwrite)
 
 
 def run_unsupervised_demo(
     out: str | Path = "runs/demo-unsupervised",
     options: DemoOptions | None = None,
-    overwrite: bool = False,
-    quiet: bool = False,
+    **overrides: Any,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """The label-free chain on digits (labels hidden from every training stage)."""
-    from oodkit.detector.train import TrainOptions, train_detector
-    from oodkit.diffusion.train import DiffusionOptions, train_diffusion
-    from oodkit.evaluate import evaluate
-    from oodkit.generate.run import GenerateOptions, generate
-    from oodkit.pseudolabel.run import PseudoLabelOptions, pseudo_label
-    from oodkit.scoring.score import score
+    from oodkit.stages.evaluate.run import evaluate
+    from oodkit.stages.generate.run import GenerateOptions, generate
+    from oodkit.stages.pseudo_label.run import PseudoLabelOptions, pseudo_label
+    from oodkit.stages.score.run import score
+    from oodkit.stages.train_detector.run import TrainOptions, train_detector
+    from oodkit.stages.train_diffusion.run import DiffusionOptions, train_diffusion
 
-    o = options or DemoOptions()
+    o = with_overrides(DemoOptions, options, overrides)
+    o.check()
     out = Path(out)
-    common = {"overwrite": overwrite, "quiet": quiet}
+    common = {"overwrite": o.overwrite, "quiet": o.quiet}
     pl = PseudoLabelOptions(
         num_clusters=5,
         arch_kwargs=DEMO_ARCH_KWARGS,
@@ -175,7 +191,7 @@ def run_unsupervised_demo(
                 ["sd-vote", "energy"],
                 out / f"scores-sd-seed{seed}",
                 outliers=str(outliers.path),
-                overwrite=overwrite,
+                overwrite=o.overwrite,
             )
         ]
-    return evaluate(scores, out / "metrics", overwrite=overwrite)
+    return evaluate(scores, out / "metrics", overwrite=o.overwrite)

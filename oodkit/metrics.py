@@ -1,4 +1,4 @@
-"""OOD metrics with OpenOOD v1.5 conventions (see REFERENCE.md §1).
+"""OOD metrics with OpenOOD v1.5 conventions (docs/methods.md §1).
 
 Inputs are ``id_score`` values, higher = more in-distribution. OOD is the positive class for
 AUROC, AUPR-OUT and FPR@95; AUPR-IN treats ID as positive; FPR@95-classic is the fraction of
@@ -142,3 +142,28 @@ def mean_std(values: Iterable[float]) -> dict[str, float]:
 def group_means(rows: Mapping[str, Mapping[str, float]], names: Sequence[str]) -> dict[str, float]:
     """Unweighted mean of each metric over the per-dataset rows ``names``."""
     return {k: float(np.mean([rows[n][k] for n in names])) for k in METRIC_KEYS}
+
+
+# --- clustering (pseudo-labels against ground truth, docs/methods.md §6) -----------------
+
+
+def hungarian_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    """Accuracy after matching clusters to classes one to one to maximise agreement."""
+    from scipy.optimize import linear_sum_assignment
+
+    pred, true = np.asarray(pred), np.asarray(true)
+    k = int(max(pred.max(), true.max())) + 1
+    counts = np.zeros((k, k), dtype=np.int64)
+    np.add.at(counts, (pred, true), 1)
+    rows, cols = linear_sum_assignment(-counts)
+    return float(counts[rows, cols].sum() / len(pred))
+
+
+def clustering_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    return {
+        "accuracy": hungarian_accuracy(pred, true),
+        "nmi": float(normalized_mutual_info_score(true, pred)),
+        "ari": float(adjusted_rand_score(true, pred)),
+    }

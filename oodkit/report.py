@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
-    from oodkit.evaluate import ScoreRun
+    from oodkit.schemas import ScoreRun
 
 METRIC_TITLES = {
     "auroc": "AUROC",

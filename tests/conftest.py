@@ -17,7 +17,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from oodkit.scores import SetScores, write_scores  # noqa: E402
+from oodkit.schemas import SetScores, write_scores  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from oodkit import cli
 from oodkit.artifacts import load_artifact, write_artifact
 from oodkit.cli import app, redact
-from oodkit.hub import dataset_card
+from oodkit.stages.push import dataset_card
 
 runner = CliRunner()
 SCRIPT = shutil.which("oodkit", path=str(Path(sys.executable).parent)) or shutil.which("oodkit")

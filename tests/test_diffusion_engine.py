@@ -9,12 +9,8 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler, PNDMScheduler
 
 from oodkit.diffusion import guidance as G
-from oodkit.diffusion.sampler import (
-    DDIMSampler,
-    ddim_scheduler,
-    per_sample_randn,
-    sample_generators,
-)
+from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
+from oodkit.seeding import per_sample_randn, sample_generators
 
 
 def _rand(*shape, seed=0):

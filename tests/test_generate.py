@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from oodkit.artifacts import ShardedWriter, load_artifact, write_artifact
 from oodkit.cli import app
 from oodkit.diffusion import denoisers
-from oodkit.diffusion.tiny import build_tiny_stable_diffusion
-from oodkit.generate.run import GenerateOptions, generate
+from oodkit.testing import build_tiny_stable_diffusion
+from oodkit.stages.generate.run import GenerateOptions, generate
 
 runner = CliRunner()
 
@@ -57,7 +57,7 @@ def class_model(tmp_path_factory) -> Path:
     """A randomly initialised tiny class-conditional model artifact (5 digit classes)."""
     from diffusers import DDIMScheduler
 
-    from oodkit.diffusion.train import build_unet
+    from oodkit.diffusion.unets import build_unet
 
     torch.manual_seed(0)
     unet = build_unet("tiny", 16, 1, 5)

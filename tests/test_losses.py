@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oodkit.detector import losses
+from oodkit.stages.train_detector import losses
 
 
 def test_oe_loss_by_hand() -> None:

@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from oodkit.cli import app
-from oodkit.pseudolabel import train as T
-from oodkit.pseudolabel.losses import nt_xent, scan_loss, self_label_loss
-from oodkit.pseudolabel.metrics import clustering_metrics, hungarian_accuracy
-from oodkit.pseudolabel.run import PseudoLabelOptions, pseudo_label
+from oodkit.stages.pseudo_label import features as FT
+from oodkit.stages.pseudo_label import run as R
+from oodkit.stages.pseudo_label import scan as S
+from oodkit.stages.pseudo_label.losses import nt_xent, scan_loss, self_label_loss
+from oodkit.metrics import clustering_metrics, hungarian_accuracy
+from oodkit.stages.pseudo_label.run import PseudoLabelOptions, pseudo_label
 
 runner = CliRunner()
 SMALL = {"channels": [16, 32, 64, 128], "stem_width": 16}
@@ -85,7 +87,7 @@ def test_hungarian_accuracy_equals_brute_force(k: int) -> None:
 def test_neighbour_mining_matches_brute_force() -> None:
     g = torch.Generator().manual_seed(1)
     f = torch.randn(60, 16, generator=g)
-    idx = T.mine_neighbors(f, 5)
+    idx = S.mine_neighbors(f, 5)
     assert idx[:, 0].tolist() == list(range(60))  # the anchor itself is first
     n = F.normalize(f, dim=1)
     ref = (n @ n.T).topk(5, dim=1).indices
@@ -131,17 +133,17 @@ def test_stage_resume_gives_the_same_labels(tmp_path: Path, monkeypatch) -> None
         scan_batch_size=128,
     )
     whole = pseudo_label("digits", tmp_path / "whole", o, quiet=True)
-    real_scan = T.train_scan
+    real_scan = S.train_scan
 
     def crash(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(T, "train_scan", crash)
+    monkeypatch.setattr(S, "train_scan", crash)
     with pytest.raises(KeyboardInterrupt):
         pseudo_label("digits", tmp_path / "r", o, quiet=True)
     assert (tmp_path / "r.partial" / "pretext.safetensors").exists()
-    monkeypatch.setattr(T, "train_scan", real_scan)
-    monkeypatch.setattr(T, "train_simclr", crash)  # the finished pretext stage must be reused
+    monkeypatch.setattr(S, "train_scan", real_scan)
+    monkeypatch.setattr(R, "train_simclr", crash)  # the finished pretext stage must be reused
     resumed = pseudo_label("digits", tmp_path / "r", o, quiet=True)
     assert resumed.manifest.fingerprint == whole.manifest.fingerprint
 
@@ -283,5 +285,5 @@ def test_batch_that_does_not_split_over_processes_is_refused_up_front(
     proc = torchrun([*args, "--device", "cpu", "--out", str(tmp_path / "x")])
     assert proc.returncode != 0
     assert "error: --scan-batch-size 127 does not split over 2 processes" in proc.stderr
-    assert 'File "' + str(Path(T.__file__)) not in proc.stderr  # no traceback of ours
+    assert 'File "' + str(Path(FT.__file__)) not in proc.stderr  # no traceback of ours
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()

@@ -10,11 +10,11 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from oodkit.cli import app
-from oodkit.detector.model import load_detector
-from oodkit.detector.train import TrainOptions, train_detector
+from oodkit.models.detector import load_detector
+from oodkit.stages.train_detector.run import TrainOptions, train_detector
 from oodkit.diffusion.denoisers import load_denoiser
 from oodkit.diffusion.quality import recognition_rate
-from oodkit.diffusion.train import DiffusionOptions, train_diffusion
+from oodkit.stages.train_diffusion.run import DiffusionOptions, train_diffusion
 
 runner = CliRunner()
 SMALL = {"channels": [16, 32, 64, 128], "stem_width": 16}

@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 
 from oodkit.artifacts import load_artifact, write_artifact
 from oodkit.cli import app
-from oodkit.data.benchmarks import get_benchmark
-from oodkit.detector.data import eval_transform
-from oodkit.detector.model import load_detector
-from oodkit.detector.train import TrainOptions, train_detector
-from oodkit.scoring.score import score
+from oodkit.data.sources import get_benchmark
+from oodkit.data.images import eval_transform
+from oodkit.models.detector import load_detector
+from oodkit.stages.train_detector.run import TrainOptions, train_detector
+from oodkit.stages.score.run import score
 
 runner = CliRunner()
 SMALL = {"channels": [16, 32, 64, 128], "stem_width": 16}
@@ -100,7 +100,7 @@ def _by_set(art) -> dict[str, np.ndarray]:
 
 
 def test_scores_equal_pytorch_ood_on_the_trained_model(ce_detector: Path, tmp_path: Path) -> None:
-    arts = score(ce_detector, "digits", "msp,energy,maxlogit,knn", tmp_path / "s", use_cache=False)
+    arts = score(ce_detector, "digits", "msp,energy,maxlogit,knn", tmp_path / "s", cache=False)
     got = {a.manifest.params["method"]: _by_set(a) for a in arts}
     model = load_detector(ce_detector)
     bench = get_benchmark("digits")
@@ -136,7 +136,7 @@ def test_scores_equal_pytorch_ood_on_the_trained_model(ce_detector: Path, tmp_pa
 def test_cached_features_give_the_same_scores(
     ce_detector: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    from oodkit.scoring import features
+    from oodkit.stages.score import features
 
     first = score(ce_detector, "digits", ["knn"], tmp_path / "a")[0]
     assert list(features.cache_root().glob("*.safetensors"))
@@ -148,7 +148,7 @@ def test_cached_features_give_the_same_scores(
     again = score(ce_detector, "digits", ["knn"], tmp_path / "b")[0]
     assert again.manifest.fingerprint == first.manifest.fingerprint
     with pytest.raises(AssertionError, match="recomputed"):
-        score(ce_detector, "digits", ["knn"], tmp_path / "c", use_cache=False)
+        score(ce_detector, "digits", ["knn"], tmp_path / "c", cache=False)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -203,7 +203,7 @@ def test_pause_and_resume_gives_identical_weights(tmp_path: Path) -> None:
 KILL = """
 import torch
 torch.set_num_threads(2)  # same as the test process: CPU kernels sum in thread-dependent order
-from oodkit.detector.train import TrainOptions, train_detector
+from oodkit.stages.train_detector.run import TrainOptions, train_detector
 train_detector("digits", {out!r}, TrainOptions(**{opts!r}), quiet=True)
 """
 
@@ -397,7 +397,7 @@ def test_oe_with_held_out_photos_does_not_lower_near_ood_auroc(
 ) -> None:
     """3 seeds each of ce and oe (outliers: the photo-patch pool, disjoint from the test
     patches); the mean near-OOD energy AUROC of oe must not fall below ce's."""
-    from oodkit.evaluate import evaluate
+    from oodkit.stages.evaluate.run import evaluate
 
     near = {"ce": [], "oe": []}
     for seed in range(3):

@@ -1,1 +1,1 @@
-"""Dataset references, benchmarks and class-name lists."""
+"""Data engine: dataset references, benchmarks, image tables and transforms, class lists."""

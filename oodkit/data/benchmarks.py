@@ -1,8 +1,8 @@
 """Benchmarks: ID train / val / test plus named OOD sets tagged ``near`` or ``far``.
 
 Built-ins live in a registry (``register_benchmark``), like timm's model registry; custom
-benchmarks come from a small JSON or YAML file whose dataset references resolve against the
-file's folder. A reference may carry options as a query: ``digits?image_size=32``.
+benchmarks are read from files by ``oodkit.data.sources``, which also resolves names. Each set
+knows how to load itself (a loader function), so this module needs nothing above it.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 
+from oodkit.data.tables import with_channels
 from oodkit.errors import OodkitError
 
 if TYPE_CHECKING:
@@ -29,8 +29,8 @@ class DataSet:
 
     name: str
     group: str
-    ref: str | None = None  # a dataset reference (custom benchmarks)
-    loader: Loader | None = None  # or a function (built-ins)
+    loader: Loader
+    ref: str | None = None  # the dataset reference it loads (custom benchmarks)
     size: int | None = None  # the expected number of samples, when known
 
     def __post_init__(self) -> None:
@@ -54,8 +54,6 @@ class Benchmark:
     class_names: list[str] | None = None
     image_size: int | None = None
     channels: int = 3
-    base_dir: Path | None = None
-    data_root: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.ood:
@@ -77,20 +75,12 @@ class Benchmark:
 
     def load(self, key: str) -> datasets.Dataset:
         """Load one set as a dataset with image, label and sample_id columns."""
-        from oodkit.data.sources import load_dataset_ref, with_channels
-
         sets = self.all_sets()
         if key not in sets:
             raise OodkitError(
                 f"benchmark {self.name!r} has no set {key!r} (sets: {', '.join(sets)})"
             )
-        spec = sets[key]
-        if spec.loader is not None:
-            ds = spec.loader()
-        else:
-            assert spec.ref is not None
-            ds = load_dataset_ref(spec.ref, base_dir=self.base_dir, data_root=self.data_root)
-        return with_channels(ds, self.channels)
+        return with_channels(sets[key].loader(), self.channels)
 
     def to_dict(self) -> dict[str, Any]:
         """The custom-benchmark file form (only for benchmarks made of references)."""
@@ -135,92 +125,3 @@ def register_benchmark(name: str) -> Callable[[Callable[..., Benchmark]], Callab
         return fn
 
     return deco
-
-
-def _parse_options(query: str) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True):
-        try:
-            opts[key] = json.loads(value)
-        except json.JSONDecodeError:
-            opts[key] = value
-    return opts
-
-
-def _set_from(entry: Any, default_name: str, default_group: str, where: str) -> DataSet:
-    if isinstance(entry, str):
-        return DataSet(name=default_name, group=default_group, ref=entry)
-    if not isinstance(entry, dict) or "data" not in entry:
-        raise OodkitError(f"{where}: each set needs a 'data' reference")
-    return DataSet(
-        name=str(entry.get("name", default_name)),
-        group=str(entry.get("group", default_group)),
-        ref=str(entry["data"]),
-    )
-
-
-def load_benchmark_file(path: str | Path, data_root: str | Path | None = None) -> Benchmark:
-    """Read a custom benchmark from JSON or YAML (DESIGN.md §4)."""
-    path = Path(path)
-    text = path.read_text()
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            spec = yaml.safe_load(text)
-        else:
-            spec = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - yaml and json raise different types
-        raise OodkitError(f"{path}: cannot parse benchmark file: {exc}") from None
-    if not isinstance(spec, dict):
-        raise OodkitError(f"{path}: a benchmark file holds one mapping")
-    missing = [k for k in ("id_train", "id_test", "ood") if k not in spec]
-    if missing:
-        raise OodkitError(f"{path}: missing field(s) {', '.join(missing)}")
-    if not isinstance(spec["ood"], list) or not spec["ood"]:
-        raise OodkitError(f"{path}: 'ood' must be a non-empty list of sets")
-    name = str(spec.get("name", path.stem))
-    id_val = spec.get("id_val")
-    return Benchmark(
-        name=name,
-        id_train=_set_from(spec["id_train"], "id_train", "id", str(path)),
-        id_test=_set_from(spec["id_test"], name, "id", str(path)),
-        id_val=None if id_val is None else _set_from(id_val, "id_val", "id", str(path)),
-        ood=[_set_from(e, f"ood{i}", "far", str(path)) for i, e in enumerate(spec["ood"])],
-        ood_val=[
-            _set_from(e, f"ood_val{i}", "far", str(path))
-            for i, e in enumerate(spec.get("ood_val", []))
-        ],
-        class_names=spec.get("class_names"),
-        image_size=spec.get("image_size"),
-        channels=int(spec.get("channels", 3)),
-        base_dir=path.parent,
-        data_root=Path(data_root) if data_root else None,
-    )
-
-
-def benchmark_names() -> list[str]:
-    """Names of the registered built-in benchmarks."""
-    from oodkit.data import builtin  # noqa: F401 - registers the built-in benchmarks
-
-    return sorted(BENCHMARKS)
-
-
-def get_benchmark(ref: str, *, data_root: str | Path | None = None) -> Benchmark:
-    """A built-in benchmark by name (``digits``, ``digits?image_size=32``) or a benchmark file."""
-    path = Path(ref).expanduser()
-    if path.suffix.lower() in (".json", ".yaml", ".yml"):
-        if not path.is_file():
-            raise OodkitError(f"benchmark file {path} does not exist")
-        return load_benchmark_file(path, data_root=data_root)
-    name, _, query = ref.partition("?")
-    if name not in benchmark_names():
-        raise OodkitError(
-            f"unknown benchmark {ref!r}: built-ins are {', '.join(benchmark_names())}, "
-            "or give a .json/.yaml benchmark file"
-        )
-    options = _parse_options(query)
-    try:
-        return BENCHMARKS[name](data_root=data_root, **options)
-    except TypeError as exc:
-        raise OodkitError(f"benchmark {name!r}: bad option ({exc})") from None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from oodkit.data.benchmarks import Benchmark, DataSet, register_benchmark
 from oodkit.data.classes import cifar10_classes, imagenet200_classes
 from oodkit.errors import OodkitError
+from oodkit.schemas import image_features
 
 if TYPE_CHECKING:
     import datasets
@@ -38,8 +39,6 @@ PATCH_SIZE_RANGE = (24, 96)
 
 def _to_dataset(images: list, labels: list[int], ids: list[str]) -> datasets.Dataset:
     import datasets
-
-    from oodkit.data.sources import image_features
 
     return datasets.Dataset.from_dict(
         {"image": images, "label": labels, "sample_id": ids}, features=image_features()

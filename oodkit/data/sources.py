@@ -7,158 +7,32 @@ A reference is one of (DESIGN.md §4):
 - an image folder, ``class_name/xxx.png`` (labels by sorted folder name) or flat (label -1);
 - a built-in benchmark name, optionally with a set: ``digits`` (its ID train set),
   ``digits:id_test``, ``digits:photo-patches``.
+
+Benchmarks are named the same way: a registered built-in (``digits``, with options as a query:
+``digits?image_size=32``) or a JSON / YAML file whose references resolve against its folder.
 """
 
 from __future__ import annotations
 
-import os
+import json
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
+from oodkit.data.benchmarks import BENCHMARKS, Benchmark, DataSet
+from oodkit.data.tables import (
+    load_hub,
+    load_image_folder,
+    load_saved,
+    normalise_columns,
+    with_channels,
+)
 from oodkit.errors import OodkitError
 
 if TYPE_CHECKING:
     import datasets
-
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-MODES = {1: "L", 3: "RGB"}
-
-
-def image_features() -> datasets.Features:
-    """The canonical schema of an image dataset."""
-    import datasets
-
-    return datasets.Features(
-        {
-            "image": datasets.Image(),
-            "label": datasets.Value("int64"),
-            "sample_id": datasets.Value("string"),
-        }
-    )
-
-
-def with_channels(ds: datasets.Dataset, channels: int | None) -> datasets.Dataset:
-    """Decode images as grayscale (1) or RGB (3), whatever mode (L, RGBA, P, ...) they are in."""
-    import datasets
-
-    if channels is None:
-        return ds
-    if channels not in MODES:
-        raise OodkitError(f"channels must be 1 or 3, got {channels}")
-    return ds.cast_column("image", datasets.Image(mode=MODES[channels]))
-
-
-def _hub_offline_message(exc: BaseException) -> str | None:
-    text = f"{type(exc).__name__}: {exc}"
-    offline_markers = (
-        "Offline",
-        "offline",
-        "ConnectionError",
-        "ConnectError",
-        "resolve",
-        "Max retries",
-    )
-    return text if any(m in text for m in offline_markers) else None
-
-
-def load_hub(repo_split: str) -> datasets.Dataset:
-    """Load ``owner/name[:split]`` from the Hub; fail fast with one line when offline."""
-    import datasets
-
-    repo, _, split = repo_split.partition(":")
-    split = split or "train"
-    try:
-        ds = datasets.load_dataset(repo, split=split)
-    except Exception as exc:  # noqa: BLE001 - datasets raises many types for network failure
-        reason = _hub_offline_message(exc)
-        if reason is not None:
-            first = reason.splitlines()[0]
-            raise OodkitError(
-                f"cannot load hub:{repo_split}: the Hugging Face Hub is unreachable ({first})"
-            ) from None
-        raise OodkitError(f"cannot load hub:{repo_split}: {exc}") from None
-    return normalise_columns(ds, prefix=f"{repo}/{split}")
-
-
-def normalise_columns(ds: datasets.Dataset, prefix: str) -> datasets.Dataset:
-    """Rename/add columns so the dataset has ``image``, ``label`` and ``sample_id``."""
-    import datasets
-
-    feats = ds.features
-    if "image" not in feats:
-        img_cols = [c for c, f in feats.items() if isinstance(f, datasets.Image)]
-        if not img_cols:
-            raise OodkitError(f"{prefix}: no image column (columns: {', '.join(feats)})")
-        ds = ds.rename_column(img_cols[0], "image")
-    if "label" not in ds.features:
-        alt = [c for c in ("labels", "fine_label", "class") if c in ds.features]
-        ds = ds.rename_column(alt[0], "label") if alt else ds.add_column("label", [-1] * len(ds))
-    if "sample_id" not in ds.features:
-        ds = ds.add_column("sample_id", [f"{prefix}/{i:07d}" for i in range(len(ds))])
-    return ds
-
-
-def _check_image(path: Path) -> None:
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.verify()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise OodkitError(f"corrupt image file {path}: {exc}") from None
-
-
-def load_image_folder(root: Path) -> datasets.Dataset:
-    """``root/class_name/*.png`` (labels = sorted class folder index) or flat ``root/*.png``."""
-    import datasets
-
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    loose = sorted(
-        p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    )
-    if classes and loose:
-        raise OodkitError(
-            f"{root} mixes class folders ({classes[0]}/, ...) with loose images ({loose[0].name}, "
-            "...): use one layout"
-        )
-    files: list[tuple[Path, int]] = []
-    if classes:
-        for label, name in enumerate(classes):
-            for dirpath, _, names in sorted(os.walk(root / name)):
-                files += [
-                    (Path(dirpath) / n, label)
-                    for n in sorted(names)
-                    if Path(n).suffix.lower() in IMAGE_EXTENSIONS
-                ]
-    else:
-        files = [(p, -1) for p in loose]
-    if not files:
-        raise OodkitError(f"{root}: no image files found (expected class folders of images)")
-    for path, _ in files:
-        _check_image(path)
-    return datasets.Dataset.from_dict(
-        {
-            "image": [str(p) for p, _ in files],
-            "label": [label for _, label in files],
-            "sample_id": [p.relative_to(root).as_posix() for p, _ in files],
-        },
-        features=image_features(),
-    )
-
-
-def load_saved(path: Path) -> datasets.Dataset:
-    """A ``save_to_disk`` directory (Dataset, or a DatasetDict with one split)."""
-    import datasets
-
-    obj = datasets.load_from_disk(str(path))
-    if isinstance(obj, datasets.DatasetDict):
-        if len(obj) != 1:
-            raise OodkitError(
-                f"{path} holds several splits ({', '.join(obj)}); save the one you want on its own"
-            )
-        obj = next(iter(obj.values()))
-    return normalise_columns(obj, prefix=path.name)
 
 
 def load_dataset_ref(
@@ -170,7 +44,6 @@ def load_dataset_ref(
 ) -> datasets.Dataset:
     """Resolve ``ref`` (see module docstring) to a dataset with image, label and sample_id."""
     from oodkit.artifacts import MANIFEST_NAME, load_artifact
-    from oodkit.data.benchmarks import benchmark_names, get_benchmark
 
     if ref.startswith("hub:"):
         return with_channels(load_hub(ref[4:]), channels)
@@ -209,8 +82,6 @@ class IdData:
 
 
 def _is_benchmark(ref: str) -> bool:
-    from oodkit.data.benchmarks import benchmark_names
-
     return Path(ref).suffix.lower() in (".json", ".yaml", ".yml") or (
         ref.partition("?")[0] in benchmark_names()
     )
@@ -228,8 +99,6 @@ def resolve_id(
     For a plain dataset the channel count and image size come from its first image unless
     ``image_size`` is given; ``val`` names an optional validation set.
     """
-    from oodkit.data.benchmarks import get_benchmark
-
     if _is_benchmark(ref):
         bench = get_benchmark(ref, data_root=data_root)
         train = bench.load("id_train")
@@ -271,3 +140,95 @@ def load_artifact_or_dataset(
     if len(ds) == 0:
         raise OodkitError(f"{what} {ref} is empty")
     return ds, entry
+
+
+def _parse_options(query: str) -> dict[str, Any]:
+    opts: dict[str, Any] = {}
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        try:
+            opts[key] = json.loads(value)
+        except json.JSONDecodeError:
+            opts[key] = value
+    return opts
+
+
+def _set_from(
+    entry: Any, default_name: str, default_group: str, where: Path, data_root: Path | None
+) -> DataSet:
+    """One set of a benchmark file: a reference string or {name, group, data}."""
+    if isinstance(entry, str):
+        name, group, ref = default_name, default_group, entry
+    elif isinstance(entry, dict) and "data" in entry:
+        name = str(entry.get("name", default_name))
+        group, ref = str(entry.get("group", default_group)), str(entry["data"])
+    else:
+        raise OodkitError(f"{where}: each set needs a 'data' reference")
+    load = partial(load_dataset_ref, ref, base_dir=where.parent, data_root=data_root)
+    return DataSet(name=name, group=group, loader=load, ref=ref)
+
+
+def load_benchmark_file(path: str | Path, data_root: str | Path | None = None) -> Benchmark:
+    """Read a custom benchmark from JSON or YAML (DESIGN.md §4)."""
+    path = Path(path)
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            spec = yaml.safe_load(text)
+        else:
+            spec = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - yaml and json raise different types
+        raise OodkitError(f"{path}: cannot parse benchmark file: {exc}") from None
+    if not isinstance(spec, dict):
+        raise OodkitError(f"{path}: a benchmark file holds one mapping")
+    missing = [k for k in ("id_train", "id_test", "ood") if k not in spec]
+    if missing:
+        raise OodkitError(f"{path}: missing field(s) {', '.join(missing)}")
+    if not isinstance(spec["ood"], list) or not spec["ood"]:
+        raise OodkitError(f"{path}: 'ood' must be a non-empty list of sets")
+    name = str(spec.get("name", path.stem))
+    root = Path(data_root) if data_root else None
+
+    def one(entry: Any, default_name: str, group: str) -> DataSet:
+        return _set_from(entry, default_name, group, path, root)
+
+    id_val = spec.get("id_val")
+    return Benchmark(
+        name=name,
+        id_train=one(spec["id_train"], "id_train", "id"),
+        id_test=one(spec["id_test"], name, "id"),
+        id_val=None if id_val is None else one(id_val, "id_val", "id"),
+        ood=[one(e, f"ood{i}", "far") for i, e in enumerate(spec["ood"])],
+        ood_val=[one(e, f"ood_val{i}", "far") for i, e in enumerate(spec.get("ood_val", []))],
+        class_names=spec.get("class_names"),
+        image_size=spec.get("image_size"),
+        channels=int(spec.get("channels", 3)),
+    )
+
+
+def benchmark_names() -> list[str]:
+    """Names of the registered built-in benchmarks."""
+    from oodkit.data import builtin  # noqa: F401 - registers the built-in benchmarks
+
+    return sorted(BENCHMARKS)
+
+
+def get_benchmark(ref: str, *, data_root: str | Path | None = None) -> Benchmark:
+    """A built-in benchmark by name (``digits``, ``digits?image_size=32``) or a benchmark file."""
+    path = Path(ref).expanduser()
+    if path.suffix.lower() in (".json", ".yaml", ".yml"):
+        if not path.is_file():
+            raise OodkitError(f"benchmark file {path} does not exist")
+        return load_benchmark_file(path, data_root=data_root)
+    name, _, query = ref.partition("?")
+    if name not in benchmark_names():
+        raise OodkitError(
+            f"unknown benchmark {ref!r}: built-ins are {', '.join(benchmark_names())}, "
+            "or give a .json/.yaml benchmark file"
+        )
+    options = _parse_options(query)
+    try:
+        return BENCHMARKS[name](data_root=data_root, **options)
+    except TypeError as exc:
+        raise OodkitError(f"benchmark {name!r}: bad option ({exc})") from None

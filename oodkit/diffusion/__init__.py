@@ -1,1 +1,2 @@
-"""Diffusion engine: denoisers, DDIM sampler and inversion, guidance math, model training."""
+"""Diffusion engine: denoisers, DDIM sampler and inversion, guidance math, re-synthesis,
+UNet presets and class-conditional sample quality."""

@@ -53,9 +53,6 @@ class PixelClassDenoiser:
         out = self.unet(rows, t.repeat(n), class_labels=cond.reshape(-1)).sample
         return out.view(n, *x.shape)
 
-    def latent_shape(self, image_size: int) -> tuple[int, int, int]:
-        return (self.channels, image_size, image_size)
-
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] → model space [−1, 1]."""
         return images.to(self.device, self.dtype) * 2 - 1
@@ -115,13 +112,6 @@ class LatentTextDenoiser:
         rows = x.repeat(n, 1, 1, 1)
         hidden = cond.reshape(n * x.shape[0], *cond.shape[2:])
         return self.unet(rows, t.repeat(n), encoder_hidden_states=hidden).sample.view(n, *x.shape)
-
-    def latent_shape(self, image_size: int) -> tuple[int, int, int]:
-        return (
-            int(self.unet.config.in_channels),
-            image_size // self.factor,
-            image_size // self.factor,
-        )
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Guidance as pure tensor functions (REFERENCE.md §3, §5). Tensors are [B, C, H, W].
+"""Guidance as pure tensor functions (docs/methods.md §3, §5). Tensors are [B, C, H, W].
 
 Notation: ε(x, c) noise prediction for condition c, ε(x) unconditional, ψ(x, c) = ε(x, c) − ε(x).
 Each function returns the guided noise ε̃, except ``sona_delta`` which returns Δ (the caller

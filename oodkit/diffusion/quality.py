@@ -1,7 +1,9 @@
-"""Class-conditional sample quality: how often a separately trained classifier recognises
-the conditioning class of samples drawn from pure noise with classifier-free guidance."""
+"""Class-conditional samples from pure noise with classifier-free guidance: a per-class grid
+for viewing, and how often a separately trained classifier recognises the conditioning class."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
@@ -50,3 +52,28 @@ def recognition_rate(denoiser: PixelClassDenoiser, detector, per_class: int = 50
     x = norm(v2.functional.resize(images, [cfg.image_size, cfg.image_size], antialias=True))
     pred = detector(x.to(next(detector.parameters()).device))["logits"].argmax(1).cpu()
     return float((pred == labels).float().mean())
+
+
+@torch.no_grad()
+def sample_grid(
+    denoiser: PixelClassDenoiser,
+    path: Path,
+    per_class: int = 8,
+    steps: int = 25,
+    scale: float = 2.0,
+    seed: int = 0,
+) -> None:
+    """A grid with one row per class: CFG samples from pure noise (all steps)."""
+    from PIL import Image
+
+    c, s = denoiser.channels, denoiser.image_size
+    img, _ = class_samples(denoiser, per_class, steps=steps, scale=scale, seed=seed)
+    grid = (
+        img.view(denoiser.num_classes, per_class, c, s, s)
+        .permute(0, 3, 1, 4, 2)
+        .reshape(denoiser.num_classes * s, per_class * s, c)
+    )
+    arr = (grid * 255).round().to(torch.uint8).numpy()
+    Image.fromarray(arr[..., 0] if c == 1 else arr).resize(
+        (per_class * s * 4, denoiser.num_classes * s * 4), Image.NEAREST
+    ).save(path)

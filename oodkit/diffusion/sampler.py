@@ -107,30 +107,3 @@ class DDIMSampler:
             x = self._update(x, eps, a_cur, a_target)
             trajectory.append(x)
         return trajectory
-
-
-def sample_generators(
-    seed: int, keys: Sequence[str], device: torch.device | str = "cpu"
-) -> list[torch.Generator]:
-    """One generator per sample, seeded from (seed, sample key): order- and batch-independent."""
-    import hashlib
-
-    gens = []
-    for key in keys:
-        digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
-        gens.append(
-            torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
-        )
-    return gens
-
-
-def per_sample_randn(
-    shape: Sequence[int], generators: Sequence[torch.Generator], device, dtype
-) -> torch.Tensor:
-    """Stack one standard-normal draw of ``shape`` per sample generator."""
-    return torch.stack(
-        [
-            torch.randn(tuple(shape), generator=g, device=g.device, dtype=torch.float32)
-            for g in generators
-        ]
-    ).to(device, dtype)

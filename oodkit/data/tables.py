@@ -1,0 +1,140 @@
+"""Image tables from files: Hub datasets, ``save_to_disk`` folders and image folders, all
+normalised to the image schema (``image``, ``label``, ``sample_id``) and a channel count."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oodkit.errors import OodkitError
+from oodkit.schemas import image_features
+
+if TYPE_CHECKING:
+    import datasets
+
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+MODES = {1: "L", 3: "RGB"}
+
+
+def with_channels(ds: datasets.Dataset, channels: int | None) -> datasets.Dataset:
+    """Decode images as grayscale (1) or RGB (3), whatever mode (L, RGBA, P, ...) they are in."""
+    import datasets
+
+    if channels is None:
+        return ds
+    if channels not in MODES:
+        raise OodkitError(f"channels must be 1 or 3, got {channels}")
+    return ds.cast_column("image", datasets.Image(mode=MODES[channels]))
+
+
+def _hub_offline_message(exc: BaseException) -> str | None:
+    text = f"{type(exc).__name__}: {exc}"
+    offline_markers = (
+        "Offline",
+        "offline",
+        "ConnectionError",
+        "ConnectError",
+        "resolve",
+        "Max retries",
+    )
+    return text if any(m in text for m in offline_markers) else None
+
+
+def load_hub(repo_split: str) -> datasets.Dataset:
+    """Load ``owner/name[:split]`` from the Hub; fail fast with one line when offline."""
+    import datasets
+
+    repo, _, split = repo_split.partition(":")
+    split = split or "train"
+    try:
+        ds = datasets.load_dataset(repo, split=split)
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types for network failure
+        reason = _hub_offline_message(exc)
+        if reason is not None:
+            first = reason.splitlines()[0]
+            raise OodkitError(
+                f"cannot load hub:{repo_split}: the Hugging Face Hub is unreachable ({first})"
+            ) from None
+        raise OodkitError(f"cannot load hub:{repo_split}: {exc}") from None
+    return normalise_columns(ds, prefix=f"{repo}/{split}")
+
+
+def normalise_columns(ds: datasets.Dataset, prefix: str) -> datasets.Dataset:
+    """Rename/add columns so the dataset has ``image``, ``label`` and ``sample_id``."""
+    import datasets
+
+    feats = ds.features
+    if "image" not in feats:
+        img_cols = [c for c, f in feats.items() if isinstance(f, datasets.Image)]
+        if not img_cols:
+            raise OodkitError(f"{prefix}: no image column (columns: {', '.join(feats)})")
+        ds = ds.rename_column(img_cols[0], "image")
+    if "label" not in ds.features:
+        alt = [c for c in ("labels", "fine_label", "class") if c in ds.features]
+        ds = ds.rename_column(alt[0], "label") if alt else ds.add_column("label", [-1] * len(ds))
+    if "sample_id" not in ds.features:
+        ds = ds.add_column("sample_id", [f"{prefix}/{i:07d}" for i in range(len(ds))])
+    return ds
+
+
+def _check_image(path: Path) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+        raise OodkitError(f"corrupt image file {path}: {exc}") from None
+
+
+def load_image_folder(root: Path) -> datasets.Dataset:
+    """``root/class_name/*.png`` (labels = sorted class folder index) or flat ``root/*.png``."""
+    import datasets
+
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    loose = sorted(
+        p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    )
+    if classes and loose:
+        raise OodkitError(
+            f"{root} mixes class folders ({classes[0]}/, ...) with loose images ({loose[0].name}, "
+            "...): use one layout"
+        )
+    files: list[tuple[Path, int]] = []
+    if classes:
+        for label, name in enumerate(classes):
+            for dirpath, _, names in sorted(os.walk(root / name)):
+                files += [
+                    (Path(dirpath) / n, label)
+                    for n in sorted(names)
+                    if Path(n).suffix.lower() in IMAGE_EXTENSIONS
+                ]
+    else:
+        files = [(p, -1) for p in loose]
+    if not files:
+        raise OodkitError(f"{root}: no image files found (expected class folders of images)")
+    for path, _ in files:
+        _check_image(path)
+    return datasets.Dataset.from_dict(
+        {
+            "image": [str(p) for p, _ in files],
+            "label": [label for _, label in files],
+            "sample_id": [p.relative_to(root).as_posix() for p, _ in files],
+        },
+        features=image_features(),
+    )
+
+
+def load_saved(path: Path) -> datasets.Dataset:
+    """A ``save_to_disk`` directory (Dataset, or a DatasetDict with one split)."""
+    import datasets
+
+    obj = datasets.load_from_disk(str(path))
+    if isinstance(obj, datasets.DatasetDict):
+        if len(obj) != 1:
+            raise OodkitError(
+                f"{path} holds several splits ({', '.join(obj)}); save the one you want on its own"
+            )
+        obj = next(iter(obj.values()))
+    return normalise_columns(obj, prefix=path.name)

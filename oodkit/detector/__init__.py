@@ -1,1 +1,0 @@
-"""Detector: timm backbone + heads, losses, training loop."""

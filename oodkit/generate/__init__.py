@@ -1,1 +1,0 @@
-"""Outlier generation: SONA, SD (wrong-class), global guidance, ID reconstructions."""

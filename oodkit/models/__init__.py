@@ -1,0 +1,1 @@
+"""Models shared by stages: timm backbones and the detector (backbone + heads)."""

@@ -1,0 +1,140 @@
+"""Options are written once: a dataclass field carries the name, default, help and CLI flags.
+
+Each stage's options dataclass is the single source of its options: the library function
+takes it, and the command line is generated from it (``oodkit.cli``). A field's ``role`` says
+what it is:
+
+- ``recipe``: shapes the result, recorded in the manifest's ``params``;
+- ``input``: names an input artifact or file (recorded by the stage with its fingerprint);
+- ``run``: how to run (device, workers, quiet, overwrite, resume); never recorded.
+
+This module imports nothing heavy, so the command line can read the options at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from oodkit.errors import OodkitError
+
+ROLES = ("recipe", "input", "run")
+T = TypeVar("T")
+
+
+def option(
+    default: Any = dataclasses.MISSING,
+    help: str = "",
+    *,
+    flags: tuple[str, ...] = (),
+    role: str = "recipe",
+    factory: Callable[[], Any] | None = None,
+    parse: str | None = None,
+    choices: str | None = None,
+    cli: bool = True,
+    required: bool = False,
+) -> Any:
+    """A dataclass field with its command-line description.
+
+    ``flags`` default to ``--field-name``; ``parse="json"`` takes a JSON object string on
+    the command line; ``choices`` names a method registry (``oodkit.methods``) whose names
+    the help lists; ``required`` makes the option mandatory on the command line even where
+    the library has a default; ``cli=False`` keeps a field out of the command line.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    meta = {
+        "help": help,
+        "flags": flags,
+        "role": role,
+        "parse": parse,
+        "choices": choices,
+        "cli": cli,
+        "required": required,
+    }
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def fields_of(cls_or_obj: Any, role: str | None = None) -> list[dataclasses.Field]:
+    """The option fields of a dataclass, optionally of one role."""
+    return [
+        f
+        for f in dataclasses.fields(cls_or_obj)
+        if role is None or f.metadata.get("role", "recipe") == role
+    ]
+
+
+def recipe(opts: Any) -> dict[str, Any]:
+    """The ``recipe`` fields as a plain dict (what the manifest records)."""
+    full = dataclasses.asdict(opts)
+    return {f.name: full[f.name] for f in fields_of(opts, "recipe")}
+
+
+def with_overrides(cls: type[T], options: T | None, overrides: dict[str, Any]) -> T:
+    """``options`` (or the defaults) with keyword overrides; unknown names are refused."""
+    base = options if options is not None else cls()
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no option {unknown[0]!r}")
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def json_object(text: str | dict | None, name: str) -> dict[str, Any]:
+    """A JSON object option (``--arch-kwargs '{"drop_rate": 0.1}'``); empty → ``{}``."""
+    if isinstance(text, dict):
+        return text
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise OodkitError(f"{name} must be a JSON object: {exc}") from None
+    if not isinstance(value, dict):
+        raise OodkitError(f"{name} must be a JSON object")
+    return value
+
+
+# --- options shared by several stages: each defined here once --------------------------------
+
+
+def device_option() -> Any:
+    return option("auto", "auto, cpu, cuda or cuda:N.", role="run")
+
+
+def data_root_option() -> Any:
+    return option(
+        None,
+        "OpenOOD v1.5 data folder for cifar10 / imagenet200 (or $OODKIT_OPENOOD_ROOT).",
+        role="run",
+    )
+
+
+def overwrite_option() -> Any:
+    return option(False, "Replace an existing artifact made differently.", role="run")
+
+
+def quiet_option() -> Any:
+    return option(False, "Print only errors.", flags=("--quiet", "-q"), role="run")
+
+
+def resume_option() -> Any:
+    return option(False, "Continue an interrupted run.", role="run")
+
+
+def num_workers_option() -> Any:
+    return option(0, "Data-loading worker processes.", role="run")
+
+
+def seed_option() -> Any:
+    return option(0, "Seed of every random choice.")
+
+
+def arch_kwargs_option() -> Any:
+    return option(
+        help="JSON for timm.create_model, e.g. '{\"drop_rate\": 0.1}'.", factory=dict, parse="json"
+    )

@@ -1,1 +1,0 @@
-"""Pseudo-labels without ground truth: SimCLR features, SCAN + self-labelling, k-means."""

@@ -1,0 +1,232 @@
+"""Artifact contracts in one place: the columns of every tabular kind and typed readers / writers.
+
+Stages write and read tables only through this module, and tests build fixtures with it, so a
+column is named once. Columns may be added, never renamed (DESIGN §3):
+
+- images (any dataset oodkit reads): ``image``, ``label`` (−1 unknown), ``sample_id``;
+- pseudo-labels: ``sample_id``, ``cluster``, ``confidence``;
+- outliers: ``image``, ``sample_id``, ``source_id``, ``source_label``, ``condition``,
+  ``t_start``, ``method``, ``seed``, plus ``ssim`` / ``psnr`` to the source;
+- scores: ``sample_id``, ``dataset``, ``group`` (id | near | far), ``id_score`` (higher =
+  in-distribution), ``pred`` (−1 if none), ``label`` (−1 for OOD).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from oodkit.artifacts import Artifact, load_artifact, write_artifact
+from oodkit.errors import OodkitError
+from oodkit.metrics import accuracy, as_scores
+
+if TYPE_CHECKING:
+    import datasets
+
+GROUPS = ("id", "near", "far")
+OOD_GROUPS = ("near", "far")
+SCORE_COLUMNS = ("sample_id", "dataset", "group", "id_score")  # required to evaluate
+
+
+def _features(columns: Mapping[str, str]) -> datasets.Features:
+    import datasets
+
+    return datasets.Features(
+        {
+            name: datasets.Image() if dtype == "image" else datasets.Value(dtype)
+            for name, dtype in columns.items()
+        }
+    )
+
+
+IMAGE_COLUMNS = {"image": "image", "label": "int64", "sample_id": "string"}
+PSEUDO_LABEL_COLUMNS = {"sample_id": "string", "cluster": "int64", "confidence": "float64"}
+OUTLIER_COLUMNS = {
+    "image": "image",
+    "sample_id": "string",
+    "source_id": "string",
+    "source_label": "int64",
+    "condition": "string",
+    "t_start": "int64",
+    "method": "string",
+    "seed": "int64",
+    "ssim": "float64",
+    "psnr": "float64",
+}
+SCORE_TABLE_COLUMNS = {
+    "sample_id": "string",
+    "dataset": "string",
+    "group": "string",
+    "id_score": "float64",
+    "pred": "int64",
+    "label": "int64",
+}
+
+
+def image_features() -> datasets.Features:
+    """The canonical schema of an image dataset."""
+    return _features(IMAGE_COLUMNS)
+
+
+def outlier_features() -> datasets.Features:
+    """The schema of an outliers artifact's table."""
+    return _features(OUTLIER_COLUMNS)
+
+
+# --- pseudo-labels ---------------------------------------------------------------------------
+
+
+def pseudo_labels_dataset(
+    sample_ids: Sequence[str], cluster: np.ndarray, confidence: np.ndarray
+) -> datasets.Dataset:
+    """The pseudo-labels table."""
+    import datasets
+
+    return datasets.Dataset.from_dict(
+        {
+            "sample_id": list(sample_ids),
+            "cluster": np.asarray(cluster).astype(np.int64).tolist(),
+            "confidence": np.asarray(confidence).astype(np.float64).tolist(),
+        },
+        features=_features(PSEUDO_LABEL_COLUMNS),
+    )
+
+
+@dataclass
+class PseudoLabels:
+    """A pseudo-labels artifact as a map from sample id to cluster."""
+
+    artifact: Artifact
+    cluster_of: dict[str, int]
+
+    def labels_for(self, sample_ids: Sequence[str], what: str = "ID sample") -> np.ndarray:
+        """Clusters of ``sample_ids``; a sample without one is refused."""
+        missing = [s for s in sample_ids if s not in self.cluster_of]
+        if missing:
+            raise OodkitError(f"{self.artifact.path} has no cluster for {what} {missing[0]!r}")
+        return np.array([self.cluster_of[s] for s in sample_ids], dtype=np.int64)
+
+
+def read_pseudo_labels(path: str | Path) -> PseudoLabels:
+    """Load a pseudo-labels artifact."""
+    art = load_artifact(path, kind="pseudo-labels")
+    table = art.dataset()
+    return PseudoLabels(art, dict(zip(table["sample_id"], table["cluster"], strict=True)))
+
+
+# --- scores ----------------------------------------------------------------------------------
+@dataclass
+class SetScores:
+    """Scores of one benchmark set."""
+
+    dataset: str
+    group: str  # id | near | far
+    sample_ids: Sequence[str]
+    id_score: np.ndarray | Sequence[float]
+    pred: np.ndarray | Sequence[int] | None = None
+    label: np.ndarray | Sequence[int] | None = None
+
+
+def scores_features() -> datasets.Features:
+    """The schema of a scores artifact's table."""
+    return _features(SCORE_TABLE_COLUMNS)
+
+
+def scores_dataset(sets: Sequence[SetScores]) -> datasets.Dataset:
+    """Rows of all sets in the canonical scores schema; OOD rows get label -1."""
+    import datasets
+
+    cols: dict[str, list[Any]] = {k: [] for k in scores_features()}
+    for s in sets:
+        n = len(s.sample_ids)
+        scores = np.asarray(s.id_score, dtype=np.float64).reshape(-1)
+        if scores.size != n:
+            raise ValueError(f"{s.dataset}: {scores.size} scores for {n} samples")
+        pred = np.full(n, -1) if s.pred is None else np.asarray(s.pred).reshape(-1)
+        label = (
+            np.full(n, -1)
+            if s.label is None or s.group != "id"
+            else np.asarray(s.label).reshape(-1)
+        )
+        cols["sample_id"] += list(s.sample_ids)
+        cols["dataset"] += [s.dataset] * n
+        cols["group"] += [s.group] * n
+        cols["id_score"] += scores.tolist()
+        cols["pred"] += pred.astype(np.int64).tolist()
+        cols["label"] += label.astype(np.int64).tolist()
+    return datasets.Dataset.from_dict(cols, features=scores_features())
+
+
+def write_scores(
+    out: str | Path,
+    sets: Sequence[SetScores],
+    params: Mapping[str, Any],
+    inputs: Sequence[Mapping[str, Any]] = (),
+    summary: Mapping[str, Any] | None = None,
+) -> Artifact:
+    """Write a scores artifact; ``params['method']`` (and optional ``label``) name the method."""
+    return write_artifact(
+        out, "scores", params, inputs, dataset=scores_dataset(sets), summary=summary
+    )
+
+
+@dataclass
+class ScoreRun:
+    """One scores artifact as arrays: the ID test scores and each OOD set's scores."""
+
+    path: Path
+    label: str
+    id_scores: np.ndarray
+    ood: dict[str, tuple[str, np.ndarray]]  # dataset -> (group, id_scores)
+    id_accuracy: float | None
+
+
+def run_label(art: Artifact) -> str:
+    """Runs that share a label (seeds of one method) are averaged together."""
+    params = art.manifest.params
+    return str(params.get("label") or params.get("method") or "scores")
+
+
+def read_scores(path: str | Path) -> ScoreRun:
+    """Load and validate one scores artifact."""
+    art = load_artifact(path, kind="scores")
+    ds = art.dataset()
+    missing = [c for c in SCORE_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise OodkitError(f"{art.path}: scores artifact lacks column(s) {', '.join(missing)}")
+    table = ds.data.table
+    group = np.asarray(table.column("group").to_pylist(), dtype=object)
+    dataset = np.asarray(table.column("dataset").to_pylist(), dtype=object)
+    score = table.column("id_score").to_numpy().astype(np.float64)
+    bad_groups = set(group.tolist()) - {"id", *OOD_GROUPS}
+    if bad_groups:
+        raise OodkitError(f"{art.path}: unknown group(s) {sorted(bad_groups)} (id, near, far)")
+    is_id = group == "id"
+    try:
+        id_scores = as_scores(score[is_id], f"{art.path}: ID set")
+    except ValueError as exc:
+        raise OodkitError(str(exc)) from None
+    ood: dict[str, tuple[str, np.ndarray]] = {}
+    for name in dict.fromkeys(dataset[~is_id].tolist()):
+        rows = (dataset == name) & ~is_id
+        groups = set(group[rows].tolist())
+        if len(groups) != 1:
+            raise OodkitError(f"{art.path}: dataset {name!r} is tagged with several groups")
+        try:
+            ood[name] = (groups.pop(), as_scores(score[rows], f"{art.path}: OOD set {name!r}"))
+        except ValueError as exc:
+            raise OodkitError(str(exc)) from None
+    if not ood:
+        raise OodkitError(f"{art.path}: OOD set is empty (no rows with group near or far)")
+    id_acc = None
+    if "pred" in ds.column_names and "label" in ds.column_names:
+        pred = table.column("pred").to_numpy()[is_id]
+        label = table.column("label").to_numpy()[is_id]
+        known = (pred >= 0) & (label >= 0)
+        if known.any():
+            id_acc = accuracy(pred[known], label[known])
+    return ScoreRun(art.path, run_label(art), id_scores, ood, id_acc)

@@ -1,1 +1,0 @@
-"""Post-hoc scores, nearest neighbours, feature extraction and the score stage."""

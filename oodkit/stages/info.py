@@ -1,0 +1,90 @@
+"""``oodkit info``: what an artifact or a benchmark holds, as rich renderables."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from oodkit.artifacts import load_artifact
+from oodkit.errors import OodkitError
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+
+def artifact_info(path: str | Path) -> list[RenderableType]:
+    """Manifest (JSON), schema and row count of an artifact."""
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    art = load_artifact(path)
+    parts: list[RenderableType] = [
+        f"[bold]{art.path}[/bold]: {art.kind} artifact",
+        Syntax(json.dumps(asdict(art.manifest), indent=2), "json", word_wrap=True),
+    ]
+    if art.has_data:
+        ds = art.dataset()
+        schema = Table(title=f"schema — {len(ds)} rows")
+        schema.add_column("column")
+        schema.add_column("type")
+        for name, feat in ds.features.items():
+            schema.add_row(name, repr(feat))
+        parts.append(schema)
+    others = sorted(
+        p.relative_to(art.path).as_posix()
+        for p in art.path.rglob("*")
+        if p.is_file() and p.relative_to(art.path).parts[0] not in ("data", "oodkit.json")
+    )
+    if others:
+        parts.append("files: " + ", ".join(others))
+    return parts
+
+
+def benchmark_info(ref: str, data_root: str | Path | None = None) -> RenderableType:
+    """A benchmark's sets with group, expected size and the size actually found on disk."""
+    from rich.table import Table
+
+    from oodkit.data.sources import get_benchmark
+
+    bench = get_benchmark(ref, data_root=data_root)
+    table = Table(
+        title=f"{bench.name}: {len(bench.class_names or [])} ID classes, "
+        f"image size {bench.image_size}, {bench.channels} channel(s)"
+    )
+    for col in ("set", "group", "role", "expected", "found"):
+        table.add_column(col, justify="right" if col in ("expected", "found") else "left")
+    roles = {"id_train": "train", "id_val": "val", "id_test": "test"}
+    roles.update({s.name: "test" for s in bench.ood})
+    roles.update({s.name: "val" for s in bench.ood_val})
+    roles.update({s.name: "outlier pool" for s in bench.extra})
+    unavailable = None
+    for key, spec in bench.all_sets().items():
+        try:
+            found = str(len(bench.load(key)))
+        except OodkitError as exc:
+            found, unavailable = "-", str(exc)
+        expected = "-" if spec.size is None else str(spec.size)
+        label = key if spec.name == key else f"{key} ({spec.name})"
+        table.add_row(label, spec.group, roles[key], expected, found)
+    if unavailable:
+        table.caption = f"not loaded: {unavailable}"
+    return table
+
+
+def methods_info() -> RenderableType:
+    """Every registered method per stage, with what it needs and the options it reads."""
+    from rich.table import Table
+
+    from oodkit.methods import REGISTRIES
+
+    table = Table(title="registered methods")
+    for col in ("stage", "method", "what it is", "needs", "options"):
+        table.add_column(col)
+    for registry in REGISTRIES:
+        for m in registry:
+            table.add_row(
+                registry.stage, m.name, m.summary, ", ".join(m.needs), ", ".join(m.options)
+            )
+    return table

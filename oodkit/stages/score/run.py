@@ -1,0 +1,189 @@
+"""``oodkit score``: a detector × a benchmark × registered score methods → scores artifacts.
+
+Pipeline: resolve the detector, benchmark and methods → check each output → extract features
+and logits once per set (cached) → compute every method from them → write one scores
+artifact per method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oodkit.artifacts import Artifact, check_output, load_artifact
+from oodkit.devices import resolve_device
+from oodkit.errors import OodkitError
+from oodkit.methods import SCORE, Method
+from oodkit.options import with_overrides
+from oodkit.schemas import SetScores, write_scores
+from oodkit.stages.score.methods import References
+from oodkit.stages.score.options import ScoreOptions
+
+
+def _check_fit(config, bench, allow_resize: bool) -> None:
+    """Refuse benchmarks whose images the detector cannot take."""
+    if bench.channels != config.in_chans:
+        raise OodkitError(
+            f"the detector takes {config.in_chans}-channel images but benchmark {bench.name} has "
+            f"{bench.channels} channel(s)"
+        )
+    if bench.image_size and bench.image_size != config.image_size and not allow_resize:
+        raise OodkitError(
+            f"the detector takes {config.image_size}px images but benchmark {bench.name} has "
+            f"{bench.image_size}px images; pass --resize to rescale them"
+        )
+
+
+def method_params(method: Method, o: ScoreOptions) -> dict[str, Any]:
+    """The options a method reads (its per-method defaults filled in); None for the others."""
+    values = {"temperature": o.temperature, "k": o.k, "alpha": o.alpha}
+    return {
+        name: (values[name] if values[name] is not None else method.defaults.get(name))
+        if name in method.options
+        else None
+        for name in values
+    }
+
+
+@dataclass
+class _Target:
+    method: Method
+    path: Path
+    params: dict[str, Any]
+    existing: Artifact | None
+
+
+def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs) -> list[_Target]:
+    """Output folder and recorded parameters per method; finished outputs are found here."""
+    det_label = det.manifest.params.get("loss", "detector")
+    targets = []
+    for m in methods:
+        params = {
+            "method": m.name,
+            "label": f"{det_label}+{m.name}",
+            "detector": str(det.path),
+            "benchmark": benchmark,
+            **method_params(m, o),
+            "seed": det.manifest.params.get("seed"),
+        }
+        path = Path(out) if len(methods) == 1 else Path(out) / m.name
+        targets.append(
+            _Target(m, path, params, check_output(path, "scores", params, inputs, o.overwrite))
+        )
+    return targets
+
+
+def _check_labels(det, bench, config, id_labels: torch.Tensor) -> None:
+    if (
+        det.manifest.params.get("labels") is None
+        and len(id_labels)
+        and int(id_labels.max()) >= config.num_classes
+    ):
+        raise OodkitError(
+            f"the detector has {config.num_classes} classes but the ID labels of {bench.name} "
+            f"go up to {int(id_labels.max())}"
+        )
+
+
+def _rows(sets, loaded, feats, scores, clusters: bool) -> list[SetScores]:
+    """One ``SetScores`` per benchmark set; a detector of pseudo-labels predicts no labels."""
+    rows = []
+    for key, spec in sets:
+        ds = loaded[key]
+        pred = None if clusters else feats[key]["logits"].argmax(1).numpy()
+        rows.append(
+            SetScores(
+                spec.name,
+                spec.group,
+                ds["sample_id"],
+                scores[key].numpy(),
+                pred,
+                ds["label"] if spec.group == "id" else None,
+            )
+        )
+    return rows
+
+
+def score(
+    detector: str | Path,
+    benchmark: str,
+    methods: str | Sequence[str],
+    out: str | Path,
+    options: ScoreOptions | None = None,
+    **overrides: Any,
+) -> list[Artifact]:
+    """Score the benchmark's ID test set and every OOD test set with each method.
+
+    With one method ``out`` is the scores artifact; with several, ``out/<method>``. Keyword
+    arguments override fields of ``options``.
+    """
+    from oodkit.data.sources import get_benchmark, load_artifact_or_dataset
+    from oodkit.models.detector import load_detector
+    from oodkit.stages.score.features import cached_extract
+
+    o = with_overrides(ScoreOptions, options, overrides)
+    chosen = SCORE.parse(methods)
+    o.check()
+    det = load_artifact(detector, kind="detector")
+    bench = get_benchmark(benchmark, data_root=o.data_root)
+    model = load_detector(det.path, resolve_device(o.device))
+    _check_fit(model.config, bench, o.resize)
+    needs_outliers = [m.name for m in chosen if "outliers" in m.needs]
+    if needs_outliers and not o.outliers:
+        raise OodkitError(
+            f"--method {needs_outliers[0]} needs --outliers (the detector's training outliers)"
+        )
+    inputs = [det.as_input()]
+    out_ds = None
+    if o.outliers:
+        out_ds, inp = load_artifact_or_dataset(
+            o.outliers, o.data_root, model.config.in_chans, "--outliers", "outliers"
+        )
+        inputs.append(inp)
+    targets = _targets(chosen, det, benchmark, out, o, inputs)
+    todo = [t for t in targets if t.existing is None]
+    if not todo:
+        return [t.existing for t in targets]
+
+    def run(ds) -> dict[str, torch.Tensor]:
+        return cached_extract(
+            model, det.manifest.fingerprint, ds, o.batch_size, o.num_workers, o.cache
+        )
+
+    sets = [("id_test", bench.id_test)] + [(s.name, s) for s in bench.ood]
+    loaded = {key: bench.load(key) for key, _ in sets}
+    id_labels = torch.tensor(loaded["id_test"]["label"])
+    _check_labels(det, bench, model.config, id_labels)
+    feats = {key: run(ds) for key, ds in loaded.items()}
+    needs = {n for t in todo for n in t.method.needs}
+    refs = References(
+        id_train=run(bench.load("id_train")) if "id_train" in needs else None,
+        outliers=run(out_ds) if out_ds is not None and "outliers" in needs else None,
+    )
+    clusters = det.manifest.params.get("labels") is not None
+    acc = (
+        None
+        if clusters
+        else float((feats["id_test"]["logits"].argmax(1) == id_labels).float().mean())
+    )
+    for t in todo:
+        if t.params["k"] is not None:
+            pool = len(refs.id_train["features"])
+            if not 1 <= t.params["k"] <= pool:
+                raise OodkitError(
+                    f"--k {t.params['k']} must lie in 1..{pool} (ID training samples)"
+                )
+        fn = t.method.load()
+        scores = {key: fn(f, refs, t.params) for key, f in feats.items()}
+        t.existing = write_scores(
+            t.path,
+            _rows(sets, loaded, feats, scores, clusters),
+            t.params,
+            inputs,
+            summary={"id_accuracy": acc},
+        )
+    return [t.existing for t in targets]

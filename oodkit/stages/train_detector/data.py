@@ -1,0 +1,172 @@
+"""What a detector trains on: the labelled ID table (plus ID-labelled extras), the outlier
+table its loss needs (paired with sources for sona, labelled for sd) and a validation table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from oodkit.data.images import ImageTable, PairedOutliers, eval_transform, train_transform
+from oodkit.data.sources import IdData, dataset_input, load_artifact_or_dataset, resolve_id
+from oodkit.errors import OodkitError
+from oodkit.methods import DETECTOR_LOSS
+from oodkit.models.detector import DetectorConfig
+from oodkit.schemas import PseudoLabels, read_pseudo_labels
+from oodkit.stages.train_detector.options import TrainOptions
+
+
+@dataclass
+class TrainingData:
+    """Everything the loop reads, and what the manifest records about it."""
+
+    id_table: ImageTable
+    outliers: ImageTable | None
+    val: ImageTable | None
+    num_classes: int
+    class_names: list[str] | None
+    channels: int
+    image_size: int
+    inputs: list[dict[str, Any]]
+    refs: dict[str, Any]
+
+
+@dataclass
+class _Labels:
+    y: np.ndarray
+    num_classes: int
+    class_names: list[str] | None
+    pseudo: PseudoLabels | None
+
+    def of_generated(self, ds, what: str) -> np.ndarray:
+        """ỹ of generated samples: the source's cluster, else their stored label."""
+        if self.pseudo is not None and "source_id" in ds.column_names:
+            return self.pseudo.labels_for(ds["source_id"], f"{what}: source")
+        col = "source_label" if "source_label" in ds.column_names else "label"
+        return np.asarray(ds[col], dtype=np.int64)
+
+
+def _plain_images(ds):
+    import datasets
+
+    return ds.select_columns(["image"]).cast_column("image", datasets.Image())
+
+
+def _id_labels(id_ref: str, idd: IdData, labels: str | None) -> _Labels:
+    """Ground-truth labels, or the clusters of a pseudo-labels artifact."""
+    if labels is not None:
+        pseudo = read_pseudo_labels(labels)
+        y = pseudo.labels_for(idd.train["sample_id"])
+        return _Labels(y, int(y.max()) + 1, None, pseudo)
+    y = np.asarray(idd.train["label"], dtype=np.int64)
+    if (y < 0).any():
+        raise OodkitError(f"{id_ref}: {int((y < 0).sum())} ID samples have no label; pass --labels")
+    num_classes = len(idd.class_names) if idd.class_names else int(y.max()) + 1
+    if y.max() >= num_classes:
+        raise OodkitError(f"{id_ref}: label {int(y.max())} exceeds the {num_classes} classes")
+    return _Labels(y, num_classes, idd.class_names, None)
+
+
+def _outlier_part(ref, ds, o: TrainOptions, needs, labels: _Labels, row_of) -> tuple:
+    """(images, labels, source rows or None) of one outlier set, checked against the loss."""
+    sources = None
+    if "source_id" in needs:
+        if "source_id" not in ds.column_names:
+            raise OodkitError(f"--outliers {ref} has no source_id, which --loss {o.loss} pairs on")
+        unknown = [s for s in ds["source_id"] if s not in row_of]
+        if unknown:
+            raise OodkitError(f"--outliers {ref}: source {unknown[0]!r} is not in the ID set")
+        sources = np.array([row_of[s] for s in ds["source_id"]], dtype=np.int64)
+    if "source_label" in needs:
+        if "source_label" not in ds.column_names and not (
+            labels.pseudo is not None and "source_id" in ds.column_names
+        ):
+            raise OodkitError(f"--outliers {ref} has no source_label, which --loss {o.loss} needs")
+        lab = labels.of_generated(ds, ref)
+    else:
+        lab = np.full(len(ds), -1, dtype=np.int64)
+    return _plain_images(ds), lab, sources
+
+
+def _outlier_table(o, idd, labels, t_train, mode, inputs) -> ImageTable | None:
+    """The outliers of the loss (None for losses without); sona pairs them with sources."""
+    import datasets
+
+    needs = DETECTOR_LOSS.get(o.loss).needs
+    if "outliers" not in needs:
+        if o.outliers:
+            users = [m.name for m in DETECTOR_LOSS if "outliers" in m.needs]
+            raise OodkitError(
+                f"--loss {o.loss} ignores outliers: use {', '.join(users[:-1])} or {users[-1]}"
+            )
+        return None
+    if not o.outliers:
+        raise OodkitError(f"--loss {o.loss} needs --outliers")
+    row_of = {sid: i for i, sid in enumerate(idd.train["sample_id"])}
+    parts = []
+    for ref in o.outliers:
+        ds, inp = load_artifact_or_dataset(ref, o.data_root, idd.channels, "--outliers", "outliers")
+        inputs.append(inp)
+        parts.append(_outlier_part(ref, ds, o, needs, labels, row_of))
+    images, labs, sources = zip(*parts, strict=True)
+    table = ImageTable(
+        datasets.concatenate_datasets(list(images)), t_train, np.concatenate(labs), mode
+    )
+    if "source_id" not in needs:
+        return table
+    id_sources = ImageTable(_plain_images(idd.train), t_train, labels.y, mode)
+    return PairedOutliers(table, id_sources, np.concatenate(sources))
+
+
+def prepare_data(id_ref: str, o: TrainOptions) -> TrainingData:
+    """Resolve the ID set, labels, extra ID images, outliers and validation set."""
+    import datasets
+
+    idd = resolve_id(id_ref, data_root=o.data_root, image_size=o.image_size, val=o.val)
+    inputs: list[dict[str, Any]] = [dataset_input(id_ref, idd.train)]
+    labels = _id_labels(id_ref, idd, o.labels)
+    if labels.pseudo is not None:
+        inputs.append(labels.pseudo.artifact.as_input())
+    if labels.num_classes < 2:
+        raise OodkitError("training a classifier needs at least 2 classes")
+    tables, label_parts = [_plain_images(idd.train)], [labels.y]
+    for ref in o.extra_id:
+        ds, inp = load_artifact_or_dataset(ref, o.data_root, idd.channels, "--extra-id", "outliers")
+        lab = labels.of_generated(ds, ref)
+        if (lab < 0).any() or lab.max() >= labels.num_classes:
+            raise OodkitError(f"--extra-id {ref}: labels must lie in 0..{labels.num_classes - 1}")
+        tables.append(_plain_images(ds))
+        label_parts.append(lab)
+        inputs.append(inp)
+    mode = "L" if idd.channels == 1 else "RGB"
+    config = DetectorConfig.for_data(
+        o.arch, labels.num_classes, idd.channels, idd.image_size, heads=["cls"]
+    )
+    t_train, t_eval = train_transform(config, o.augment), eval_transform(config)
+    id_table = ImageTable(
+        datasets.concatenate_datasets(tables), t_train, np.concatenate(label_parts), mode
+    )
+    out_table = _outlier_table(o, idd, labels, t_train, mode, inputs)
+    val_table = None
+    if idd.val is not None and o.labels is None:
+        val_table = ImageTable(idd.val, t_eval, np.asarray(idd.val["label"]), mode)
+    refs = {
+        "id": id_ref,
+        "benchmark": idd.benchmark,
+        "labels": o.labels,
+        "outliers": list(o.outliers),
+        "extra_id": list(o.extra_id),
+        "val": o.val,
+    }
+    return TrainingData(
+        id_table,
+        out_table,
+        val_table,
+        labels.num_classes,
+        labels.class_names,
+        idd.channels,
+        idd.image_size,
+        inputs,
+        refs,
+    )

@@ -1,0 +1,71 @@
+"""Options of ``oodkit train detector`` (the recipe follows SONA / OpenOOD, docs/methods.md §3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from oodkit import options as O
+from oodkit.errors import OodkitError
+from oodkit.methods import DETECTOR_LOSS
+
+AUGMENTS = ("auto", "none", "crop", "crop-flip", "rrc-flip")
+
+
+@dataclass(kw_only=True)
+class TrainOptions:
+    """Everything ``train_detector`` takes besides the ID set and the output folder."""
+
+    loss: str = O.option("ce", f"{DETECTOR_LOSS.help()}.", choices="train detector")
+    labels: str | None = O.option(None, "Pseudo-labels artifact.", role="input")
+    outliers: list[str] = O.option(
+        help="Outliers artifact or dataset reference; repeatable.", factory=list, role="input"
+    )
+    extra_id: list[str] = O.option(
+        help="Extra ID images keeping their label; repeatable.", factory=list, role="input"
+    )
+    val: str | None = O.option(None, "ID validation set (default: benchmark's).", role="input")
+    arch: str = O.option("resnet18", "Any timm model name.")
+    arch_kwargs: dict[str, Any] = O.arch_kwargs_option()
+    weights: str | None = O.option(None, "Local backbone weights.", role="input")
+    pretrained: bool = O.option(False, "timm hub weights (online).", role="input")
+    epochs: int = O.option(100, "Training epochs.")
+    batch_size: int = O.option(128, "ID images per step.")
+    outlier_batch_size: int | None = O.option(None, "Outliers per step (default: batch size).")
+    lr: float = O.option(0.1, "Base learning rate (SGD).")
+    momentum: float = O.option(0.9, "SGD momentum.")
+    weight_decay: float = O.option(5e-4, "SGD weight decay.")
+    nesterov: bool = O.option(True, "Nesterov momentum.", flags=("--nesterov/--no-nesterov",))
+    min_lr: float = O.option(1e-6, "End of the per-step cosine.")
+    beta: float = O.option(0.5, "OE weight (oe, sona).")
+    club_weight: float = O.option(1.0, "CLUB weight (sona).")
+    club_steps: int = O.option(5, "Estimator steps per batch.")
+    club_lr: float = O.option(1e-4, "CLUB estimator learning rate.")
+    sd_lambda: float = O.option(0.3, "Out-class head weight (sd).")
+    energy_weight: float = O.option(0.1, "Energy-margin weight (energy).")
+    m_in: float = O.option(-25.0, "ID energy margin (energy).")
+    m_out: float = O.option(-7.0, "Outlier energy margin (energy).")
+    augment: str = O.option("auto", f"{', '.join(AUGMENTS)}.")
+    image_size: int | None = O.option(None, "Input size (default: the data's).")
+    seed: int = O.seed_option()
+    data_root: str | None = O.data_root_option()
+    device: str = O.device_option()
+    num_workers: int = O.num_workers_option()
+    resume: bool = O.resume_option()
+    stop_after_epochs: int | None = O.option(
+        None, "Pause after N epochs (then --resume).", role="run"
+    )
+    overwrite: bool = O.overwrite_option()
+    quiet: bool = O.quiet_option()
+
+    def check(self) -> None:
+        DETECTOR_LOSS.get(self.loss)
+        if self.augment not in AUGMENTS:
+            raise OodkitError(f"--augment must be one of {', '.join(AUGMENTS)}")
+        for name in ("epochs", "batch_size", "club_steps"):
+            if getattr(self, name) < (0 if name == "club_steps" else 1):
+                raise OodkitError(f"--{name.replace('_', '-')} must be positive")
+        if self.lr <= 0:
+            raise OodkitError("--lr must be positive")
+        if self.outlier_batch_size is not None and self.outlier_batch_size < 1:
+            raise OodkitError("--outlier-batch-size must be positive")

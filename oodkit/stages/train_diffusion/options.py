@@ -1,0 +1,45 @@
+"""Options of ``oodkit train diffusion`` (docs/methods.md §5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oodkit import options as O
+from oodkit.diffusion.unets import BETAS, PRESETS
+from oodkit.errors import OodkitError
+
+
+@dataclass(kw_only=True)
+class DiffusionOptions:
+    """Everything ``train_diffusion`` takes besides the ID set and the output folder."""
+
+    labels: str | None = O.option(
+        None, "Pseudo-labels artifact (clusters as classes).", role="input"
+    )
+    preset: str = O.option("tiny", "tiny (CPU, ~1 M params) or cifar (DDPM CIFAR-10 UNet).")
+    steps: int = O.option(2000, "Training steps.")
+    batch_size: int = O.option(64, "Images per step.")
+    lr: float = O.option(1e-3, "AdamW learning rate.")
+    p_uncond: float = O.option(0.1, "Label dropout to the null class.")
+    ema_decay: float = O.option(0.999, "EMA decay of the saved weights.")
+    betas: str = O.option("linear", "linear or cosine.")
+    train_timesteps: int = O.option(1000, "Diffusion timesteps.", cli=False)
+    flip: bool = O.option(False, "Random horizontal flips.")
+    seed: int = O.seed_option()
+    checkpoint_every: int = O.option(250, "Steps between checkpoints and sample grids.")
+    data_root: str | None = O.data_root_option()
+    device: str = O.device_option()
+    resume: bool = O.resume_option()
+    stop_after_steps: int | None = O.option(None, "Pause after N steps.", role="run")
+    overwrite: bool = O.overwrite_option()
+    quiet: bool = O.quiet_option()
+
+    def check(self) -> None:
+        if self.preset not in PRESETS:
+            raise OodkitError(f"--preset must be one of {', '.join(PRESETS)}")
+        if self.betas not in BETAS:
+            raise OodkitError(f"--betas must be one of {', '.join(BETAS)}")
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise OodkitError("--steps, --batch-size and --checkpoint-every must be positive")
+        if not 0 <= self.p_uncond < 1:
+            raise OodkitError("--p-uncond must lie in [0, 1)")

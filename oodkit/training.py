@@ -1,0 +1,113 @@
+"""The training engine shared by every training stage: accelerator set-up, index batches,
+checkpoints (atomic save, resume, pause), progress bars and the multi-process helpers.
+
+Every random choice derives from ``oodkit.seeding``; under ``accelerate launch`` / ``torchrun``
+each process takes its share of the same global batches, so results do not depend on the
+number of processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from oodkit.artifacts import atomic_file
+from oodkit.devices import resolve_device
+from oodkit.seeding import numpy_rng
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from rich.console import Console
+    from rich.progress import Progress
+
+
+def make_accelerator(device: str) -> Accelerator:
+    """An ``Accelerator`` on the resolved device; bf16 autocast on CUDA, fp32 on the CPU."""
+    from accelerate import Accelerator
+
+    device = resolve_device(device)
+    return Accelerator(
+        cpu=device == "cpu", mixed_precision="bf16" if device.startswith("cuda") else "no"
+    )
+
+
+def save_checkpoint(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` through a temporary file, so a crash never leaves half a checkpoint."""
+    atomic_file(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint` (tensors only: ``weights_only``)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def should_pause(done: int, started_at: int, stop_after: int | None, total: int) -> bool:
+    """True when ``stop_after`` units ran in this session and the run is not finished."""
+    return stop_after is not None and done - started_at >= stop_after and done < total
+
+
+def progress_bar(*, disable: bool, unit: str = "", console: Console | None = None) -> Progress:
+    """A rich progress bar: description, bar, done/total [unit], time left, a free info field."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    count = "{task.completed}/{task.total}" + (f" {unit}" if unit else "")
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn(count),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=disable,
+    )
+
+
+def epoch_batches(
+    n: int,
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    stream: int,
+    steps: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+) -> list[list[int]]:
+    """Shuffled index batches for one epoch, derived only from (seed, epoch, stream).
+
+    ``steps`` cycles through fresh permutations until that many batches exist (outlier
+    streams follow the ID stream's length). Under several processes each rank takes every
+    ``world``-th index of the same permutation, so the union matches a single process.
+    """
+    rng = numpy_rng(seed, epoch, stream)
+    per_rank = batch_size
+    order: list[int] = []
+    want = None if steps is None else steps * per_rank * world
+    while True:
+        order.extend(rng.permutation(n).tolist())
+        if want is None or len(order) >= want:
+            break
+    mine = order[rank::world]
+    count = (len(order) // world) // per_rank if steps is None else steps
+    return [mine[i * per_rank : (i + 1) * per_rank] for i in range(count)]
+
+
+def rank_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised process group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gather_batch(x: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``x`` of every process joined along ``dim`` (rank order), gradients flowing back."""
+    _, world = rank_world()
+    if world == 1:
+        return x
+    from torch.distributed import group
+    from torch.distributed._functional_collectives import all_gather_single  # autograd-aware
+
+    return all_gather_single(x.movedim(dim, 0).contiguous(), 0, group.WORLD).movedim(0, dim)
