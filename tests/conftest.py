@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,51 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from oodkit.artifacts import write_artifact  # noqa: E402
 from oodkit.schemas import SetScores, write_scores  # noqa: E402
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "threads(n): torch CPU threads for the tests of a module")
+
+
+@pytest.fixture(autouse=True)
+def _threads(request) -> None:
+    """Explicit torch CPU threads for every test (2 unless a module marks ``threads(n)``)."""
+    import torch
+
+    marker = request.node.get_closest_marker("threads")
+    torch.set_num_threads(marker.args[0] if marker else 2)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> Path:
+    """A tiny, randomly initialised Stable Diffusion folder (built from configs, offline)."""
+    from oodkit.testing import build_tiny_stable_diffusion
+
+    return build_tiny_stable_diffusion(tmp_path_factory.mktemp("sd") / "tiny-sd")
+
+
+@pytest.fixture(scope="session")
+def class_model(tmp_path_factory) -> Path:
+    """A randomly initialised tiny class-conditional model artifact (5 digit classes)."""
+    import torch
+    from diffusers import DDIMScheduler
+
+    from oodkit.diffusion.unets import build_unet
+
+    torch.manual_seed(0)
+    unet = build_unet("tiny", 16, 1, 5)
+    info = {"num_classes": 5, "null_class": 5, "channels": 1, "image_size": 16, "class_names": None}
+
+    def files(folder: Path) -> None:
+        unet.save_pretrained(str(folder / "unet"))
+        DDIMScheduler(clip_sample=False).save_pretrained(str(folder / "scheduler"))
+        (folder / "oodkit_model.json").write_text(json.dumps(info))
+
+    return write_artifact(
+        tmp_path_factory.mktemp("cm") / "model", "diffusion-model", {}, write_files=files
+    ).path
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -21,11 +21,11 @@ from typer.testing import CliRunner
 
 from oodkit.artifacts import load_artifact, write_artifact
 from oodkit.cli import app
-from oodkit.data.sources import get_benchmark
 from oodkit.data.images import eval_transform
+from oodkit.data.sources import get_benchmark
 from oodkit.models.detector import load_detector
-from oodkit.stages.train_detector.run import TrainOptions, train_detector
 from oodkit.stages.score.run import score
+from oodkit.stages.train_detector.run import TrainOptions, train_detector
 
 runner = CliRunner()
 SMALL = {"channels": [16, 32, 64, 128], "stem_width": 16}
@@ -34,11 +34,6 @@ SMALL = {"channels": [16, 32, 64, 128], "stem_width": 16}
 def opts(**kw) -> TrainOptions:
     base = dict(epochs=15, batch_size=32, lr=0.1, augment="crop", arch_kwargs=SMALL, seed=0)
     return TrainOptions(**{**base, **kw})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    torch.set_num_threads(2)
 
 
 @pytest.fixture(scope="module")
@@ -366,7 +361,7 @@ def test_bad_input_is_one_line_exit_2(
         ),
         (
             score_cmd[:-1] + ["wrong", "--benchmark", "digits", "--out", str(tmp_path / "k")],
-            "unknown method 'wrong'",
+            "--method must be one of msp, energy, maxlogit, knn, sd-vote, got 'wrong'",
         ),
         (
             score_cmd

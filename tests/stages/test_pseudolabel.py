@@ -13,20 +13,15 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from oodkit.cli import app
+from oodkit.metrics import clustering_metrics, hungarian_accuracy
 from oodkit.stages.pseudo_label import features as FT
 from oodkit.stages.pseudo_label import run as R
 from oodkit.stages.pseudo_label import scan as S
 from oodkit.stages.pseudo_label.losses import nt_xent, scan_loss, self_label_loss
-from oodkit.metrics import clustering_metrics, hungarian_accuracy
 from oodkit.stages.pseudo_label.run import PseudoLabelOptions, pseudo_label
 
 runner = CliRunner()
 SMALL = {"channels": [16, 32, 64, 128], "stem_width": 16}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    torch.set_num_threads(2)
 
 
 def test_scan_loss_by_hand() -> None:

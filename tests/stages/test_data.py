@@ -12,10 +12,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from oodkit.data.sources import get_benchmark, load_benchmark_file
 from oodkit.data.builtin import DIGITS_PATCHES
 from oodkit.data.classes import imagenet1k, imagenet200_classes, imagenet800_classes
-from oodkit.data.sources import load_dataset_ref
+from oodkit.data.sources import get_benchmark, load_benchmark_file, load_dataset_ref
 from oodkit.errors import OodkitError
 
 

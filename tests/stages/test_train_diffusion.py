@@ -10,19 +10,14 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from oodkit.cli import app
-from oodkit.models.detector import load_detector
-from oodkit.stages.train_detector.run import TrainOptions, train_detector
 from oodkit.diffusion.denoisers import load_denoiser
 from oodkit.diffusion.quality import recognition_rate
+from oodkit.models.detector import load_detector
+from oodkit.stages.train_detector.run import TrainOptions, train_detector
 from oodkit.stages.train_diffusion.run import DiffusionOptions, train_diffusion
 
 runner = CliRunner()
 SMALL = {"channels": [16, 32, 64, 128], "stem_width": 16}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    torch.set_num_threads(2)
 
 
 def _unet(path: Path) -> dict[str, torch.Tensor]:

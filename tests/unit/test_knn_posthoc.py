@@ -6,8 +6,8 @@ import pytest
 import torch
 from pytorch_ood.detector import KNN, EnergyBased, MaxLogit, MaxSoftmax
 
-from oodkit.stages.score import posthoc
 from oodkit.neighbors import knn_search
+from oodkit.stages.score import posthoc
 
 
 def brute_force(q: torch.Tensor, r: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
