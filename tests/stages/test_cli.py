@@ -90,7 +90,7 @@ def test_info_on_a_benchmark() -> None:
     assert offline.exit_code == 0 and "ssb_hard" in offline.output and "49000" in offline.output
     assert "OODKIT_OPENOOD_ROOT" in offline.output
     both = runner.invoke(app, ["info"])
-    assert both.exit_code == 2 and "either an artifact directory or --benchmark" in both.stderr
+    assert both.exit_code == 2 and "an artifact directory, --benchmark NAME or --methods" in both.stderr
     unknown = runner.invoke(app, ["info", "--benchmark", "mnist"])
     assert unknown.exit_code == 2 and "unknown benchmark 'mnist'" in unknown.stderr
 
