@@ -28,9 +28,9 @@ import torch
 
 from oodkit.diffusion.denoisers import load_denoiser
 from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
-from oodkit.testing import build_tiny_stable_diffusion
 from oodkit.stages.generate.plans import Plan
 from oodkit.stages.generate.run import BatchGenerator, GenerateOptions
+from oodkit.testing import build_tiny_stable_diffusion
 
 
 def build_full_sd2(folder: Path) -> Path:

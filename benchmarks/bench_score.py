@@ -26,8 +26,8 @@ from _measure import measure
 
 from oodkit.data.images import ImageTable, eval_transform
 from oodkit.models.detector import Detector, DetectorConfig
-from oodkit.stages.score.features import extract
 from oodkit.neighbors import knn_search
+from oodkit.stages.score.features import extract
 
 
 def naive_knn(q: torch.Tensor, r: torch.Tensor, k: int) -> torch.Tensor:

@@ -42,7 +42,7 @@ def set_command(command: str | None) -> None:
 
 @dataclass
 class Manifest:
-    """The ``oodkit.json`` of an artifact (DESIGN.md §3)."""
+    """The ``oodkit.json`` of an artifact (docs/artifacts.md)."""
 
     kind: str
     params: dict[str, Any]

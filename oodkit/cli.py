@@ -26,7 +26,7 @@ from oodkit import __version__
 from oodkit.demo import DemoOptions
 from oodkit.errors import OodkitError
 from oodkit.methods import SCORE
-from oodkit.options import json_object
+from oodkit.options import cli_fields, data_root_option, flags_of, json_object
 from oodkit.stages.evaluate.options import EvalOptions
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.pseudo_label.options import PseudoLabelOptions
@@ -50,11 +50,7 @@ IdOpt = Annotated[
     str, typer.Option("--id", help="Benchmark (its ID train set) or dataset reference.")
 ]
 DataRootOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-root",
-        help="OpenOOD v1.5 data folder for cifar10 / imagenet200 (or $OODKIT_OPENOOD_ROOT).",
-    ),
+    Path | None, typer.Option("--data-root", help=data_root_option().metadata["help"])
 ]
 
 
@@ -123,28 +119,21 @@ def cli_default(f: dataclasses.Field) -> Any:
 
 def _option_param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
     meta = f.metadata
-    flags = meta.get("flags") or ("--" + f.name.replace("_", "-"),)
     if meta.get("parse") == "json":
         hint = str | None
     elif _is_list(hint):
         hint = list[str] | None
-    option = typer.Option(*flags, help=meta.get("help") or None)
+    option = typer.Option(*flags_of(f), help=meta.get("help") or None)
     return _fixed(f.name, Annotated[hint, option], cli_default(f))
-
-
-def option_fields(options_cls: type) -> list[dataclasses.Field]:
-    """The fields of an options dataclass that appear on the command line."""
-    return [f for f in dataclasses.fields(options_cls) if f.metadata.get("cli", True)]
 
 
 def _options(options_cls: type, values: dict[str, Any]) -> Any:
     """The options object from parsed command-line values (JSON and list options converted)."""
     kwargs = {}
-    for f in option_fields(options_cls):
+    for f in cli_fields(options_cls):
         value = values[f.name]
         if f.metadata.get("parse") == "json":
-            flag = (f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),))[0]
-            value = json_object(value, flag)
+            value = json_object(value, flags_of(f)[0])
         elif value is None and f.default_factory is not dataclasses.MISSING:
             value = f.default_factory()
         kwargs[f.name] = value
@@ -158,7 +147,7 @@ def stage_command(
     hints = typing.get_type_hints(options_cls)
 
     def deco(run: Callable[..., None]) -> Callable[..., None]:
-        params = fixed + [_option_param(f, hints[f.name]) for f in option_fields(options_cls)]
+        params = fixed + [_option_param(f, hints[f.name]) for f in cli_fields(options_cls)]
 
         def command(**values: Any) -> None:
             given = {p.name: values.pop(p.name) for p in fixed}
@@ -246,6 +235,7 @@ def push_cmd(
     typer.echo(push_artifact(artifact, repo_id, private=private))
 
 
+DEMO_OUT = Path("runs/demo")
 train_app = typer.Typer(help="Train models: detector, diffusion.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
 
@@ -373,21 +363,29 @@ def score_cmd(o: ScoreOptions, detector: Path, benchmark: str, method: str, out:
     [
         _fixed(
             "out",
+            Annotated[Path, typer.Option("--out", "-o", help="Folder for the demo's artifacts.")],
+            DEMO_OUT,
+        ),
+        _fixed(
+            "unsupervised",
             Annotated[
-                Path | None, typer.Option("--out", "-o", help="Folder for the demo's artifacts.")
+                bool,
+                typer.Option(
+                    "--unsupervised", help="Label-free chain: SCAN → diffusion → SD → sd-vote."
+                ),
             ],
-            None,
-        )
+            False,
+        ),
     ],
 )
-def demo_cmd(o: DemoOptions, out: Path | None) -> None:
+def demo_cmd(o: DemoOptions, out: Path, unsupervised: bool) -> None:
     """digits end to end: diffusion → SD and SONA outliers → ce/oe/sona/sd detectors → eval."""
     from oodkit import report
     from oodkit.demo import run_demo, run_unsupervised_demo
 
-    o.check()
-    out = out or Path("runs/demo-unsupervised" if o.unsupervised else "runs/demo")
-    run = run_unsupervised_demo if o.unsupervised else run_demo
+    if unsupervised and out == DEMO_OUT:
+        out = Path("runs/demo-unsupervised")
+    run = run_unsupervised_demo if unsupervised else run_demo
     art, blocks = run(out, o)
     console = _console(o.quiet)
     for table in report.rich_tables(blocks):

@@ -36,15 +36,34 @@ class DemoOptions:
     pretext_epochs: int = O.option(60, "Unsupervised chain: SimCLR epochs.", cli=False)
     # 501 images at batch 128: 3 steps an epoch
     scan_epochs: int = O.option(60, "Unsupervised chain: SCAN epochs.", cli=False)
-    unsupervised: bool = O.option(
-        False, "Label-free chain: SCAN → diffusion → SD → sd-vote.", role="run"
-    )
     overwrite: bool = O.overwrite_option()
     quiet: bool = O.quiet_option()
 
     def check(self) -> None:
         if self.seeds < 1 or self.diffusion_steps < 1 or self.epochs < 1:
             raise OodkitError("--seeds, --diffusion-steps and --epochs must be at least 1")
+
+
+def _setup(options: DemoOptions | None, overrides: dict[str, Any]):
+    """The checked options and what every stage of the demo shares (overwrite, quiet)."""
+    o = with_overrides(DemoOptions, options, overrides)
+    o.check()
+    return o, {"overwrite": o.overwrite, "quiet": o.quiet}
+
+
+def _detector_options(o: DemoOptions, loss: str, seed: int):
+    """The demo's detector recipe: small ResNet-18, CIFAR-style stem, SGD lr 0.1, batch 32."""
+    from oodkit.stages.train_detector.options import TrainOptions
+
+    return TrainOptions(
+        loss=loss,
+        epochs=o.epochs,
+        batch_size=32,
+        lr=0.1,
+        augment="crop",
+        arch_kwargs=DEMO_ARCH_KWARGS,
+        seed=seed,
+    )
 
 
 def run_demo(
@@ -56,13 +75,11 @@ def run_demo(
     from oodkit.stages.evaluate.run import evaluate
     from oodkit.stages.generate.run import GenerateOptions, generate
     from oodkit.stages.score.run import score
-    from oodkit.stages.train_detector.run import TrainOptions, train_detector
+    from oodkit.stages.train_detector.run import train_detector
     from oodkit.stages.train_diffusion.run import DiffusionOptions, train_diffusion
 
-    o = with_overrides(DemoOptions, options, overrides)
-    o.check()
+    o, common = _setup(options, overrides)
     out = Path(out)
-    common = {"overwrite": o.overwrite, "quiet": o.quiet}
     # every training stage resumes, so rerunning the demo continues an interrupted run
     model = train_diffusion(
         "digits",
@@ -90,15 +107,7 @@ def run_demo(
     scores = []
     for seed in range(o.seeds):
         for loss, source, method in recipes:
-            opts = TrainOptions(
-                loss=loss,
-                epochs=o.epochs,
-                batch_size=32,
-                lr=0.1,
-                augment="crop",
-                arch_kwargs=DEMO_ARCH_KWARGS,
-                seed=seed,
-            )
+            opts = _detector_options(o, loss, seed)
             det = train_detector(
                 "digits",
                 out / f"detector-{loss}-seed{seed}",
@@ -129,13 +138,11 @@ def run_unsupervised_demo(
     from oodkit.stages.generate.run import GenerateOptions, generate
     from oodkit.stages.pseudo_label.run import PseudoLabelOptions, pseudo_label
     from oodkit.stages.score.run import score
-    from oodkit.stages.train_detector.run import TrainOptions, train_detector
+    from oodkit.stages.train_detector.run import train_detector
     from oodkit.stages.train_diffusion.run import DiffusionOptions, train_diffusion
 
-    o = with_overrides(DemoOptions, options, overrides)
-    o.check()
+    o, common = _setup(options, overrides)
     out = Path(out)
-    common = {"overwrite": o.overwrite, "quiet": o.quiet}
     pl = PseudoLabelOptions(
         num_clusters=5,
         arch_kwargs=DEMO_ARCH_KWARGS,
@@ -165,15 +172,7 @@ def run_unsupervised_demo(
     )
     scores = []
     for seed in range(o.seeds):
-        opts = TrainOptions(
-            loss="sd",
-            epochs=o.epochs,
-            batch_size=32,
-            lr=0.1,
-            augment="crop",
-            arch_kwargs=DEMO_ARCH_KWARGS,
-            seed=seed,
-        )
+        opts = _detector_options(o, "sd", seed)
         det = train_detector(
             "digits",
             out / f"detector-sd-seed{seed}",

@@ -56,10 +56,18 @@ class Registry:
     def __iter__(self):
         return iter(self._methods.values())
 
-    def help(self) -> str:
-        """``a, b or c`` for option help texts."""
-        names = self.names()
+    def help(self, names: Sequence[str] | None = None) -> str:
+        """``a, b or c`` (all methods, or ``names``) for help texts and messages."""
+        names = list(self.names() if names is None else names)
         return ", ".join(names[:-1]) + f" or {names[-1]}" if len(names) > 1 else names[0]
+
+    def needing(self, need: str) -> list[str]:
+        """Names of the methods that need ``need``."""
+        return [m.name for m in self if need in m.needs]
+
+    def defaults_help(self, option: str) -> str:
+        """``knn 50, sd-vote 10``: the per-method defaults of ``option``."""
+        return ", ".join(f"{m.name} {m.defaults[option]}" for m in self if option in m.defaults)
 
     def get(self, name: str) -> Method:
         if name not in self._methods:
@@ -143,15 +151,36 @@ DETECTOR_LOSS.register(
 
 # --- generate: guided partial DDIM from ID images (docs/methods.md §3, §5) -------------------
 _G = "oodkit.stages.generate.methods"
-GENERATION.register("sona", f"{_G}:Sona", "SONA region-masked guidance ε(z) + s·Δ(ψ_ID, ψ_OOD)")
+_SONA_OPTIONS = ("steps", "t_start", "scale", "lam", "momentum_scale", "momentum_beta", "warmup")
+GENERATION.register(
+    "sona",
+    f"{_G}:Sona",
+    "SONA region-masked guidance ε(z) + s·Δ(ψ_ID, ψ_OOD)",
+    options=_SONA_OPTIONS,
+    defaults={"steps": 50, "scale": 10.0},
+)
 GENERATION.register(
     "sd",
     f"{_G}:WrongClass",
     "wrong-class CFG (1 + w)·ε(x, c_r) − w·ε(x) (class-conditional models)",
     needs=("class-conditional",),
+    options=("steps", "t_start", "w"),
+    defaults={"steps": 100, "t_start": 100},
 )
-GENERATION.register("global", f"{_G}:Global", "unmasked OOD guidance ε(z) + s·ψ_OOD (ablation)")
-GENERATION.register("reconstruct", f"{_G}:Reconstruct", "ID-preserving regeneration ε(z) + s·ψ_ID")
+GENERATION.register(
+    "global",
+    f"{_G}:Global",
+    "unmasked OOD guidance ε(z) + s·ψ_OOD (ablation)",
+    options=("steps", "t_start", "scale"),
+    defaults={"steps": 50, "scale": 10.0},
+)
+GENERATION.register(
+    "reconstruct",
+    f"{_G}:Reconstruct",
+    "ID-preserving regeneration ε(z) + s·ψ_ID",
+    options=("steps", "t_start", "scale"),
+    defaults={"steps": 50, "scale": 1.0},
+)
 
 # --- pseudo-label: clusters without labels (docs/methods.md §6) -----------------------------
 _P = "oodkit.stages.pseudo_label"

@@ -4,7 +4,8 @@ Each stage's options dataclass is the single source of its options: the library 
 takes it, and the command line is generated from it (``oodkit.cli``). A field's ``role`` says
 what it is:
 
-- ``recipe``: shapes the result, recorded in the manifest's ``params``;
+- ``recipe``: shapes the result; training and generation stages record all of them in the
+  manifest's ``params`` (``recipe()``), ``score`` records the ones each method reads;
 - ``input``: names an input artifact or file (recorded by the stage with its fingerprint);
 - ``run``: how to run (device, workers, quiet, overwrite, resume); never recorded.
 
@@ -32,15 +33,13 @@ def option(
     role: str = "recipe",
     factory: Callable[[], Any] | None = None,
     parse: str | None = None,
-    choices: str | None = None,
     cli: bool = True,
     required: bool = False,
 ) -> Any:
     """A dataclass field with its command-line description.
 
     ``flags`` default to ``--field-name``; ``parse="json"`` takes a JSON object string on
-    the command line; ``choices`` names a method registry (``oodkit.methods``) whose names
-    the help lists; ``required`` makes the option mandatory on the command line even where
+    the command line; ``required`` makes the option mandatory on the command line even where
     the library has a default; ``cli=False`` keeps a field out of the command line.
     """
     if role not in ROLES:
@@ -50,7 +49,6 @@ def option(
         "flags": flags,
         "role": role,
         "parse": parse,
-        "choices": choices,
         "cli": cli,
         "required": required,
     }
@@ -66,6 +64,16 @@ def fields_of(cls_or_obj: Any, role: str | None = None) -> list[dataclasses.Fiel
         for f in dataclasses.fields(cls_or_obj)
         if role is None or f.metadata.get("role", "recipe") == role
     ]
+
+
+def cli_fields(cls_or_obj: Any) -> list[dataclasses.Field]:
+    """The option fields that appear on the command line."""
+    return [f for f in dataclasses.fields(cls_or_obj) if f.metadata.get("cli", True)]
+
+
+def flags_of(f: dataclasses.Field) -> tuple[str, ...]:
+    """The command-line flags of an option field (``--field-name`` unless given)."""
+    return f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),)
 
 
 def recipe(opts: Any) -> dict[str, Any]:

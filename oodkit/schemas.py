@@ -1,7 +1,7 @@
 """Artifact contracts in one place: the columns of every tabular kind and typed readers / writers.
 
 Stages write and read tables only through this module, and tests build fixtures with it, so a
-column is named once. Columns may be added, never renamed (DESIGN §3):
+column is named once. Columns may be added, never renamed (docs/artifacts.md):
 
 - images (any dataset oodkit reads): ``image``, ``label`` (−1 unknown), ``sample_id``;
 - pseudo-labels: ``sample_id``, ``cluster``, ``confidence``;
@@ -27,7 +27,6 @@ from oodkit.metrics import accuracy, as_scores
 if TYPE_CHECKING:
     import datasets
 
-GROUPS = ("id", "near", "far")
 OOD_GROUPS = ("near", "far")
 SCORE_COLUMNS = ("sample_id", "dataset", "group", "id_score")  # required to evaluate
 

@@ -65,6 +65,33 @@ def class_model(tmp_path_factory) -> Path:
     ).path
 
 
+@pytest.fixture(scope="session")
+def detector_options():
+    """``TrainOptions`` of the small digits detector (the demo's recipe), with overrides."""
+    from oodkit.demo import DEMO_ARCH_KWARGS
+    from oodkit.stages.train_detector.options import TrainOptions
+
+    base = dict(epochs=15, batch_size=32, lr=0.1, augment="crop", arch_kwargs=DEMO_ARCH_KWARGS)
+
+    def make(**kw):
+        return TrainOptions(**{**base, "seed": 0, **kw})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def ce_detector(tmp_path_factory, detector_options) -> Path:
+    """A small ce detector trained on digits (2 threads, seed 0; ~97 % ID accuracy)."""
+    import torch
+
+    from oodkit.stages.train_detector.run import train_detector
+
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("det") / "ce"
+    train_detector("digits", out, detector_options(), quiet=True)
+    return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _feature_cache(tmp_path_factory) -> None:
     """Tests never read or fill the user's feature cache."""

@@ -7,8 +7,11 @@ hash of its recorded parameters are printed as JSON. With ``--compare FILE`` the
 against an earlier one and a Markdown before / after table is printed; the exit code is 1 if
 any fingerprint differs.
 
-    python tools/fingerprint_runs.py --out /tmp/fp > after.json
     python tools/fingerprint_runs.py --out /tmp/fp --compare tools/fingerprints-before.json
+
+The baseline was taken with the code before the restructure of issue 9
+(``git worktree add /tmp/old f4591ef``, then ``python tools/fingerprint_runs.py --code
+/tmp/old --out /tmp/fp-old > tools/fingerprints-before.json``).
 """
 
 from __future__ import annotations
@@ -201,8 +204,326 @@ RUNS: list[tuple[str, list[str]]] = [
         ["eval", "scores-ce/energy", "scores-ce/knn", "scores-sd", "--out", "metrics", "--quiet"],
     ),
 ]
+# paths the code before the restructure did not take in the runs above
+RUNS += [
+    (
+        "detector-oe-resumed",
+        [
+            "train",
+            "detector",
+            "--id",
+            "digits",
+            "--out",
+            "detector-oe-resumed",
+            "--loss",
+            "oe",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--augment",
+            "crop",
+            "--arch-kwargs",
+            ARCH,
+            "--outliers",
+            "generate-sd-pixel",
+            "--stop-after-epochs",
+            "1",
+            *CPU,
+        ],
+    ),
+    (
+        "detector-oe-resumed",
+        [
+            "train",
+            "detector",
+            "--id",
+            "digits",
+            "--out",
+            "detector-oe-resumed",
+            "--loss",
+            "oe",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--augment",
+            "crop",
+            "--arch-kwargs",
+            ARCH,
+            "--outliers",
+            "generate-sd-pixel",
+            "--resume",
+            *CPU,
+        ],
+    ),
+    (
+        "diffusion-resumed",
+        [
+            "train",
+            "diffusion",
+            "--id",
+            "digits",
+            "--out",
+            "diffusion-resumed",
+            "--steps",
+            "30",
+            "--checkpoint-every",
+            "15",
+            "--batch-size",
+            "16",
+            "--stop-after-steps",
+            "15",
+            *CPU,
+        ],
+    ),
+    (
+        "diffusion-resumed",
+        [
+            "train",
+            "diffusion",
+            "--id",
+            "digits",
+            "--out",
+            "diffusion-resumed",
+            "--steps",
+            "30",
+            "--checkpoint-every",
+            "15",
+            "--batch-size",
+            "16",
+            "--resume",
+            *CPU,
+        ],
+    ),
+    (
+        "diffusion-labels",
+        [
+            "train",
+            "diffusion",
+            "--id",
+            "digits",
+            "--labels",
+            "pseudo-labels-kmeans",
+            "--out",
+            "diffusion-labels",
+            "--steps",
+            "20",
+            "--checkpoint-every",
+            "10",
+            "--batch-size",
+            "16",
+            "--flip",
+            "--betas",
+            "cosine",
+            *CPU,
+        ],
+    ),
+    (
+        "generate-sd-labels",
+        [
+            "generate",
+            "--method",
+            "sd",
+            "--id",
+            "digits",
+            "--labels",
+            "pseudo-labels-kmeans",
+            "--model",
+            "diffusion-labels",
+            "--out",
+            "generate-sd-labels",
+            "--limit",
+            "16",
+            "--batch-size",
+            "8",
+            "--steps",
+            "20",
+            "--t-start",
+            "100",
+            *CPU,
+        ],
+    ),
+    (
+        "detector-sd-labels",
+        [
+            "train",
+            "detector",
+            "--id",
+            "digits",
+            "--labels",
+            "pseudo-labels-kmeans",
+            "--out",
+            "detector-sd-labels",
+            "--loss",
+            "sd",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--augment",
+            "crop",
+            "--arch-kwargs",
+            ARCH,
+            "--outliers",
+            "generate-sd-labels",
+            *CPU,
+        ],
+    ),
+    (
+        "generate-sona-momentum",
+        [
+            "generate",
+            "--method",
+            "sona",
+            "--id",
+            "digits",
+            "--model",
+            "diffusion",
+            "--out",
+            "generate-sona-momentum",
+            "--limit",
+            "8",
+            "--per-image",
+            "2",
+            "--momentum-scale",
+            "0.3",
+            "--warmup",
+            "2",
+            "--steps",
+            "20",
+            "--save-masks",
+            "3",
+            "--batch-size",
+            "8",
+            *CPU,
+        ],
+    ),
+    (
+        "generate-reconstruct-pixel",
+        [
+            "generate",
+            "--method",
+            "reconstruct",
+            "--id",
+            "digits",
+            "--model",
+            "diffusion",
+            "--out",
+            "generate-reconstruct-pixel",
+            "--limit",
+            "16",
+            "--steps",
+            "20",
+            *CPU,
+        ],
+    ),
+    (
+        "detector-extra-weights",
+        [
+            "train",
+            "detector",
+            "--id",
+            "digits",
+            "--out",
+            "detector-extra-weights",
+            "--extra-id",
+            "generate-reconstruct-pixel",
+            "--val",
+            "digits:id_val",
+            "--weights",
+            "backbone.safetensors",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "64",
+            "--augment",
+            "crop",
+            "--arch-kwargs",
+            ARCH,
+            "--no-nesterov",
+            "--min-lr",
+            "0.001",
+            *CPU,
+        ],
+    ),
+    (
+        "pseudo-labels-timm",
+        [
+            "pseudo-label",
+            "--id",
+            "digits",
+            "-c",
+            "5",
+            "--features",
+            "timm:resnet18",
+            "--weights",
+            "backbone.safetensors",
+            "--out",
+            "pseudo-labels-timm",
+            "--scan-epochs",
+            "1",
+            "--selflabel-epochs",
+            "1",
+            "--scan-batch-size",
+            "128",
+            "--num-heads",
+            "2",
+            "--arch-kwargs",
+            ARCH,
+            *CPU,
+        ],
+    ),
+    (
+        "scores-knn5",
+        [
+            "score",
+            "--detector",
+            "detector-ce",
+            "--benchmark",
+            "digits?image_size=32",
+            "--method",
+            "knn",
+            "--k",
+            "5",
+            "--resize",
+            "--out",
+            "scores-knn5",
+            "--no-cache",
+            "--device",
+            "cpu",
+        ],
+    ),
+    (
+        "metrics-runs",
+        [
+            "eval",
+            "scores-ce/energy",
+            "scores-ce/knn",
+            "scores-knn5",
+            "--out",
+            "metrics-runs",
+            "--no-plots",
+            "--quiet",
+        ],
+    ),
+]
 # artifacts written by a run above besides its first folder (the multi-method score run)
 EXTRA = ["scores-ce/energy", "scores-ce/maxlogit", "scores-ce/knn"]
+
+
+# runs `oodkit.cli` from the folder given as first argument, ahead of an editable install
+BOOT = (
+    "import sys, runpy; root = sys.argv.pop(1); sys.path.insert(0, root); "
+    "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in repr(f)]; "
+    "runpy.run_module('oodkit.cli', run_name='__main__', alter_sys=True)"
+)
+
+
+def use_code(root: Path) -> None:
+    """Import ``oodkit`` from ``root`` in this process (ahead of an editable install)."""
+    sys.path.insert(0, str(root))
+    sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f)]
 
 
 def _tiny_sd_builder():
@@ -235,18 +556,27 @@ def _prepare(work: Path) -> None:
     (work / "bench" / "bench.json").write_text(json.dumps(spec))
     (work / "bench" / "ood.txt").write_text("car\ntree\nhouse\n")
     _tiny_sd_builder()(work / "tiny-sd")
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    backbone = timm.create_model("resnet18", num_classes=0, in_chans=1, **json.loads(ARCH))
+    save_file(backbone.state_dict(), str(work / "backbone.safetensors"))
 
 
 def _record(work: Path, name: str) -> dict[str, str]:
     manifest = json.loads((work / name / "oodkit.json").read_text())
     params = json.dumps(manifest["params"], sort_keys=True).encode()
+    inputs = json.dumps(manifest["inputs"]).encode()  # order matters: it decides reuse
     return {
         "fingerprint": manifest["fingerprint"],
         "params_sha256": hashlib.sha256(params).hexdigest(),
+        "inputs_sha256": hashlib.sha256(inputs).hexdigest(),
     }
 
 
-def run_all(work: Path) -> dict[str, dict[str, str]]:
+def run_all(work: Path, code: Path | None = None) -> dict[str, dict[str, str]]:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -265,8 +595,9 @@ def run_all(work: Path) -> dict[str, dict[str, str]]:
     result: dict[str, dict[str, str]] = {}
     for name, args in RUNS:
         t0 = time.perf_counter()
+        launch = ["-c", BOOT, str(code)] if code else ["-m", "oodkit.cli"]
         proc = subprocess.run(
-            [sys.executable, "-m", "oodkit.cli", *args],
+            [sys.executable, *launch, *args],
             cwd=work,
             env=env,
             text=True,
@@ -275,7 +606,8 @@ def run_all(work: Path) -> dict[str, dict[str, str]]:
         if proc.returncode != 0:
             raise SystemExit(f"{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         print(f"{name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        result[name] = _record(work, name)
+        if (work / name / "oodkit.json").exists():  # a paused run writes no artifact yet
+            result[name] = _record(work, name)
     for name in EXTRA:
         result[name] = _record(work, name)
     return result
@@ -283,7 +615,7 @@ def run_all(work: Path) -> dict[str, dict[str, str]]:
 
 def compare(before: dict, after: dict) -> tuple[str, bool]:
     lines = [
-        "| artifact | fingerprint before | fingerprint after | params | same |",
+        "| artifact | fingerprint before | fingerprint after | params, inputs | same |",
         "|---|---|---|---|---|",
     ]
     same_all = True
@@ -291,6 +623,8 @@ def compare(before: dict, after: dict) -> tuple[str, bool]:
         b, a = before[name], after.get(name, {})
         same = b["fingerprint"] == a.get("fingerprint")
         params = "same" if b["params_sha256"] == a.get("params_sha256") else "differ"
+        if "inputs_sha256" in b and b["inputs_sha256"] != a.get("inputs_sha256"):
+            params += ", inputs differ"
         same_all &= same and params == "same"
         lines.append(
             f"| {name} | `{b['fingerprint'][:12]}` | `{a.get('fingerprint', '-')[:12]}` | "
@@ -303,8 +637,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/fingerprints"))
     parser.add_argument("--compare", type=Path, help="JSON printed by an earlier run")
+    parser.add_argument("--code", type=Path, help="run the oodkit in this folder instead")
     args = parser.parse_args()
-    result = run_all(args.out)
+    if args.code:
+        use_code(args.code.resolve())
+    result = run_all(args.out, args.code.resolve() if args.code else None)
     print(json.dumps(result, indent=2))
     if args.compare:
         table, same = compare(json.loads(args.compare.read_text()), result)

@@ -75,10 +75,12 @@ def digits_sets(image_size: int = 16, split_seed: int = 0) -> dict[str, datasets
     import numpy as np
     from sklearn.datasets import load_digits
 
+    from oodkit.seeding import numpy_rng
+
     if not 8 <= image_size <= 256:
         raise OodkitError(f"digits image_size must be in 8..256, got {image_size}")
     data = load_digits()
-    rng = np.random.default_rng(split_seed)
+    rng = numpy_rng(split_seed)
     parts: dict[str, list[int]] = {k: [] for k in ("train", "val", "test", "near", "near_val")}
     for cls in range(10):
         idx = rng.permutation(np.flatnonzero(data.target == cls)).tolist()
@@ -108,7 +110,7 @@ def digits_sets(image_size: int = 16, split_seed: int = 0) -> dict[str, datasets
             [f"digits/{i:04d}" for i in idx],
         )
     for name, (n, band) in DIGITS_PATCHES.items():
-        patch_rng = np.random.default_rng([split_seed, len(name), n])
+        patch_rng = numpy_rng(split_seed, len(name), n)
         sets[name] = _to_dataset(
             _photo_patches(n, band, image_size, patch_rng),
             [-1] * n,

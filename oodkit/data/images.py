@@ -14,16 +14,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from oodkit.data.tables import image_mode
+
 if TYPE_CHECKING:
     import datasets
 
 SMALL_INPUT = 64  # below this size ResNet-style stems downsample too early (CIFAR convention)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def image_mode(channels: int) -> str:
-    """PIL mode for a channel count: L (1) or RGB (3)."""
-    return "L" if channels == 1 else "RGB"
 
 
 def normalisation(channels: int) -> tuple[list[float], list[float]]:

@@ -1,6 +1,6 @@
 """Resolve a dataset reference string to a ``datasets.Dataset`` with image, label, sample_id.
 
-A reference is one of (DESIGN.md §4):
+A reference is one of (docs/benchmarks.md):
 
 - ``hub:owner/name`` or ``hub:owner/name:split`` — a dataset on the Hugging Face Hub;
 - a directory written by ``Dataset.save_to_disk`` or an oodkit artifact with tabular data;
@@ -168,7 +168,7 @@ def _set_from(
 
 
 def load_benchmark_file(path: str | Path, data_root: str | Path | None = None) -> Benchmark:
-    """Read a custom benchmark from JSON or YAML (DESIGN.md §4)."""
+    """Read a custom benchmark from JSON or YAML (docs/benchmarks.md)."""
     path = Path(path)
     text = path.read_text()
     try:

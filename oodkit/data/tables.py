@@ -13,8 +13,13 @@ from oodkit.schemas import image_features
 if TYPE_CHECKING:
     import datasets
 
+
+def image_mode(channels: int) -> str:
+    """PIL mode for a channel count: L (1) or RGB (3)."""
+    return "L" if channels == 1 else "RGB"
+
+
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
-MODES = {1: "L", 3: "RGB"}
 
 
 def with_channels(ds: datasets.Dataset, channels: int | None) -> datasets.Dataset:
@@ -23,9 +28,9 @@ def with_channels(ds: datasets.Dataset, channels: int | None) -> datasets.Datase
 
     if channels is None:
         return ds
-    if channels not in MODES:
+    if channels not in (1, 3):
         raise OodkitError(f"channels must be 1 or 3, got {channels}")
-    return ds.cast_column("image", datasets.Image(mode=MODES[channels]))
+    return ds.cast_column("image", datasets.Image(mode=image_mode(channels)))
 
 
 def _hub_offline_message(exc: BaseException) -> str | None:

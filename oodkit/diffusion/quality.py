@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from oodkit.diffusion.denoisers import PixelClassDenoiser
+from oodkit.seeding import torch_generator
 
 
 @torch.no_grad()
@@ -25,7 +26,7 @@ def class_samples(
 
     labels = torch.arange(denoiser.num_classes).repeat_interleave(per_class)
     c, s = denoiser.channels, denoiser.image_size
-    noise = torch.randn(len(labels), c, s, s, generator=torch.Generator().manual_seed(seed))
+    noise = torch.randn(len(labels), c, s, s, generator=torch_generator(seed))
     sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), steps)
     out = []
     for lo in range(0, len(labels), batch_size):

@@ -90,7 +90,10 @@ def test_info_on_a_benchmark() -> None:
     assert offline.exit_code == 0 and "ssb_hard" in offline.output and "49000" in offline.output
     assert "OODKIT_OPENOOD_ROOT" in offline.output
     both = runner.invoke(app, ["info"])
-    assert both.exit_code == 2 and "an artifact directory, --benchmark NAME or --methods" in both.stderr
+    assert (
+        both.exit_code == 2
+        and "an artifact directory, --benchmark NAME or --methods" in both.stderr
+    )
     unknown = runner.invoke(app, ["info", "--benchmark", "mnist"])
     assert unknown.exit_code == 2 and "unknown benchmark 'mnist'" in unknown.stderr
 
@@ -143,35 +146,6 @@ def test_command_line_is_recorded_without_secrets(
     assert manifest["command"] == f"oodkit --debug eval {scores} --out {out} --no-plots"
 
 
-@pytest.mark.slow
-def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """The whole chain at toy size (the default sizes take ~15 min; see the closing notes)."""
-    args = [
-        "demo",
-        "--out",
-        str(tmp_path / "demo"),
-        "--seeds",
-        "1",
-        "--diffusion-steps",
-        "20",
-        "--epochs",
-        "2",
-        "--limit",
-        "40",
-        "--quiet",
-    ]
-    result = runner.invoke(app, args, env={"COLUMNS": "200"})
-    assert result.exit_code == 0, result.output
-    doc = json.loads((tmp_path / "demo" / "metrics" / "metrics.json").read_text())
-    methods = {b["method"]: b for b in doc["methods"]}
-    assert set(methods) == {"ce+energy", "oe+energy", "sona+energy", "sd+sd-vote"}
-    for block in methods.values():
-        assert set(block["datasets"]) == {"digits-5-9", "photo-patches"}
-    outliers = load_artifact(tmp_path / "demo" / "outliers-sona")
-    assert outliers.kind == "outliers" and len(outliers.dataset()) == 40
-    assert (tmp_path / "demo" / "diffusion" / "samples.png").exists()
-
-
 def test_push_sends_table_card_and_manifest(make_scores, monkeypatch: pytest.MonkeyPatch) -> None:
     import datasets
     import huggingface_hub
@@ -206,19 +180,3 @@ def test_push_sends_table_card_and_manifest(make_scores, monkeypatch: pytest.Mon
     ]
     assert calls[1][4].decode() == dataset_card(load_artifact(scores))
     assert all("token" not in c[-1] for c in calls[1:])  # the token is never passed through oodkit
-
-
-@pytest.mark.slow
-def test_unsupervised_demo_runs_end_to_end(tmp_path: Path) -> None:
-    """The label-free chain at toy size: pseudo-labels feed diffusion, generation and the detector."""
-    from oodkit.demo import DemoOptions, run_unsupervised_demo
-
-    opts = DemoOptions(
-        seeds=1, diffusion_steps=10, epochs=1, limit=30, pretext_epochs=1, scan_epochs=1
-    )
-    art, blocks = run_unsupervised_demo(tmp_path / "u", opts, quiet=True)
-    assert {b["method"] for b in blocks} == {"sd+sd-vote", "sd+energy"}
-    assert all(b["id_accuracy"] is None for b in blocks)  # clusters are not label ids
-    labels = str(tmp_path / "u" / "pseudo-labels")
-    for stage in ("diffusion", "outliers-sd", "detector-sd-seed0"):
-        assert labels in [i["path"] for i in load_artifact(tmp_path / "u" / stage).manifest.inputs]

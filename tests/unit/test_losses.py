@@ -1,4 +1,4 @@
-"""Detector losses against hand-computed values and direct transcriptions (REFERENCE §3–§5)."""
+"""Detector losses against hand-computed values and direct transcriptions (docs/methods.md §3–§5)."""
 
 from __future__ import annotations
 

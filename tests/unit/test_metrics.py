@@ -1,4 +1,4 @@
-"""ood_metrics against independent scikit-learn and pytorch-ood computations (REFERENCE §1)."""
+"""ood_metrics against independent scikit-learn and pytorch-ood computations (docs/methods.md §1)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from oodkit.metrics import METRIC_KEYS, mean_std, ood_metrics, roc_curve
 
 
 def sklearn_reference(id_scores: np.ndarray, ood_scores: np.ndarray) -> dict[str, float]:
-    """The definitions of REFERENCE §1, written with scikit-learn as OpenOOD v1.5 does."""
+    """The definitions of docs/methods.md §1, written with scikit-learn as OpenOOD v1.5 does."""
     is_ood = np.r_[np.zeros(len(id_scores)), np.ones(len(ood_scores))]
     id_score = np.r_[id_scores, ood_scores]
     fpr, tpr, _ = skm.roc_curve(is_ood, -id_score)

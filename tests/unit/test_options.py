@@ -4,14 +4,18 @@ registries, and this checks the generated commands against them."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import runpy
+from pathlib import Path
 
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from oodkit.cli import app, cli_default, option_fields
+from oodkit.cli import app, cli_default
 from oodkit.demo import DemoOptions
 from oodkit.methods import REGISTRIES
+from oodkit.options import cli_fields
 from oodkit.stages.evaluate.options import EvalOptions
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.pseudo_label.options import PseudoLabelOptions
@@ -47,7 +51,7 @@ def _library_default(f: dataclasses.Field):
 def test_cli_defaults_and_help_equal_the_options_dataclass(path) -> None:
     options_cls = COMMANDS[path]
     params = {p.name: p for p in _command(path).params}
-    for f in option_fields(options_cls):
+    for f in cli_fields(options_cls):
         assert f.name in params, f"--{f.name} is missing from oodkit {' '.join(path)}"
         param = params[f.name]
         if f.metadata.get("required"):
@@ -61,7 +65,7 @@ def test_cli_defaults_and_help_equal_the_options_dataclass(path) -> None:
         assert cli_default(f) is None or cli_default(f) == expected
         assert param.help == f.metadata["help"]
     hidden = {f.name for f in dataclasses.fields(options_cls)} - {
-        f.name for f in option_fields(options_cls)
+        f.name for f in cli_fields(options_cls)
     }
     assert not hidden & set(params), "fields marked cli=False must not appear"
 
@@ -87,3 +91,17 @@ def test_unknown_method_names_the_registered_ones() -> None:
     with pytest.raises(OodkitError, match="must be one of msp, energy, maxlogit, knn, sd-vote"):
         SCORE.parse("energy,nope")
     assert [m.name for m in SCORE.parse("knn, energy,knn")] == ["knn", "energy"]
+
+
+def test_command_line_equals_the_snapshot_taken_before_options_were_generated() -> None:
+    """Every flag, default and required mark of every command, as the hand-written CLI had
+    them (``tests/unit/cli_snapshot.json``); the one deliberate addition is listed here."""
+    root = Path(__file__).parents[2]
+    snapshot = runpy.run_path(str(root / "tools" / "cli_snapshot.py"))["snapshot"]()
+    expected = json.loads((Path(__file__).parent / "cli_snapshot.json").read_text())
+    added = {"info": [{"default": False, "flags": ["--methods"], "required": False}]}
+    for command, params in added.items():
+        expected[command] = sorted(expected[command] + params, key=lambda p: p["flags"])
+    assert snapshot.keys() == expected.keys()
+    for command in expected:
+        assert snapshot[command] == expected[command], command

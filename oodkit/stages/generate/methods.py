@@ -14,14 +14,11 @@ from oodkit.diffusion import guidance as G
 from oodkit.methods import GENERATION
 
 
-class Method:
-    """Defaults and the guided ε of one method."""
+class GenerationMethod:
+    """The condition rows and the guided ε of one method (defaults: its registration)."""
 
     rows: tuple[str, ...] = ("ood",)  # conditions after the unconditional row: "id" / "ood"
-    default_steps = 50
-    default_t_start: int | None = None
-    default_scale: float | None = None
-    conditional_only = False  # needs a class-conditional model (class ids, not prompts)
+    t_start_in_timesteps = False  # --t-start counts training timesteps (the paper's S)
     uses_ood = True  # draws an OOD condition per sample
     convention = ""  # the guided ε as recorded in the manifest
 
@@ -42,11 +39,10 @@ class Method:
         raise NotImplementedError
 
 
-class Sona(Method):
+class Sona(GenerationMethod):
     """ε̃ = ε(z) + s·Δ(ψ_ID, ψ_OOD), with optional momentum and warm-up."""
 
     rows = ("id", "ood")
-    default_scale = 10.0
     convention = "eps_u + s*delta"
 
     def make_guide(self, x0):
@@ -56,12 +52,10 @@ class Sona(Method):
         return lambda x, t, e, k, rows: sona(e[0], e[1], e[2], k, rows)
 
 
-class WrongClass(Method):
+class WrongClass(GenerationMethod):
     """SD outliers: (1 + w)·ε(x, c_r) − w·ε(x), c_r a random other class."""
 
-    default_steps = 100
-    default_t_start = 100
-    conditional_only = True
+    t_start_in_timesteps = True
     convention = "(1+w)*eps_c - w*eps_u"
 
     def make_guide(self, x0):
@@ -69,10 +63,9 @@ class WrongClass(Method):
         return lambda x, t, e, k, rows: G.sd_eps(e[1], e[0], w)
 
 
-class Global(Method):
+class Global(GenerationMethod):
     """SONA's unmasked ablation: ε(z) + s·ψ_OOD."""
 
-    default_scale = 10.0
     convention = "eps_u + s*psi_ood"
 
     def make_guide(self, x0):
@@ -80,11 +73,10 @@ class Global(Method):
         return lambda x, t, e, k, rows: G.global_eps(e[1], e[0], scale)
 
 
-class Reconstruct(Method):
+class Reconstruct(GenerationMethod):
     """ID-preserving regeneration: ε(z) + s·ψ_ID."""
 
     rows = ("id",)
-    default_scale = 1.0
     uses_ood = False
     convention = "eps_u + s*psi_id"
 
@@ -93,6 +85,6 @@ class Reconstruct(Method):
         return lambda x, t, e, k, rows: G.cfg_eps(e[1], e[0], scale)
 
 
-def method_class(name: str) -> type[Method]:
+def method_class(name: str) -> type[GenerationMethod]:
     """The registered method class of ``name`` (refused with the registered names)."""
     return GENERATION.get(name).load()

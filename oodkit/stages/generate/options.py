@@ -13,14 +13,16 @@ from oodkit.methods import GENERATION
 class GenerateOptions:
     """Everything ``generate`` takes besides the ID set, the model and the output folder."""
 
-    method: str = O.option("sona", f"{GENERATION.help()}.", choices="generate", required=True)
+    method: str = O.option("sona", f"{GENERATION.help()}.", required=True)
     labels: str | None = O.option(None, "Pseudo-labels artifact (sd).", role="input")
-    steps: int | None = O.option(None, "DDIM steps (50; sd: 100).")
+    steps: int | None = O.option(None, f"DDIM steps ({GENERATION.defaults_help('steps')}).")
     t_start: int | None = O.option(
-        None, "Fixed start: DDIM steps (sona...), training timesteps (sd, 100)."
+        None,
+        "Fixed start: DDIM steps, or training timesteps for class-conditional methods "
+        f"({GENERATION.defaults_help('t_start')}); default: uniform per sample.",
     )
     lam: float = O.option(0.1, "SONA mask fraction λ.")
-    scale: float | None = O.option(None, "Guidance scale s (sona/global 10, reconstruct 1).")
+    scale: float | None = O.option(None, f"Guidance scale s ({GENERATION.defaults_help('scale')}).")
     w: float = O.option(2.0, "SD guidance weight.")
     momentum_scale: float = O.option(0.0, "SONA momentum (official: 0.3).")
     momentum_beta: float = O.option(0.6, "SONA momentum β.")
@@ -39,16 +41,14 @@ class GenerateOptions:
     quiet: bool = O.quiet_option()
 
     def resolved(self) -> GenerateOptions:
-        """A copy with the method's defaults filled in, checked."""
-        from oodkit.stages.generate.methods import method_class
-
-        method = method_class(self.method)
+        """A copy with the method's registered defaults filled in, checked."""
+        defaults = GENERATION.get(self.method).defaults
         out = GenerateOptions(**asdict(self))
-        out.steps = self.steps or method.default_steps
+        out.steps = self.steps or defaults["steps"]
         if out.t_start is None:
-            out.t_start = method.default_t_start
+            out.t_start = defaults.get("t_start")
         if out.scale is None:
-            out.scale = method.default_scale
+            out.scale = defaults.get("scale")
         if out.per_image < 1 or out.batch_size < 1 or out.steps < 1:
             raise OodkitError("--per-image, --batch-size and --steps must be positive")
         if not 0 < out.lam <= 1:

@@ -30,23 +30,26 @@ from oodkit.diffusion import guidance as G
 from oodkit.diffusion.resynthesis import resynthesize
 from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
 from oodkit.errors import OodkitError
+from oodkit.methods import GENERATION
 from oodkit.options import recipe, with_overrides
 from oodkit.schemas import OUTLIER_COLUMNS, outlier_features, read_pseudo_labels
 from oodkit.seeding import sample_generators
 from oodkit.similarity import ssim_psnr
-from oodkit.stages.generate.methods import Method, method_class
+from oodkit.stages.generate.methods import GenerationMethod, method_class
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.generate.plans import Plan, check_leakage, plan_samples, read_class_list
 
 
-def _start_steps(o: GenerateOptions, method: type[Method], train_timesteps: int) -> int | None:
+def _start_steps(
+    o: GenerateOptions, method: type[GenerationMethod], train_timesteps: int
+) -> int | None:
     """The fixed start in grid steps, checked against the schedule (None = uniform per sample).
 
     For wrong-class (SD) outliers ``--t-start`` is in training timesteps (the paper's S).
     """
     if o.t_start is None:
         return None
-    if method.conditional_only:
+    if method.t_start_in_timesteps:
         stride = train_timesteps // o.steps
         if not 1 <= o.t_start < train_timesteps or o.t_start % stride:
             raise OodkitError(
@@ -78,23 +81,11 @@ class BatchGenerator:
         self.denoiser, self.opts = denoiser, opts
         self.method = method_class(opts.method)(opts)
         self.sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), opts.steps)
-        self.capture = capture or set()
+        self.capture = set(capture or ()) if opts.method == "sona" else set()  # SONA masks
         self.masks: dict[str, dict[str, torch.Tensor]] = {}
 
     def __call__(self, plans: Sequence[Plan], images: torch.Tensor) -> torch.Tensor:
         keys = [p.key for p in plans]
-        make_guide = self.method.make_guide
-        if self.capture.intersection(keys):  # only these batches read masks back
-
-            def make_guide(x0, inner=make_guide):
-                guide = inner(x0)
-
-                def capturing(x, t, e, k, rows):
-                    self._capture(keys, rows, k, e)
-                    return guide(x, t, e, k, rows)
-
-                return capturing
-
         return resynthesize(
             self.denoiser,
             self.sampler,
@@ -102,8 +93,24 @@ class BatchGenerator:
             [p.start for p in plans],
             sample_generators(self.opts.seed, keys),
             self.method.conditions(plans),
-            make_guide,
+            self._guide_maker(keys),
         )
+
+    def _guide_maker(self, keys: list[str]):
+        """The method's guidance; batches holding captured samples also record their masks."""
+        if not self.capture.intersection(keys):
+            return self.method.make_guide
+
+        def make_guide(x0):
+            guide = self.method.make_guide(x0)
+
+            def capturing(x, t, e, k, rows):
+                self._capture(keys, rows, k, e)
+                return guide(x, t, e, k, rows)
+
+            return capturing
+
+        return make_guide
 
     def _capture(
         self, keys: list[str], rows: torch.Tensor, k: torch.Tensor, e: torch.Tensor
@@ -155,7 +162,7 @@ def _prompt_conditions(o, id_ref, idd, method) -> tuple[tuple[list[str], list[st
     """(ID class names, OOD class names) for a text-conditional model, and leaked names."""
     from oodkit.data.classes import imagenet800_classes
 
-    if method.conditional_only or o.labels is not None:
+    if "class-conditional" in GENERATION.get(o.method).needs or o.labels is not None:
         raise OodkitError(
             "a text-conditional model takes prompts, not class ids: "
             "--method sd and --labels need a class-conditional model"

@@ -15,7 +15,7 @@ from oodkit.methods import PSEUDO_LABEL
 class PseudoLabelOptions:
     """Everything ``pseudo_label`` takes besides the ID set and the output folder."""
 
-    method: str = O.option("scan", f"{PSEUDO_LABEL.help()}.", choices="pseudo-label")
+    method: str = O.option("scan", f"{PSEUDO_LABEL.help()}.")
     num_clusters: int = O.option(
         10, "Number of clusters C.", flags=("--num-clusters", "-c"), required=True
     )

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from oodkit.artifacts import Artifact, check_output, prepare_partial, write_artifact
-from oodkit.data.images import image_mode
+from oodkit.data.tables import image_mode
 from oodkit.methods import PSEUDO_LABEL
 from oodkit.metrics import clustering_metrics
 from oodkit.models.backbone import load_backbone_weights

@@ -167,7 +167,7 @@ def train_self_label(
     return log
 
 
-def _scan_heads(ctx, features: torch.Tensor, neighbors: torch.Tensor) -> tuple[int, torch.Tensor]:
+def _scan_heads(ctx, neighbors: torch.Tensor) -> tuple[int, torch.Tensor]:
     """Train (or reuse) the SCAN heads; returns the best head and its eval logits."""
     o, n = ctx.o, len(ctx.images)
     scan_path = ctx.partial / "scan.safetensors"
@@ -205,7 +205,7 @@ def cluster(ctx, features: torch.Tensor, kmeans) -> tuple[np.ndarray, np.ndarray
     if o.features != "simclr":
         for p in ctx.net.backbone.parameters():
             p.requires_grad_(False)  # frozen pretrained backbone: heads only
-    head, logits = _scan_heads(ctx, features, neighbors)
+    head, logits = _scan_heads(ctx, neighbors)
     if o.selflabel_epochs > 0:
         ctx.report_clusters("before_self_label", logits.argmax(1).numpy())
         self_path = ctx.partial / "selflabel.safetensors"

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from oodkit.artifacts import atomic_file
-from oodkit.data.images import ImageTable, eval_transform, image_mode
+from oodkit.data.images import ImageTable, eval_transform
+from oodkit.data.tables import image_mode
 
 if TYPE_CHECKING:
     import datasets

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from oodkit import options as O
 from oodkit.errors import OodkitError
+from oodkit.methods import SCORE
 
 
 @dataclass(kw_only=True)
@@ -13,7 +14,7 @@ class ScoreOptions:
     """Everything ``score`` takes besides the detector, benchmark, methods and output folder."""
 
     outliers: str | None = O.option(None, "Outliers for sd-vote.", role="input")
-    k: int | None = O.option(None, "Neighbours (knn 50, sd-vote 10).")
+    k: int | None = O.option(None, f"Neighbours ({SCORE.defaults_help('k')}).")
     alpha: float = O.option(0.3, "sd-vote outlier weight.")
     temperature: float = O.option(1.0, "For msp and energy.")
     batch_size: int = O.option(256, "Images per forward.", role="run")
@@ -30,3 +31,5 @@ class ScoreOptions:
     def check(self) -> None:
         if self.temperature <= 0:
             raise OodkitError("--temperature must be positive")
+        if self.k is not None and self.k < 1:
+            raise OodkitError(f"--k must be at least 1, got {self.k}")

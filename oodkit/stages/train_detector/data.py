@@ -10,6 +10,7 @@ import numpy as np
 
 from oodkit.data.images import ImageTable, PairedOutliers, eval_transform, train_transform
 from oodkit.data.sources import IdData, dataset_input, load_artifact_or_dataset, resolve_id
+from oodkit.data.tables import image_mode
 from oodkit.errors import OodkitError
 from oodkit.methods import DETECTOR_LOSS
 from oodkit.models.detector import DetectorConfig
@@ -42,7 +43,10 @@ class _Labels:
     def of_generated(self, ds, what: str) -> np.ndarray:
         """ỹ of generated samples: the source's cluster, else their stored label."""
         if self.pseudo is not None and "source_id" in ds.column_names:
-            return self.pseudo.labels_for(ds["source_id"], f"{what}: source")
+            unknown = [s for s in ds["source_id"] if s not in self.pseudo.cluster_of]
+            if unknown:
+                raise OodkitError(f"{what}: source {unknown[0]!r} has no pseudo-label")
+            return self.pseudo.labels_for(ds["source_id"])
         col = "source_label" if "source_label" in ds.column_names else "label"
         return np.asarray(ds[col], dtype=np.int64)
 
@@ -96,10 +100,8 @@ def _outlier_table(o, idd, labels, t_train, mode, inputs) -> ImageTable | None:
     needs = DETECTOR_LOSS.get(o.loss).needs
     if "outliers" not in needs:
         if o.outliers:
-            users = [m.name for m in DETECTOR_LOSS if "outliers" in m.needs]
-            raise OodkitError(
-                f"--loss {o.loss} ignores outliers: use {', '.join(users[:-1])} or {users[-1]}"
-            )
+            users = DETECTOR_LOSS.help(DETECTOR_LOSS.needing("outliers"))
+            raise OodkitError(f"--loss {o.loss} ignores outliers: use {users}")
         return None
     if not o.outliers:
         raise OodkitError(f"--loss {o.loss} needs --outliers")
@@ -139,7 +141,7 @@ def prepare_data(id_ref: str, o: TrainOptions) -> TrainingData:
         tables.append(_plain_images(ds))
         label_parts.append(lab)
         inputs.append(inp)
-    mode = "L" if idd.channels == 1 else "RGB"
+    mode = image_mode(idd.channels)
     config = DetectorConfig.for_data(
         o.arch, labels.num_classes, idd.channels, idd.image_size, heads=["cls"]
     )

@@ -16,7 +16,7 @@ AUGMENTS = ("auto", "none", "crop", "crop-flip", "rrc-flip")
 class TrainOptions:
     """Everything ``train_detector`` takes besides the ID set and the output folder."""
 
-    loss: str = O.option("ce", f"{DETECTOR_LOSS.help()}.", choices="train detector")
+    loss: str = O.option("ce", f"{DETECTOR_LOSS.help()}.")
     labels: str | None = O.option(None, "Pseudo-labels artifact.", role="input")
     outliers: list[str] = O.option(
         help="Outliers artifact or dataset reference; repeatable.", factory=list, role="input"
@@ -28,7 +28,7 @@ class TrainOptions:
     arch: str = O.option("resnet18", "Any timm model name.")
     arch_kwargs: dict[str, Any] = O.arch_kwargs_option()
     weights: str | None = O.option(None, "Local backbone weights.", role="input")
-    pretrained: bool = O.option(False, "timm hub weights (online).", role="input")
+    pretrained: bool = O.option(False, "timm hub weights (online).")
     epochs: int = O.option(100, "Training epochs.")
     batch_size: int = O.option(128, "ID images per step.")
     outlier_batch_size: int | None = O.option(None, "Outliers per step (default: batch size).")

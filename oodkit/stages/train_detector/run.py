@@ -76,8 +76,7 @@ def _params(o: TrainOptions, data: TrainingData) -> dict[str, Any]:
         **data.refs,
         **recipe(o),
         "image_size": data.image_size,
-        "weights": str(o.weights) if o.weights else None,
-        "pretrained": o.pretrained,
+        "weights": str(Path(o.weights)) if o.weights else None,
     }
     if o.weights:
         path = Path(o.weights)
@@ -149,9 +148,9 @@ def _build(o: TrainOptions, data: TrainingData, acc, ckpt: Path) -> _Run:
     return run
 
 
-def _epoch_streams(o: TrainOptions, data: TrainingData, run: _Run, epoch: int, acc) -> dict:
-    """This process's ID (and outlier) loaders for one epoch."""
-    rank, world, seed = acc.process_index, acc.num_processes, seed_int(o.seed, epoch, EPOCH_PURPOSE)
+def _epoch_streams(o: TrainOptions, data: TrainingData, run: _Run, epoch: int, seed: int, acc):
+    """This process's ID (and outlier) loaders for one epoch (loader seeds from ``seed``)."""
+    rank, world = acc.process_index, acc.num_processes
     id_batches = epoch_batches(
         len(data.id_table), o.batch_size, o.seed, epoch, ID_STREAM, run.steps_per_epoch, rank, world
     )
@@ -173,8 +172,9 @@ def _epoch_streams(o: TrainOptions, data: TrainingData, run: _Run, epoch: int, a
 
 def _train_epoch(o, data, run: _Run, epoch: int, acc, advance) -> dict[str, Any]:
     """One epoch over the zipped streams; returns its log entry (loss, lr, val accuracy)."""
-    torch.manual_seed(seed_int(o.seed, epoch, EPOCH_PURPOSE))
-    streams = _epoch_streams(o, data, run, epoch, acc)
+    seed = seed_int(o.seed, epoch, EPOCH_PURPOSE)
+    torch.manual_seed(seed)
+    streams = _epoch_streams(o, data, run, epoch, seed, acc)
     run.model.train()
     total_loss = torch.zeros((), device=acc.device)
     for items in zip(*streams.values(), strict=True):

@@ -1,0 +1,59 @@
+"""The demos end to end at toy size (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from oodkit.artifacts import load_artifact
+from oodkit.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """The whole chain at toy size (the default sizes take ~15 min; see the closing notes)."""
+    args = [
+        "demo",
+        "--out",
+        str(tmp_path / "demo"),
+        "--seeds",
+        "1",
+        "--diffusion-steps",
+        "20",
+        "--epochs",
+        "2",
+        "--limit",
+        "40",
+        "--quiet",
+    ]
+    result = runner.invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "demo" / "metrics" / "metrics.json").read_text())
+    methods = {b["method"]: b for b in doc["methods"]}
+    assert set(methods) == {"ce+energy", "oe+energy", "sona+energy", "sd+sd-vote"}
+    for block in methods.values():
+        assert set(block["datasets"]) == {"digits-5-9", "photo-patches"}
+    outliers = load_artifact(tmp_path / "demo" / "outliers-sona")
+    assert outliers.kind == "outliers" and len(outliers.dataset()) == 40
+    assert (tmp_path / "demo" / "diffusion" / "samples.png").exists()
+
+
+@pytest.mark.slow
+def test_unsupervised_demo_runs_end_to_end(tmp_path: Path) -> None:
+    """The label-free chain at toy size: pseudo-labels feed diffusion, generation and the detector."""
+    from oodkit.demo import DemoOptions, run_unsupervised_demo
+
+    opts = DemoOptions(
+        seeds=1, diffusion_steps=10, epochs=1, limit=30, pretext_epochs=1, scan_epochs=1
+    )
+    art, blocks = run_unsupervised_demo(tmp_path / "u", opts, quiet=True)
+    assert {b["method"] for b in blocks} == {"sd+sd-vote", "sd+energy"}
+    assert all(b["id_accuracy"] is None for b in blocks)  # clusters are not label ids
+    labels = str(tmp_path / "u" / "pseudo-labels")
+    for stage in ("diffusion", "outliers-sd", "detector-sd-seed0"):
+        assert labels in [i["path"] for i in load_artifact(tmp_path / "u" / stage).manifest.inputs]
