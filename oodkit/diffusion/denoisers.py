@@ -19,7 +19,21 @@ from oodkit.errors import OodkitError
 CLASS_MODEL_INFO = "oodkit_model.json"
 
 
-class PixelClassDenoiser:
+class _UNetDenoiser:
+    """Where the denoiser runs: the device and dtype of its UNet."""
+
+    unet: Any
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+
+class PixelClassDenoiser(_UNetDenoiser):
     """Class-conditional ``UNet2DModel`` with a learned null class for classifier-free guidance."""
 
     kind = "class"
@@ -33,14 +47,6 @@ class PixelClassDenoiser:
         self.channels = int(info["channels"])
         self.image_size = int(info["image_size"])
         self.class_names = info.get("class_names")
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
 
     def condition(self, values: list[list[int | None]]) -> torch.Tensor:
         """[n, B] class ids; ``None`` means unconditional (the null class)."""
@@ -61,7 +67,7 @@ class PixelClassDenoiser:
         return ((x.float() + 1) / 2).clamp(0, 1)
 
 
-class LatentTextDenoiser:
+class LatentTextDenoiser(_UNetDenoiser):
     """Stable Diffusion parts: VAE, CLIP text encoder + tokenizer, ``UNet2DConditionModel``."""
 
     kind = "text"
@@ -76,14 +82,6 @@ class LatentTextDenoiser:
         self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_size = int(unet.config.sample_size) * self.factor
         self._embeddings: dict[str, torch.Tensor] = {}
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
 
     @torch.no_grad()
     def embed(self, prompts: list[str]) -> torch.Tensor:
