@@ -29,6 +29,51 @@ from pathlib import Path
 ARCH = '{"channels": [8, 16, 32, 64], "stem_width": 8}'
 CPU = ["--device", "cpu", "--quiet"]
 
+
+def _detector(out: str, loss: str, source: str | None = "generate-sd-pixel") -> list[str]:
+    """A 2-epoch digits detector with the small backbone (outliers for losses that take them)."""
+    outliers = ["--outliers", source] if source else []
+    return [
+        "train",
+        "detector",
+        "--id",
+        "digits",
+        "--out",
+        out,
+        "--loss",
+        loss,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--augment",
+        "crop",
+        "--arch-kwargs",
+        ARCH,
+        *outliers,
+        *CPU,
+    ]
+
+
+def _diffusion(out: str) -> list[str]:
+    """30 steps of the tiny class-conditional model on digits."""
+    return [
+        "train",
+        "diffusion",
+        "--id",
+        "digits",
+        "--out",
+        out,
+        "--steps",
+        "30",
+        "--checkpoint-every",
+        "15",
+        "--batch-size",
+        "16",
+        *CPU,
+    ]
+
+
 # (artifact folder, CLI arguments); run in order, each in the work folder
 RUNS: list[tuple[str, list[str]]] = [
     *[
@@ -57,24 +102,7 @@ RUNS: list[tuple[str, list[str]]] = [
         )
         for m in ("sona", "global", "reconstruct")
     ],
-    (
-        "diffusion",
-        [
-            "train",
-            "diffusion",
-            "--id",
-            "digits",
-            "--out",
-            "diffusion",
-            "--steps",
-            "30",
-            "--checkpoint-every",
-            "15",
-            "--batch-size",
-            "16",
-            *CPU,
-        ],
-    ),
+    ("diffusion", _diffusion("diffusion")),
     *[
         (
             f"generate-{m}-pixel",
@@ -133,29 +161,7 @@ RUNS: list[tuple[str, list[str]]] = [
         for m in ("scan", "kmeans")
     ],
     *[
-        (
-            f"detector-{loss}",
-            [
-                "train",
-                "detector",
-                "--id",
-                "digits",
-                "--out",
-                f"detector-{loss}",
-                "--loss",
-                loss,
-                "--epochs",
-                "2",
-                "--batch-size",
-                "64",
-                "--augment",
-                "crop",
-                "--arch-kwargs",
-                ARCH,
-                *(["--outliers", source] if source else []),
-                *CPU,
-            ],
-        )
+        (f"detector-{loss}", _detector(f"detector-{loss}", loss, source))
         for loss, source in (
             ("ce", None),
             ("oe", "generate-sd-pixel"),
@@ -206,96 +212,10 @@ RUNS: list[tuple[str, list[str]]] = [
 ]
 # paths the code before the restructure did not take in the runs above
 RUNS += [
-    (
-        "detector-oe-resumed",
-        [
-            "train",
-            "detector",
-            "--id",
-            "digits",
-            "--out",
-            "detector-oe-resumed",
-            "--loss",
-            "oe",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "64",
-            "--augment",
-            "crop",
-            "--arch-kwargs",
-            ARCH,
-            "--outliers",
-            "generate-sd-pixel",
-            "--stop-after-epochs",
-            "1",
-            *CPU,
-        ],
-    ),
-    (
-        "detector-oe-resumed",
-        [
-            "train",
-            "detector",
-            "--id",
-            "digits",
-            "--out",
-            "detector-oe-resumed",
-            "--loss",
-            "oe",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "64",
-            "--augment",
-            "crop",
-            "--arch-kwargs",
-            ARCH,
-            "--outliers",
-            "generate-sd-pixel",
-            "--resume",
-            *CPU,
-        ],
-    ),
-    (
-        "diffusion-resumed",
-        [
-            "train",
-            "diffusion",
-            "--id",
-            "digits",
-            "--out",
-            "diffusion-resumed",
-            "--steps",
-            "30",
-            "--checkpoint-every",
-            "15",
-            "--batch-size",
-            "16",
-            "--stop-after-steps",
-            "15",
-            *CPU,
-        ],
-    ),
-    (
-        "diffusion-resumed",
-        [
-            "train",
-            "diffusion",
-            "--id",
-            "digits",
-            "--out",
-            "diffusion-resumed",
-            "--steps",
-            "30",
-            "--checkpoint-every",
-            "15",
-            "--batch-size",
-            "16",
-            "--resume",
-            *CPU,
-        ],
-    ),
+    ("detector-oe-resumed", [*_detector("detector-oe-resumed", "oe"), "--stop-after-epochs", "1"]),
+    ("detector-oe-resumed", [*_detector("detector-oe-resumed", "oe"), "--resume"]),
+    ("diffusion-resumed", [*_diffusion("diffusion-resumed"), "--stop-after-steps", "15"]),
+    ("diffusion-resumed", [*_diffusion("diffusion-resumed"), "--resume"]),
     (
         "diffusion-labels",
         [
