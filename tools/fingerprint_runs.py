@@ -30,8 +30,10 @@ ARCH = '{"channels": [8, 16, 32, 64], "stem_width": 8}'
 CPU = ["--device", "cpu", "--quiet"]
 
 
-def _detector(out: str, loss: str, source: str | None = "generate-sd-pixel") -> list[str]:
-    """A 2-epoch digits detector with the small backbone (outliers for losses that take them)."""
+def _detector(
+    out: str, loss: str, source: str | None = "generate-sd-pixel", epochs: int = 2
+) -> list[str]:
+    """A small-backbone digits detector (outliers for losses that take them)."""
     outliers = ["--outliers", source] if source else []
     return [
         "train",
@@ -43,7 +45,7 @@ def _detector(out: str, loss: str, source: str | None = "generate-sd-pixel") -> 
         "--loss",
         loss,
         "--epochs",
-        "2",
+        str(epochs),
         "--batch-size",
         "64",
         "--augment",
@@ -267,27 +269,9 @@ RUNS += [
     (
         "detector-sd-labels",
         [
-            "train",
-            "detector",
-            "--id",
-            "digits",
+            *_detector("detector-sd-labels", "sd", "generate-sd-labels", epochs=1),
             "--labels",
             "pseudo-labels-kmeans",
-            "--out",
-            "detector-sd-labels",
-            "--loss",
-            "sd",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "64",
-            "--augment",
-            "crop",
-            "--arch-kwargs",
-            ARCH,
-            "--outliers",
-            "generate-sd-labels",
-            *CPU,
         ],
     ),
     (
@@ -341,30 +325,16 @@ RUNS += [
     (
         "detector-extra-weights",
         [
-            "train",
-            "detector",
-            "--id",
-            "digits",
-            "--out",
-            "detector-extra-weights",
+            *_detector("detector-extra-weights", "ce", None, epochs=1),
             "--extra-id",
             "generate-reconstruct-pixel",
             "--val",
             "digits:id_val",
             "--weights",
             "backbone.safetensors",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "64",
-            "--augment",
-            "crop",
-            "--arch-kwargs",
-            ARCH,
             "--no-nesterov",
             "--min-lr",
             "0.001",
-            *CPU,
         ],
     ),
     (

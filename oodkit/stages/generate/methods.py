@@ -7,6 +7,7 @@ Row 0 is always the unconditional prediction ε(x); the others follow ``rows``. 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ from oodkit.diffusion import guidance as G
 from oodkit.methods import GENERATION
 
 
-class GenerationMethod:
+class GenerationMethod(ABC):
     """The condition rows and the guided ε of one method (defaults: its registration)."""
 
     rows: tuple[str, ...] = ("ood",)  # conditions after the unconditional row: "id" / "ood"
@@ -34,9 +35,9 @@ class GenerationMethod:
         """What the ``condition`` column records for a sample."""
         return str(plan.ood_cond if self.uses_ood else plan.id_cond)
 
+    @abstractmethod
     def make_guide(self, x0):
         """The batch's guidance: ``guide(x, t, eps, step_in_run, rows) -> ε̃``."""
-        raise NotImplementedError
 
 
 class Sona(GenerationMethod):
