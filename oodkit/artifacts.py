@@ -214,7 +214,12 @@ def check_output(
     elif existing.manifest.params != params_j:
         why = "different parameters (" + _describe_change(existing.manifest.params, params_j) + ")"
     else:
-        why = "different inputs"
+        changed = [
+            str(new.get("path") or new.get("kind"))
+            for old, new in zip(existing.manifest.inputs, inputs_j, strict=False)
+            if old.get("fingerprint") != new.get("fingerprint")
+        ]
+        why = "different inputs" + (f" ({', '.join(changed)} changed)" if changed else "")
     raise OodkitError(
         f"{out} already holds an artifact made with {why}; pass --overwrite to replace it"
     )
@@ -381,16 +386,21 @@ class ShardedWriter:
             "keys": hashlib.sha256("\n".join(self.keys).encode()).hexdigest(),
         }
         self.partial, _ = prepare_partial(self.out, state, overwrite)
-        self._done: set[str] = set()
-        for shard in self._shards():
-            self._done.update(json.loads((shard / "keys.json").read_text()))
 
     def _shards(self) -> list[Path]:
         return sorted(p for p in self.partial.glob("shard-*") if (p / "keys.json").is_file())
 
+    def done(self) -> set[str]:
+        """Keys in a finished shard, read from disk: shards written by any process count."""
+        keys: set[str] = set()
+        for shard in self._shards():
+            keys.update(json.loads((shard / "keys.json").read_text()))
+        return keys
+
     def pending(self) -> list[str]:
         """Keys not yet in a finished shard, in canonical order."""
-        return [k for k in self.keys if k not in self._done]
+        done = self.done()
+        return [k for k in self.keys if k not in done]
 
     def write_shard(self, keys: Sequence[str], rows: datasets.Dataset) -> None:
         """Atomically add one shard: ``rows`` produced for ``keys`` (rows carry the key column)."""
@@ -411,7 +421,6 @@ class ShardedWriter:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._done.update(keys)
 
     def finalize(
         self,

@@ -109,6 +109,8 @@ def json_object(text: str | dict | None, name: str) -> dict[str, Any]:
 
 # --- options shared by several stages: each defined here once --------------------------------
 
+RESIZE_POLICIES = ("crop", "pad", "squash")  # how an image is fitted to a model's square
+
 
 def device_option() -> Any:
     return option("auto", "auto, cpu, cuda or cuda:N.", role="run")

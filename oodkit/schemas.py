@@ -6,7 +6,10 @@ column is named once. Columns may be added, never renamed (docs/artifacts.md):
 - images (any dataset oodkit reads): ``image``, ``label`` (−1 unknown), ``sample_id``;
 - pseudo-labels: ``sample_id``, ``cluster``, ``confidence``;
 - outliers: ``image``, ``sample_id``, ``source_id``, ``source_label``, ``condition``,
-  ``t_start``, ``method``, ``seed``, plus ``ssim`` / ``psnr`` to the source;
+  ``t_start``, ``method``, ``seed``, plus ``id_condition`` / ``ood_condition`` (both prompts
+  or classes; null when there is none), ``start_timestep`` (the training timestep noised to,
+  −1 for VAE round trips; ``t_start`` counts the DDIM steps run) and ``ssim`` / ``psnr`` to
+  the source;
 - scores: ``sample_id``, ``dataset``, ``group`` (id | near | far), ``id_score`` (higher =
   in-distribution), ``pred`` (−1 if none), ``label`` (−1 for OOD).
 """
@@ -50,7 +53,10 @@ OUTLIER_COLUMNS = {
     "source_id": "string",
     "source_label": "int64",
     "condition": "string",
+    "id_condition": "string",
+    "ood_condition": "string",
     "t_start": "int64",
+    "start_timestep": "int64",
     "method": "string",
     "seed": "int64",
     "ssim": "float64",

@@ -18,7 +18,7 @@ def ssim_psnr(images: torch.Tensor, references: torch.Tensor) -> tuple[list[floa
         references,
         data_range=1.0,
         reduction="none",
-        kernel_size=min(11, images.shape[-1] // 2 * 2 - 1),
+        kernel_size=max(1, min(11, min(images.shape[-2:]) // 2 * 2 - 1)),
     )
     psnr = piq.psnr(images, references, data_range=1.0, reduction="none")
     return ssim.tolist(), psnr.clamp(max=100).tolist()

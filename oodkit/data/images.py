@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from oodkit.data.tables import image_mode
+from oodkit.options import RESIZE_POLICIES
 
 if TYPE_CHECKING:
     import datasets
@@ -130,15 +131,69 @@ def to_tensor(images: Sequence, size: int, channels: int) -> torch.Tensor:
     return torch.stack(out)
 
 
-def to_pil(x: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list:
-    """[N, C, H, W] in [0, 1] → PIL images, each resized to its (width, height)."""
-    from PIL import Image
+Box = tuple[int, int, int, int]  # (left, top, width, height) of the content in a square
+
+
+def fit_square(
+    images: Sequence, size: int, channels: int, policy: str = "crop"
+) -> tuple[torch.Tensor, list[Box]]:
+    """PIL images of any size → [N, C, size, size] in [0, 1], and each image's content box.
+
+    ``crop``: short side to ``size``, centre crop (img2img convention); ``pad``: long side to
+    ``size``, edges replicated to a square (the box marks the picture); ``squash``: resized
+    to a square, aspect ratio lost. Images are converted to ``channels`` first.
+    """
+    import torch.nn.functional as F
+    from torchvision.transforms.functional import center_crop, pil_to_tensor, resize
+
+    if policy not in RESIZE_POLICIES:
+        raise ValueError(f"resize policy must be one of {RESIZE_POLICIES}, got {policy!r}")
+    mode = image_mode(channels)
+    out, boxes = [], []
+    for im in images:
+        im = im.convert(mode) if im.mode != mode else im
+        t = pil_to_tensor(im).float() / 255
+        h, w = t.shape[-2:]
+        box: Box = (0, 0, size, size)
+        if (h, w) == (size, size):
+            pass
+        elif policy == "squash":
+            t = resize(t, [size, size], antialias=True)
+        elif policy == "crop":
+            scale = size / min(h, w)
+            dims = [max(size, round(h * scale)), max(size, round(w * scale))]
+            t = center_crop(resize(t, dims, antialias=True), [size, size])
+        else:
+            scale = size / max(h, w)
+            nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+            t = resize(t, [nh, nw], antialias=True)
+            top, left = (size - nh) // 2, (size - nw) // 2
+            pad = (left, size - nw - left, top, size - nh - top)
+            t = F.pad(t[None], pad, mode="replicate")[0]
+            box = (left, top, nw, nh)
+        out.append(t.clamp(0, 1))
+        boxes.append(box)
+    return torch.stack(out), boxes
+
+
+def unfit(x: torch.Tensor, boxes: Sequence[Box], size: int) -> list[torch.Tensor]:
+    """Each square of ``x`` cut to its content box and scaled so its long side is ``size``."""
     from torchvision.transforms.functional import resize
 
     out = []
-    for img, (w, h) in zip(x, sizes, strict=True):
-        if img.shape[-2:] != (h, w):
-            img = resize(img, [h, w], antialias=True).clamp(0, 1)
-        arr = (img * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        out.append(Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr))
+    for img, (left, top, w, h) in zip(x, boxes, strict=True):
+        img = img[:, top : top + h, left : left + w]
+        scale = size / max(h, w)
+        dims = [max(1, round(h * scale)), max(1, round(w * scale))]
+        if list(img.shape[-2:]) != dims:
+            img = resize(img, dims, antialias=True).clamp(0, 1)
+        out.append(img)
     return out
+
+
+def tensor_to_pil(img: torch.Tensor):
+    """[C, H, W] in [0, 1] → a PIL image (L or RGB), rounded to 8 bits."""
+    from PIL import Image
+
+    arr = (img * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)

@@ -37,7 +37,7 @@ def class_samples(
             e = denoiser.eps(xa, t, cond[:, rows])
             return cfg_eps(e[1], e[0], scale)
 
-        x = noise[lo : lo + batch_size].to(denoiser.device, denoiser.dtype)
+        x = noise[lo : lo + batch_size].to(denoiser.device)
         out.append(denoiser.decode(sampler.denoise(x, [steps] * len(lab), eps)).cpu())
     return torch.cat(out), labels
 

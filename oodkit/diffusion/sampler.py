@@ -4,7 +4,12 @@
 scheduler config, so a model folder that ships PNDM still runs DDIM) and does the update in
 closed form per sample, so one batch can hold samples that start at different steps
 (partial noising / SDEdit). Only samples that have started are sent to the noise predictor.
-Start steps are host-side integers, so the loop never copies from the device.
+
+Precision: √ᾱ and √(1 − ᾱ) are computed once in float64 on the host and enter the update as
+Python scalars (or one float32 vector for per-sample noising), and the latents stay in
+float32 whatever the UNet's dtype. Cast to bf16 first, ᾱ near 1 (t = 1, the final ᾱ) would
+round to 1.0 and a one-step sample would come back unchanged. Start steps are host-side
+integers, so the loop never copies from the device.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ def ddim_scheduler(config: dict | object):
     return DDIMScheduler.from_config(config)
 
 
+def _working(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in at least float32 (the dtype of the DDIM state and of guidance math)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class DDIMSampler:
     """DDIM with ``num_steps`` steps; start step k means "noise to grid index N − k, denoise k"."""
 
@@ -36,17 +46,34 @@ class DDIMSampler:
         self.scheduler = scheduler
         self.num_steps = num_steps
         self.timesteps = scheduler.timesteps.clone().long()  # descending
-        self.alphas = scheduler.alphas_cumprod.clone().double()
-        self.final_alpha = float(scheduler.final_alpha_cumprod)
+        alphas = scheduler.alphas_cumprod.clone().double()
+        final = torch.tensor([float(scheduler.final_alpha_cumprod)], dtype=torch.float64)
+        # ᾱ at grid index 0..N (index N = the end of the chain)
+        self.alphas = torch.cat([alphas[self.timesteps], final])
+        self._sqrt_a = self.alphas.sqrt().tolist()
+        self._sqrt_1ma = (1 - self.alphas).sqrt().tolist()
 
     def alpha_at(self, index: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        """ᾱ at grid indices (index N = the end of the chain, ``final_alpha_cumprod``)."""
-        idx = torch.as_tensor(index, dtype=torch.long)
-        t = torch.cat([self.timesteps, torch.tensor([-1])])[idx]
-        out = torch.where(
-            t >= 0, self.alphas[t.clamp(min=0)], torch.tensor(self.final_alpha, dtype=torch.float64)
-        )
-        return out
+        """ᾱ (float64) at grid indices (index N = the end of the chain)."""
+        return self.alphas[torch.as_tensor(index, dtype=torch.long)]
+
+    def steps_from_timestep(self, timestep: int) -> int:
+        """The start step (DDIM steps to run) of a sample noised to training ``timestep``.
+
+        ``timestep`` must lie on the grid; the run then visits it and every later grid step.
+        """
+        hits = (self.timesteps == int(timestep)).nonzero().flatten()
+        if len(hits) == 0:
+            grid = self.timesteps.flip(0).tolist()
+            raise ValueError(
+                f"timestep {timestep} is not on the {self.num_steps}-step DDIM grid "
+                f"({grid[0]}, {grid[1]}, …, {grid[-1]})"
+            )
+        return self.num_steps - int(hits[0])
+
+    def timestep_of(self, start: int) -> int:
+        """The training timestep a sample with ``start`` steps is noised to."""
+        return int(self.timesteps[self.num_steps - int(start)])
 
     def check_starts(self, starts: Sequence[int]) -> None:
         bad = [s for s in starts if not 1 <= int(s) <= self.num_steps]
@@ -54,37 +81,38 @@ class DDIMSampler:
             raise ValueError(f"start step {bad[0]} is outside 1..{self.num_steps}")
 
     def noise(self, x0: torch.Tensor, starts: Sequence[int], noise: torch.Tensor) -> torch.Tensor:
-        """x at grid index N − start: √ᾱ·x0 + √(1 − ᾱ)·noise, per sample."""
+        """x at grid index N − start: √ᾱ·x0 + √(1 − ᾱ)·noise, per sample, in float32."""
         self.check_starts(starts)
-        a = self.alpha_at([self.num_steps - int(s) for s in starts]).to(x0.device, x0.dtype)
-        a = a.view(-1, *([1] * (x0.dim() - 1)))
-        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+        x0, noise = _working(x0), _working(noise)
+        index = [self.num_steps - int(s) for s in starts]
+        shape = (-1, *([1] * (x0.dim() - 1)))
+        a = torch.tensor([self._sqrt_a[i] for i in index], dtype=torch.float64)
+        b = torch.tensor([self._sqrt_1ma[i] for i in index], dtype=torch.float64)
+        a, b = (c.to(x0.device, x0.dtype).view(shape) for c in (a, b))
+        return a * x0 + b * noise
 
-    @staticmethod
-    def _update(
-        x: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor, a_next: torch.Tensor
-    ) -> torch.Tensor:
-        shape = (-1, *([1] * (x.dim() - 1)))
-        a_t, a_next = (
-            a_t.to(x.device, x.dtype).view(shape),
-            a_next.to(x.device, x.dtype).view(shape),
-        )
-        x0 = (x - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-        return a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+    def move(self, x: torch.Tensor, eps: torch.Tensor, src: int, dst: int) -> torch.Tensor:
+        """One deterministic DDIM move of ``x`` from grid index ``src`` to ``dst``."""
+        eps = eps.to(x.dtype)
+        x0 = (x - self._sqrt_1ma[src] * eps) / self._sqrt_a[src]
+        return self._sqrt_a[dst] * x0 + self._sqrt_1ma[dst] * eps
 
     def denoise(self, x: torch.Tensor, starts: Sequence[int], eps_fn: EpsFn) -> torch.Tensor:
         """Run each sample's last ``start`` DDIM steps; samples wait until their step comes."""
         self.check_starts(starts)
         begin = torch.tensor([self.num_steps - int(s) for s in starts])
-        x = x.clone()
+        x = _working(x).clone()
         for i in range(int(begin.min()), self.num_steps):
             rows_cpu = torch.nonzero(begin <= i).flatten()
+            every = len(rows_cpu) == len(x)
             rows = rows_cpu.to(x.device)
             t = self.timesteps[i].repeat(len(rows_cpu)).to(x.device)
-            eps = eps_fn(x[rows], t, rows, (i - begin[rows_cpu]).to(x.device))
-            a_t = self.alpha_at([i]).expand(len(rows_cpu))
-            a_next = self.alpha_at([i + 1]).expand(len(rows_cpu))
-            x[rows] = self._update(x[rows], eps, a_t, a_next)
+            xa = x if every else x[rows]
+            eps = eps_fn(xa, t, rows, (i - begin[rows_cpu]).to(x.device))
+            if every:
+                x = self.move(x, eps, i, i + 1)
+            else:
+                x[rows] = self.move(xa, eps, i, i + 1)
         return x
 
     def invert(
@@ -96,14 +124,12 @@ class DDIMSampler:
         diffusers' ``DDIMInverseScheduler``, ε is evaluated at the target timestep.
         """
         steps = self.num_steps if steps is None else steps
-        x = x0.clone()
+        x = _working(x0).clone()
         rows = torch.arange(len(x), device=x.device)
         trajectory = []
         for j, i in enumerate(range(self.num_steps - 1, self.num_steps - 1 - steps, -1)):
             t = self.timesteps[i].repeat(len(x)).to(x.device)
             eps = eps_fn(x, t, rows, torch.full((len(x),), j, device=x.device))
-            a_cur = self.alpha_at([i + 1]).expand(len(x))
-            a_target = self.alpha_at([i]).expand(len(x))
-            x = self._update(x, eps, a_cur, a_target)
+            x = self.move(x, eps, i + 1, i)
             trajectory.append(x)
         return trajectory

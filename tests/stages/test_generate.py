@@ -189,7 +189,6 @@ def test_accelerate_two_processes_give_the_identical_artifact(
 @pytest.mark.parametrize("method", ["sd", "global", "reconstruct"])
 def test_class_conditional_methods(class_model, tmp_path, method, monkeypatch) -> None:
     calls = _count_unet_calls(monkeypatch)
-    # sd: default 100-step grid, --t-start 100 of 1000 training timesteps = the last 10 steps
     opts = (
         GenerateOptions(method="sd", limit=6, batch_size=6)
         if method == "sd"
@@ -199,13 +198,51 @@ def test_class_conditional_methods(class_model, tmp_path, method, monkeypatch) -
     ds = art.dataset()
     assert len(ds) == 6 and ds[0]["image"].mode == "L" and ds[0]["image"].size == (16, 16)
     assert all(rows == 12 for rows, _ in calls)  # two condition rows (∅ and c) × 6
-    assert len(calls) == (10 if method == "sd" else 3)
+    assert len(calls) == (11 if method == "sd" else 3)
     src = [int(x) for x in ds["source_label"]]
     cond = [int(x) for x in ds["condition"]]
+    assert ds["id_condition"] == [str(s) for s in src]
     if method == "reconstruct":
-        assert cond == src
+        assert cond == src and ds["ood_condition"] == [None] * 6
     else:
         assert all(c != s and 0 <= c < 5 for c, s in zip(cond, src, strict=True))
+        assert ds["ood_condition"] == [str(c) for c in cond]
+
+
+def test_sd_start_is_training_timestep_s_on_diffusers_grid(class_model, tmp_path, monkeypatch):
+    """--t-start S noises to timestep S (add_noise) and visits every later grid step to 0."""
+    import torch
+    from diffusers import DDIMScheduler
+
+    from oodkit.data.sources import resolve_id
+    from oodkit.seeding import per_sample_randn, sample_generators
+
+    inputs: list[torch.Tensor] = []
+    original = denoisers.load_denoiser
+
+    def wrapped(*args, **kwargs):
+        d = original(*args, **kwargs)
+        d.unet.register_forward_pre_hook(lambda m, a: inputs.append((a[0].clone(), a[1])))
+        return d
+
+    monkeypatch.setattr(denoisers, "load_denoiser", wrapped)
+    opts = GenerateOptions(method="sd", limit=4, batch_size=4, t_start=100, seed=3)
+    art = generate("digits", str(class_model), tmp_path / "sd", opts, quiet=True, device="cpu")
+    sched = DDIMScheduler.from_pretrained(str(class_model / "scheduler"))
+    sched.set_timesteps(100)
+    grid = [t for t in sched.timesteps.tolist() if t <= 100]
+    assert grid[0] == 100 and grid[-1] == 0 and len(grid) == 11
+    assert [int(t[0]) for _, t in inputs] == grid
+    ds = art.dataset()
+    assert ds["t_start"] == [11] * 4 and ds["start_timestep"] == [100] * 4
+    train = resolve_id("digits").train
+    pixels = [np.asarray(train[i]["image"], dtype=np.float32) / 255 for i in range(4)]
+    x0 = torch.from_numpy(np.stack(pixels))[:, None] * 2 - 1
+    noise = per_sample_randn(
+        x0.shape[1:], sample_generators(3, ds["sample_id"]), "cpu", torch.float32
+    )
+    want = sched.add_noise(x0, noise, torch.full((4,), 100))
+    assert torch.allclose(inputs[0][0][:4], want, atol=1e-5)
 
 
 def _fail(args: list[str]) -> str:
@@ -216,92 +253,65 @@ def _fail(args: list[str]) -> str:
     return lines[0]
 
 
-def test_bad_input(bench, tiny_sd, class_model, tmp_path) -> None:
-    base = [
-        "generate",
-        "--id",
-        str(bench / "bench.json"),
-        "--ood-classes",
-        str(bench / "ood.txt"),
-        "--quiet",
-    ]
-    assert "unknown model folder" in _fail(
-        [*base, "--method", "sona", "--model", str(tmp_path), "--out", str(tmp_path / "a")]
-    )
-    assert "takes prompts, not class ids" in _fail(
-        [*base, "--method", "sd", "--model", str(tiny_sd), "--out", str(tmp_path / "b")]
-    )
-    for bad in ("0", "51"):
-        assert "outside 1..50" in _fail(
-            [
-                *base,
-                "--method",
-                "sona",
-                "--model",
-                str(tiny_sd),
-                "--t-start",
-                bad,
-                "--out",
-                str(tmp_path / "c"),
-            ]
-        )
-    assert "multiple of 10" in _fail(
-        [
-            "generate",
-            "--method",
-            "sd",
-            "--id",
-            "digits",
-            "--model",
-            str(class_model),
-            "--t-start",
-            "0",
-            "--out",
-            str(tmp_path / "d"),
-        ]
-    )
+def test_bad_input_is_refused_before_the_model_loads(
+    bench, tiny_sd, class_model, tmp_path, monkeypatch
+) -> None:
+    """One line, exit 2, nothing on disk, and no weights loaded for any of these."""
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(denoisers, "load_denoiser", no_load)
+    sd_bench = ["--id", str(bench / "bench.json"), "--ood-classes", str(bench / "ood.txt")]
+    sona = ["--method", "sona", *sd_bench, "--model", str(tiny_sd)]
+    sd = ["--method", "sd", "--id", "digits", "--model", str(class_model)]
     one_class = tmp_path / "one" / "only"
     one_class.mkdir(parents=True)
     Image.new("L", (16, 16)).save(one_class / "a.png")
-    assert "one class" in _fail(
-        [
-            "generate",
-            "--method",
-            "sd",
-            "--id",
-            str(tmp_path / "one"),
-            "--model",
-            str(class_model),
-            "--out",
-            str(tmp_path / "e"),
-        ]
-    )
     leak = tmp_path / "leak.txt"
     leak.write_text("car\nCat\n")
-    assert "coincide with ID" in _fail(
-        [
-            "generate",
-            "--id",
-            str(bench / "bench.json"),
-            "--ood-classes",
-            str(leak),
-            "--method",
-            "sona",
-            "--model",
-            str(tiny_sd),
-            "--out",
-            str(tmp_path / "f"),
-        ]
-    )
-    assert "cannot load Stable Diffusion parts" in _fail(
-        [
-            *base,
-            "--method",
-            "sona",
-            "--model",
-            "someone/not-cached-model",
-            "--out",
-            str(tmp_path / "g"),
-        ]
-    )
-    assert not any((tmp_path / n).exists() for n in "abcdefg")
+    cases = [
+        (["--method", "sona", *sd_bench, "--model", str(tmp_path)], "unknown model folder"),
+        (["--method", "sd", *sd_bench, "--model", str(tiny_sd)], "takes prompts, not class ids"),
+        ([*sona, "--t-start", "0"], "outside 1..50"),
+        ([*sona, "--t-start", "51"], "outside 1..50"),
+        ([*sd, "--t-start", "0"], "training timestep ≥ 1"),
+        ([*sd, "--t-start", "99"], "not on the 100-step DDIM grid (0, 10, …, 990)"),
+        ([*sd, "--steps", "0"], "must be positive"),
+        ([*sd, "--limit", "0"], "--limit must be positive"),
+        ([*sona, "--size", "0"], "--size must be positive"),
+        ([*sona, "--shard-size", "0"], "must be positive"),
+        ([*sona, "--resize", "stretch"], "--resize must be one of crop, pad, squash"),
+        ([*sona, "--dtype", "fp8"], "--dtype must be one of auto, fp32, fp16, bf16"),
+        ([*sona, "--mode", "vae"], "use --method reconstruct"),
+        (["--method", "reconstruct", "--mode", "vae", *sd[2:]], "needs a latent model"),
+        (
+            ["--method", "sd", "--id", str(tmp_path / "one"), "--model", str(class_model)],
+            "one class",
+        ),
+        (
+            ["--method", "sona", "--id", str(bench / "bench.json"), "--model", str(tiny_sd)],
+            "pass --ood-classes",
+        ),
+        (
+            [
+                "--method",
+                "sona",
+                "--id",
+                str(bench / "bench.json"),
+                "--ood-classes",
+                str(leak),
+                "--model",
+                str(tiny_sd),
+            ],
+            "coincide with ID",
+        ),
+        (
+            ["--method", "sona", *sd_bench, "--model", "someone/not-cached-model"],
+            "cannot load Stable Diffusion parts",
+        ),
+    ]
+    for n, (args, message) in enumerate(cases):
+        line = _fail(["generate", *args, "--quiet", "--out", str(tmp_path / f"o{n}")])
+        assert message in line, (args, line)
+    assert not [p for p in tmp_path.glob("o*") if p.name != "one"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from oodkit import options as O
+from oodkit.devices import DTYPES
 from oodkit.errors import OodkitError
 from oodkit.methods import GENERATION
 
@@ -29,11 +30,30 @@ class GenerateOptions:
     warmup: int = O.option(0, "Unguided steps at each sample's start.")
     ood_classes: str | None = O.option(None, "File of OOD class names.", role="input")
     allow_leakage: bool = O.option(False, "Allow OOD names that are ID classes.")
+    mode: str = O.option(
+        "sdedit",
+        "reconstruct: sdedit (re-generate from a random start) or vae (VAE round trips, "
+        "SONA's extra ID set; latent models).",
+    )
     per_image: int = O.option(1, "Outliers per ID image.")
     limit: int | None = O.option(None, "Use only the first N ID images.")
-    size: int | None = O.option(None, "Output size (default: the source's).")
+    resize: str = O.option(
+        "crop",
+        "Fit sources to the model's square: crop (centre), pad (edges, cut back after) or squash.",
+    )
+    size: int | None = O.option(None, "Output size, long side (default: the model's).")
+    dtype: str = O.option(
+        "auto", "Model precision: auto (fp16 on CUDA, else fp32), fp32, fp16, bf16."
+    )
+    compile: bool = O.option(False, "torch.compile the UNet (GPU runs of many batches).")
     save_masks: int = O.option(0, "Save SONA masks of the first N samples.", role="run")
     batch_size: int = O.option(16, "Samples per denoising batch.")
+    shard_size: int = O.option(
+        256, "Samples per resumable shard (does not change the result).", role="run"
+    )
+    num_workers: int | None = O.option(
+        None, "Source-decoding worker processes (default: 4 on CUDA, 0 on the CPU).", role="run"
+    )
     seed: int = O.seed_option()
     data_root: str | None = O.data_root_option()
     device: str = O.device_option()
@@ -44,13 +64,30 @@ class GenerateOptions:
         """A copy with the method's registered defaults filled in, checked."""
         defaults = GENERATION.get(self.method).defaults
         out = GenerateOptions(**asdict(self))
-        out.steps = self.steps or defaults["steps"]
+        out.steps = defaults["steps"] if self.steps is None else self.steps
         if out.t_start is None:
             out.t_start = defaults.get("t_start")
         if out.scale is None:
             out.scale = defaults.get("scale")
-        if out.per_image < 1 or out.batch_size < 1 or out.steps < 1:
-            raise OodkitError("--per-image, --batch-size and --steps must be positive")
+        if min(out.per_image, out.batch_size, out.steps, out.shard_size) < 1:
+            raise OodkitError(
+                "--per-image, --batch-size, --shard-size and --steps must be positive"
+            )
+        for name, value in (("--limit", out.limit), ("--size", out.size)):
+            if value is not None and value < 1:
+                raise OodkitError(f"{name} must be positive, got {value}")
+        if out.num_workers is not None and out.num_workers < 0:
+            raise OodkitError(f"--num-workers must be ≥ 0, got {out.num_workers}")
         if not 0 < out.lam <= 1:
             raise OodkitError("--lam must lie in (0, 1]")
+        _one_of("--resize", out.resize, O.RESIZE_POLICIES)
+        _one_of("--dtype", out.dtype, DTYPES)
+        _one_of("--mode", out.mode, ("sdedit", "vae"))
+        if out.mode == "vae" and out.method != "reconstruct":
+            raise OodkitError("--mode vae is a reconstruct mode: use --method reconstruct")
         return out
+
+
+def _one_of(flag: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise OodkitError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")

@@ -13,7 +13,11 @@ from pathlib import Path
 from oodkit.errors import OodkitError
 from oodkit.seeding import key_rng
 
-PROMPT = "a photo of a {}"
+
+def prompt(name: str) -> str:
+    """The prompt of a class name: "a photo of a {name}" ("an" before a vowel)."""
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    return f"a photo of {article} {name}"
 
 
 @dataclass
@@ -24,7 +28,7 @@ class Plan:
     row: int  # row of the source in the ID table
     source_id: str
     source_label: int
-    start: int  # DDIM steps of denoising (1..steps)
+    start: int  # DDIM steps of denoising (1..steps; 0 = none, VAE round trips)
     id_cond: int | str
     ood_cond: int | str | None  # OOD class/prompt (sona, global), c_r (sd), None (reconstruct)
 
@@ -66,8 +70,8 @@ def plan_samples(
 ) -> list[Plan]:
     """One plan per (key, source row).
 
-    With ``prompts`` = (ID class names, OOD class names) conditions are prompts "a photo of a
-    {name}"; otherwise class ids, the OOD one drawn among the other ``num_classes`` classes.
+    With ``prompts`` = (ID class names, OOD class names) conditions are prompts (``prompt``);
+    otherwise class ids, the OOD one drawn among the other ``num_classes`` classes.
     """
     plans = []
     for key, row in keys:
@@ -77,8 +81,8 @@ def plan_samples(
         others = [c for c in range(num_classes) if c != label]
         if prompts is not None:
             id_names, ood_names = prompts
-            id_cond: int | str = PROMPT.format(id_names[label])
-            ood: int | str | None = PROMPT.format(ood_names[int(rng.integers(len(ood_names)))])
+            id_cond: int | str = prompt(id_names[label])
+            ood: int | str | None = prompt(ood_names[int(rng.integers(len(ood_names)))])
         else:
             id_cond = label
             ood = int(others[int(rng.integers(len(others)))]) if others else None

@@ -1,21 +1,30 @@
 """``oodkit generate``: outliers (or ID reconstructions) from ID images with a diffusion model.
 
-Each ID image is encoded, noised to its own start step and denoised with DDIM under the
-method's guidance (``oodkit.stages.generate.methods``, docs/methods.md §3, §5) by the
-re-synthesis engine (``oodkit.diffusion.resynthesis``); all condition rows of a batch go
-through one UNet forward per step.
+Each ID image is fitted to the model's square (``--resize``), encoded, noised to its own
+start step and denoised with DDIM under the method's guidance
+(``oodkit.stages.generate.methods``, docs/methods.md §3, §5) by the re-synthesis engine
+(``oodkit.diffusion.resynthesis``); all condition rows of a batch go through one UNet forward
+per step.
 
 Work is planned per sample from (seed, key), cut into canonical batches grouped by start
 step (so every batch runs only the steps it needs, and a sample is always computed with the
 same batch companions), and written in shards: an interrupted run, or one split over
-``accelerate launch`` processes, ends with the identical artifact.
+``accelerate launch`` / ``torchrun`` processes, ends with the identical artifact.
+
+The accelerator never waits on the host: sources are decoded and fitted ahead by loader
+workers, and each finished batch is converted, quality-scored, PNG-encoded and written by a
+background thread while the next batch runs.
+
+Steps, in order: check the options, the model's configs and the data (no weights loaded, no
+file written); fingerprint the inputs; load the model; open the shards; generate; merge.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +33,10 @@ import numpy as np
 import torch
 
 from oodkit.artifacts import Artifact, ShardedWriter, check_output
-from oodkit.data.images import to_pil, to_tensor
-from oodkit.devices import resolve_device
+from oodkit.data.images import Box, fit_square, tensor_to_pil, unfit
+from oodkit.devices import resolve_device, resolve_dtype
 from oodkit.diffusion import guidance as G
+from oodkit.diffusion.denoisers import ModelSpec
 from oodkit.diffusion.resynthesis import resynthesize
 from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
 from oodkit.errors import OodkitError
@@ -40,23 +50,26 @@ from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.generate.plans import Plan, check_leakage, plan_samples, read_class_list
 
 
-def _start_steps(
-    o: GenerateOptions, method: type[GenerationMethod], train_timesteps: int
-) -> int | None:
-    """The fixed start in grid steps, checked against the schedule (None = uniform per sample).
+def _start_steps(o: GenerateOptions, method: type[GenerationMethod], spec: ModelSpec) -> int | None:
+    """The fixed start in DDIM steps, checked against the schedule (None = uniform per sample).
 
-    For wrong-class (SD) outliers ``--t-start`` is in training timesteps (the paper's S).
+    For wrong-class (SD) outliers ``--t-start`` is the training timestep S the source is
+    noised to (the paper's S): it must lie on the DDIM grid, and the run then denoises from
+    S through every later grid step down to 0 (S / stride + 1 steps on a grid with stride
+    spacing that ends at 0, docs/methods.md §5).
     """
+    if o.mode == "vae":
+        return 0
     if o.t_start is None:
         return None
     if method.t_start_in_timesteps:
-        stride = train_timesteps // o.steps
-        if not 1 <= o.t_start < train_timesteps or o.t_start % stride:
-            raise OodkitError(
-                f"--t-start {o.t_start} must be a multiple of {stride} (= {train_timesteps} / "
-                f"{o.steps} steps) in 1..{train_timesteps - 1}"
-            )
-        return o.t_start // stride
+        sampler = DDIMSampler(ddim_scheduler(spec.scheduler_config), o.steps)
+        if o.t_start < 1:
+            raise OodkitError(f"--t-start {o.t_start} must be a training timestep ≥ 1")
+        try:
+            return sampler.steps_from_timestep(o.t_start)
+        except ValueError as exc:
+            raise OodkitError(f"--t-start {o.t_start}: {exc}") from None
     if not 1 <= o.t_start <= o.steps:
         raise OodkitError(f"--t-start {o.t_start} is outside 1..{o.steps} (the schedule)")
     return o.t_start
@@ -75,7 +88,8 @@ def canonical_batches(plans: Sequence[Plan], batch_size: int) -> list[list[int]]
 
 
 class BatchGenerator:
-    """Runs one canonical batch through the re-synthesis engine; optional SONA mask capture."""
+    """Runs one canonical batch through the re-synthesis engine (or the VAE, ``--mode vae``);
+    optional SONA mask capture."""
 
     def __init__(self, denoiser, opts: GenerateOptions, capture: set[str] | None = None) -> None:
         self.denoiser, self.opts = denoiser, opts
@@ -85,6 +99,9 @@ class BatchGenerator:
         self.masks: dict[str, dict[str, torch.Tensor]] = {}
 
     def __call__(self, plans: Sequence[Plan], images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] (the model's square) → generated images in [0, 1], float32."""
+        if self.opts.mode == "vae":
+            return self.denoiser.round_trip(images)
         keys = [p.key for p in plans]
         return resynthesize(
             self.denoiser,
@@ -95,6 +112,10 @@ class BatchGenerator:
             self.method.conditions(plans),
             self._guide_maker(keys),
         )
+
+    def start_timestep(self, plan: Plan) -> int:
+        """The training timestep a sample was noised to (−1: none, VAE round trips)."""
+        return self.sampler.timestep_of(plan.start) if plan.start else -1
 
     def _guide_maker(self, keys: list[str]):
         """The method's guidance; batches holding captured samples also record their masks."""
@@ -143,30 +164,25 @@ class _Sources:
     inputs: list[dict[str, Any]]
 
 
-def _class_conditions(o, idd, labels: np.ndarray, denoiser) -> int:
+def _class_conditions(o, idd, labels: np.ndarray, spec: ModelSpec) -> int:
     """Checks for a class-conditional model; returns its number of classes."""
     if o.method != "reconstruct" and len(set(labels.tolist())) < 2:
         raise OodkitError("the ID set has one class: no other class (c_r / c_OOD) can be drawn")
-    if int(labels.max()) >= denoiser.num_classes:
+    if int(labels.max()) >= spec.num_classes:
         raise OodkitError(
-            f"ID label {int(labels.max())} is beyond the model's {denoiser.num_classes} classes"
+            f"ID label {int(labels.max())} is beyond the model's {spec.num_classes} classes"
         )
-    if denoiser.channels != idd.channels:
+    if spec.channels != idd.channels:
         raise OodkitError(
-            f"the model makes {denoiser.channels}-channel images; the ID set has {idd.channels}"
+            f"the model makes {spec.channels}-channel images; the ID set has {idd.channels}"
         )
-    return denoiser.num_classes
+    return spec.num_classes
 
 
 def _prompt_conditions(o, id_ref, idd, method) -> tuple[tuple[list[str], list[str]], list[str]]:
     """(ID class names, OOD class names) for a text-conditional model, and leaked names."""
     from oodkit.data.classes import imagenet800_classes
 
-    if "class-conditional" in GENERATION.get(o.method).needs or o.labels is not None:
-        raise OodkitError(
-            "a text-conditional model takes prompts, not class ids: "
-            "--method sd and --labels need a class-conditional model"
-        )
     if not idd.class_names:
         raise OodkitError(
             f"{id_ref} has no class names for prompts: use a benchmark with class names"
@@ -182,7 +198,7 @@ def _prompt_conditions(o, id_ref, idd, method) -> tuple[tuple[list[str], list[st
     return (idd.class_names, ood_names or idd.class_names), leaked
 
 
-def _sources(id_ref: str, o: GenerateOptions, idd, denoiser, method) -> _Sources:
+def _sources(id_ref: str, o: GenerateOptions, idd, spec: ModelSpec, method) -> _Sources:
     from oodkit.data.sources import dataset_input
 
     inputs: list[dict[str, Any]] = [dataset_input(id_ref, idd.train)]
@@ -194,12 +210,24 @@ def _sources(id_ref: str, o: GenerateOptions, idd, denoiser, method) -> _Sources
     if (labels < 0).any():
         raise OodkitError(f"{id_ref}: some ID samples have no label; pass --labels")
     prompts, leaked = None, []
-    if denoiser.kind == "class":
-        num_classes = _class_conditions(o, idd, labels, denoiser)
+    if spec.kind == "class":
+        num_classes = _class_conditions(o, idd, labels, spec)
     else:
         prompts, leaked = _prompt_conditions(o, id_ref, idd, method)
         num_classes = len(idd.class_names)
     return _Sources(idd.train, labels, num_classes, prompts, leaked, inputs)
+
+
+def _check_model(o: GenerateOptions, spec: ModelSpec) -> None:
+    """Method and mode against the kind of model."""
+    class_only = "class-conditional" in GENERATION.get(o.method).needs or o.labels is not None
+    if spec.kind == "text" and class_only:
+        raise OodkitError(
+            "a text-conditional model takes prompts, not class ids: "
+            "--method sd and --labels need a class-conditional model"
+        )
+    if o.mode == "vae" and spec.kind != "text":
+        raise OodkitError("--mode vae needs a latent model with a VAE (Stable Diffusion)")
 
 
 def _writer(out, plans, params, inputs, o: GenerateOptions, state) -> ShardedWriter:
@@ -216,10 +244,10 @@ def _writer(out, plans, params, inputs, o: GenerateOptions, state) -> ShardedWri
     return writer or open_writer(False)
 
 
-def _my_shards(plans, o: GenerateOptions, writer, state, shard_size: int) -> list[list[list[int]]]:
+def _my_shards(plans, o: GenerateOptions, writer, state) -> list[list[list[int]]]:
     """This process's shards (every n-th) that still hold unfinished samples."""
     batches = canonical_batches(plans, o.batch_size)
-    per_shard = max(1, math.ceil(shard_size / o.batch_size))
+    per_shard = max(1, math.ceil(o.shard_size / o.batch_size))
     shards = [batches[i : i + per_shard] for i in range(0, len(batches), per_shard)]
     pending = set(writer.pending())
     return [
@@ -230,38 +258,148 @@ def _my_shards(plans, o: GenerateOptions, writer, state, shard_size: int) -> lis
     ]
 
 
+class _SourceBatches(torch.utils.data.Dataset):
+    """Canonical batch j → its sources fitted to the model's square, with content boxes (run
+    in loader workers, ahead of the accelerator)."""
+
+    def __init__(self, train, rows: list[list[int]], size: int, channels: int, policy: str):
+        self.train, self.rows = train, rows
+        self.size, self.channels, self.policy = size, channels, policy
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, j: int) -> tuple[torch.Tensor, list[Box]]:
+        images = [self.train[r]["image"] for r in self.rows[j]]
+        return fit_square(images, self.size, self.channels, self.policy)
+
+
+def _source_loader(train, plans, batches, denoiser, o: GenerateOptions, cuda: bool):
+    from torch.utils.data import DataLoader
+
+    workers = o.num_workers if o.num_workers is not None else (4 if cuda else 0)
+    rows = [[plans[i].row for i in b] for b in batches]
+    return DataLoader(
+        _SourceBatches(train, rows, denoiser.image_size, denoiser.channels, o.resize),
+        batch_size=None,
+        num_workers=min(workers, len(rows)),
+        pin_memory=cuda,
+    )
+
+
+def _batch_rows(
+    runner: BatchGenerator,
+    ps: Sequence[Plan],
+    generated: torch.Tensor,
+    sources: torch.Tensor,
+    boxes: Sequence[Box],
+    out_size: int,
+    o: GenerateOptions,
+) -> dict[str, list]:
+    """A finished batch as table rows: images at the output size, quality to the source as
+    fitted the same way (per sample, grouped by shape)."""
+    outs = [(t * 255).round() / 255 for t in unfit(generated, boxes, out_size)]
+    refs = unfit(sources, boxes, out_size)
+    ssim, psnr = [0.0] * len(ps), [0.0] * len(ps)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for j, t in enumerate(outs):
+        by_shape.setdefault(tuple(t.shape), []).append(j)
+    for idx in by_shape.values():
+        s, q = ssim_psnr(torch.stack([outs[j] for j in idx]), torch.stack([refs[j] for j in idx]))
+        for j, a, b in zip(idx, s, q, strict=True):
+            ssim[j], psnr[j] = a, b
+    rows: dict[str, list] = {k: [] for k in OUTLIER_COLUMNS}
+    for p, im, s, q in zip(ps, outs, ssim, psnr, strict=True):
+        rows["image"].append(tensor_to_pil(im))
+        rows["sample_id"].append(p.key)
+        rows["source_id"].append(p.source_id)
+        rows["source_label"].append(p.source_label)
+        rows["condition"].append(runner.method.condition_label(p))
+        rows["id_condition"].append(str(p.id_cond))
+        rows["ood_condition"].append(None if p.ood_cond is None else str(p.ood_cond))
+        rows["t_start"].append(p.start)
+        rows["start_timestep"].append(runner.start_timestep(p))
+        rows["method"].append(o.method)
+        rows["seed"].append(o.seed)
+        rows["ssim"].append(s)
+        rows["psnr"].append(q)
+    return rows
+
+
+def _write_shard(writer: ShardedWriter, keys: list[str], parts: list[Future]) -> None:
+    import datasets
+
+    rows: dict[str, list] = {k: [] for k in OUTLIER_COLUMNS}
+    for part in parts:
+        for k, v in part.result().items():
+            rows[k] += v
+    writer.write_shard(keys, datasets.Dataset.from_dict(rows, features=outlier_features()))
+
+
+def _run(
+    runner: BatchGenerator,
+    writer: ShardedWriter,
+    mine: list[list[list[int]]],
+    plans: Sequence[Plan],
+    train,
+    out_size: int,
+    o: GenerateOptions,
+    cuda: bool,
+    advance: Callable[[int], None],
+) -> int:
+    """Generate this process's shards; host work of batch j overlaps batch j + 1."""
+    batches = [b for shard in mine for b in shard]
+    loader = iter(_source_loader(train, plans, batches, runner.denoiser, o, cuda))
+    made = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="oodkit-write") as pool:
+        last_write: Future | None = None
+        for shard in mine:
+            parts = []
+            for batch in shard:
+                ps = [plans[i] for i in batch]
+                images, boxes = next(loader)
+                generated = runner(ps, images).cpu()
+                parts.append(
+                    pool.submit(_batch_rows, runner, ps, generated, images, boxes, out_size, o)
+                )
+                advance(len(ps))
+                made += len(ps)
+            if last_write is not None:
+                last_write.result()  # at most one shard waits to be written; errors surface
+            keys = [plans[i].key for b in shard for i in b]
+            last_write = pool.submit(_write_shard, writer, keys, parts)
+        if last_write is not None:
+            last_write.result()
+    return made
+
+
 def generate(
     id_ref: str,
     model: str,
     out: str | Path,
     options: GenerateOptions | None = None,
-    *,
-    shard_size: int = 256,
     **overrides: Any,
 ) -> Artifact | None:
     """Generate an outliers artifact; returns it (``None`` on non-main processes).
 
-    Keyword arguments override fields of ``options``; ``shard_size`` (samples per resumable
-    shard) does not change the result.
+    Keyword arguments override fields of ``options``.
     """
-    import datasets
     from accelerate import PartialState
+    from rich.console import Console
 
     from oodkit.data.sources import resolve_id
-    from oodkit.diffusion.denoisers import load_denoiser
+    from oodkit.diffusion.denoisers import describe_model, load_denoiser, model_input
 
+    # 1. options, model configs and data: every check that needs no weights
     o = with_overrides(GenerateOptions, options, overrides).resolved()
     method = method_class(o.method)
-    state = PartialState(cpu=o.device == "cpu")
     device = resolve_device(o.device)
-    dev = state.device if device.startswith("cuda") else torch.device("cpu")
-    dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    dtype, dtype_name = resolve_dtype(o.dtype, device)
+    spec = describe_model(model)
+    _check_model(o, spec)
+    fixed_start = _start_steps(o, method, spec)
     idd = resolve_id(id_ref, data_root=o.data_root)
-    denoiser = load_denoiser(model, dev, dtype)
-    fixed_start = _start_steps(
-        o, method, int(denoiser.scheduler_config.get("num_train_timesteps", 1000))
-    )
-    src = _sources(id_ref, o, idd, denoiser, method)
+    src = _sources(id_ref, o, idd, spec, method)
     n_src = len(src.train) if o.limit is None else min(o.limit, len(src.train))
     source_ids = src.train["sample_id"]
     keys = [(f"{source_ids[r]}#{k}", r) for r in range(n_src) for k in range(o.per_image)]
@@ -276,37 +414,58 @@ def generate(
         num_classes=src.num_classes,
         prompts=src.prompts,
     )
+    state = PartialState(cpu=device == "cpu")
+    say = Console(quiet=o.quiet or not state.is_main_process).print
+
+    # 2. the recipe and fingerprinted inputs (the model's content included)
+    inputs = [*src.inputs, model_input(model, spec)]
     params = {
         **recipe(o),
+        "dtype": dtype_name,
         "id": id_ref,
         "model": str(model),
+        "data_root": o.data_root,
         "labels": o.labels,
         "ood_classes": o.ood_classes,
         "leaked_classes": src.leaked,
         "scheduler": "DDIMScheduler",
         "eta": 0.0,
-        "guidance_convention": method.convention,
+        "guidance_convention": "decode(encode(x).mode())" if o.mode == "vae" else method.convention,
     }
-    existing = check_output(out, "outliers", params, src.inputs, o.overwrite)
+    existing = check_output(out, "outliers", params, inputs, o.overwrite)
     if existing is not None:
+        say(f"complete: nothing to do ({out} holds this artifact)")
         return existing
-    writer = _writer(out, plans, params, src.inputs, o, state)
-    mine = _my_shards(plans, o, writer, state, shard_size)
+
+    # 3. the model, then the shards
+    dev = state.device if device.startswith("cuda") else torch.device("cpu")
+    revision = inputs[-1]["fingerprint"] if spec.source == "hub" else None
+    denoiser = load_denoiser(model, dev, dtype, revision=revision)
+    if o.compile:
+        denoiser.compile()
+    writer = _writer(out, plans, params, inputs, o, state)
+    done = len(plans) - len(writer.pending())
+    if done:
+        say(f"resuming: {done} / {len(plans)} done")
+    mine = _my_shards(plans, o, writer, state)
     capture = {p.key for p in plans[: o.save_masks]} if o.method == "sona" else set()
     runner = BatchGenerator(denoiser, o, capture)
-    started, made = time.perf_counter(), 0
+    started = time.perf_counter()
     from rich.progress import Progress
 
     with Progress(disable=o.quiet or not state.is_main_process) as progress:
         task = progress.add_task(f"generate {o.method}", total=sum(len(b) for s in mine for b in s))
-        for shard in mine:
-            rows = _run_shard(runner, shard, plans, src.train, idd.channels, denoiser.image_size, o)
-            writer.write_shard(
-                [plans[i].key for b in shard for i in b],
-                datasets.Dataset.from_dict(rows, features=outlier_features()),
-            )
-            made += len(rows["sample_id"])
-            progress.advance(task, len(rows["sample_id"]))
+        made = _run(
+            runner,
+            writer,
+            mine,
+            plans,
+            src.train,
+            o.size or denoiser.image_size,
+            o,
+            dev.type == "cuda",
+            lambda n: progress.advance(task, n),
+        )
     seconds = time.perf_counter() - started
     state.wait_for_everyone()
     if not state.is_main_process:
@@ -334,38 +493,3 @@ def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds) ->
         summarize=lambda ds: quality_summary(ds, o.steps),
         write_files=write_files,
     )
-
-
-def _run_shard(
-    runner: BatchGenerator,
-    shard: list[list[int]],
-    plans: Sequence[Plan],
-    train,
-    channels: int,
-    model_size: int,
-    o: GenerateOptions,
-) -> dict[str, list]:
-    rows: dict[str, list] = {k: [] for k in OUTLIER_COLUMNS}
-    for batch in shard:
-        ps = [plans[i] for i in batch]
-        srcs = [train[p.row]["image"] for p in ps]
-        sizes = [(o.size, o.size) if o.size else im.size for im in srcs]
-        x = runner(ps, to_tensor(srcs, model_size, channels))
-        images = to_pil(x.cpu(), sizes)
-        out_t = to_tensor(images, sizes[0][0], channels) if len(set(sizes)) == 1 else None
-        if out_t is not None:
-            ssim, psnr = ssim_psnr(out_t, to_tensor(srcs, sizes[0][0], channels))
-        else:
-            ssim, psnr = [float("nan")] * len(ps), [float("nan")] * len(ps)
-        for p, im, s, q in zip(ps, images, ssim, psnr, strict=True):
-            rows["image"].append(im)
-            rows["sample_id"].append(p.key)
-            rows["source_id"].append(p.source_id)
-            rows["source_label"].append(p.source_label)
-            rows["condition"].append(runner.method.condition_label(p))
-            rows["t_start"].append(p.start)
-            rows["method"].append(o.method)
-            rows["seed"].append(o.seed)
-            rows["ssim"].append(s)
-            rows["psnr"].append(q)
-    return rows

@@ -9,7 +9,6 @@ methods, or re-scoring later, does not run the network again.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ import torch
 from oodkit.artifacts import atomic_file
 from oodkit.data.images import ImageTable, eval_transform
 from oodkit.data.tables import image_mode
+from oodkit.hashing import cache_dir
 
 if TYPE_CHECKING:
     import datasets
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("OODKIT_CACHE", Path.home() / ".cache" / "oodkit")) / "features"
+    return cache_dir() / "features"
 
 
 @torch.no_grad()

@@ -1,0 +1,61 @@
+"""Content hashes of files and folders, cached by (path, size, mtime) under ``$OODKIT_CACHE``.
+
+A multi-gigabyte model folder is hashed once; later runs re-hash only files whose size or
+modification time changed. The cache is a JSON file written atomically, so concurrent
+processes at worst hash a file twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from oodkit.artifacts import atomic_file
+
+
+def cache_dir() -> Path:
+    """oodkit's cache folder: ``$OODKIT_CACHE`` or ``~/.cache/oodkit``."""
+    return Path(os.environ.get("OODKIT_CACHE", Path.home() / ".cache" / "oodkit"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tree_digest(folder: str | Path) -> str:
+    """SHA-256 over the relative paths and contents of every regular file under ``folder``
+    (hidden files and folders excluded)."""
+    folder = Path(folder).resolve()
+    cache_file = cache_dir() / "file-hashes.json"
+    try:
+        cache = json.loads(cache_file.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    changed = False
+    h = hashlib.sha256()
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+    for f in files:
+        st = f.stat()
+        key, stamp = str(f), [st.st_size, st.st_mtime_ns]
+        entry = cache.get(key)
+        if entry is None or entry[:2] != stamp:
+            entry = [*stamp, _sha256(f)]
+            cache[key], changed = entry, True
+        h.update(str(f.relative_to(folder)).encode() + b"\0" + entry[2].encode() + b"\0")
+    if changed:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_file(cache_file, lambda tmp: tmp.write_text(json.dumps(cache)))
+        except OSError:
+            pass  # an unwritable cache only costs re-hashing next time
+    return h.hexdigest()
