@@ -15,7 +15,7 @@ import torch
 
 from oodkit.artifacts import atomic_file
 from oodkit.devices import resolve_device
-from oodkit.seeding import numpy_rng
+from oodkit.seeding import numpy_rng, seed_default_generator
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -74,23 +74,51 @@ def epoch_batches(
     rank: int = 0,
     world: int = 1,
 ) -> list[list[int]]:
-    """Shuffled index batches for one epoch, derived only from (seed, epoch, stream).
+    """This process's shuffled index batches for one epoch, from (seed, epoch, stream) only.
 
-    ``steps`` cycles through fresh permutations until that many batches exist (outlier
-    streams follow the ID stream's length). Under several processes each rank takes every
-    ``world``-th index of the same permutation, so the union matches a single process.
+    ``batch_size`` is global. ``steps`` cycles through fresh permutations until that many
+    batches exist (outlier streams follow the ID stream's length). Under several processes
+    rank r takes every ``world``-th index of the same permutation, batch by batch, so the
+    union of the ranks' i-th batches is a single process's i-th batch.
     """
+    check_world(batch_size, "--batch-size", world)
     rng = numpy_rng(seed, epoch, stream)
-    per_rank = batch_size
+    per_rank = batch_size // world
     order: list[int] = []
-    want = None if steps is None else steps * per_rank * world
+    want = None if steps is None else steps * batch_size
     while True:
         order.extend(rng.permutation(n).tolist())
         if want is None or len(order) >= want:
             break
     mine = order[rank::world]
-    count = (len(order) // world) // per_rank if steps is None else steps
+    count = len(order) // batch_size if steps is None else steps
     return [mine[i * per_rank : (i + 1) * per_rank] for i in range(count)]
+
+
+def check_world(batch_size: int, what: str, world: int | None = None) -> None:
+    """A global batch must split evenly over the processes (refused up front, one line)."""
+    from oodkit.errors import OodkitError
+
+    world = rank_world()[1] if world is None else world
+    if batch_size % world:
+        raise OodkitError(f"{what} {batch_size} does not split over {world} processes")
+
+
+class PerSampleSeeded(torch.utils.data.Dataset):
+    """``dataset`` whose items draw their random transforms from a generator seeded by
+    (``key``, index): a sample's augmentation does not depend on which process, worker or
+    batch loads it, so several processes reproduce one (a sample drawn twice under one key
+    gets the same augmentation twice)."""
+
+    def __init__(self, dataset, *key: int) -> None:
+        self.dataset, self.key = dataset, key
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        seed_default_generator(*self.key, int(index))
+        return self.dataset[index]
 
 
 def rank_world() -> tuple[int, int]:

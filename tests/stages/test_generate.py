@@ -155,9 +155,10 @@ def test_kill_and_resume_gives_the_identical_artifact(
     assert resumed.manifest.fingerprint == whole.manifest.fingerprint
 
 
-def test_accelerate_two_processes_give_the_identical_artifact(
+def test_two_processes_and_five_shards_give_the_identical_artifact(
     bench, tiny_sd, tmp_path, torchrun
 ) -> None:
+    """torchrun with the default --device auto: 10 samples in 5 shards split over 2 ranks."""
     args = [
         "generate",
         "--method",
@@ -172,8 +173,8 @@ def test_accelerate_two_processes_give_the_identical_artifact(
         "10",
         "--batch-size",
         "2",
-        "--device",
-        "cpu",
+        "--shard-size",
+        "2",
         "--quiet",
     ]
     single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
@@ -184,6 +185,127 @@ def test_accelerate_two_processes_give_the_identical_artifact(
         load_artifact(tmp_path / "two").manifest.fingerprint
         == load_artifact(tmp_path / "one").manifest.fingerprint
     )
+
+
+def test_a_changed_model_is_a_changed_input(bench, tiny_sd, tmp_path, monkeypatch) -> None:
+    """A diffusers folder is fingerprinted by content (hashed once, then by size and mtime)."""
+    import shutil
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from oodkit import hashing
+
+    model = tmp_path / "sd"
+    shutil.copytree(tiny_sd, model)
+    args = [
+        "generate",
+        "--method",
+        "reconstruct",
+        "--id",
+        str(bench / "bench.json"),
+        "--model",
+        str(model),
+        "--steps",
+        "4",
+        "--limit",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    hashed: list[str] = []
+    real = hashing._sha256
+    monkeypatch.setattr(hashing, "_sha256", lambda p: hashed.append(p.name) or real(p))
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "complete: nothing to do" in again.output
+    assert hashed == []  # nothing re-hashed: the cache knew every file
+    unet = UNet2DConditionModel.from_pretrained(str(model / "unet"))
+    with torch.no_grad():
+        unet.conv_out.bias.add_(0.1)
+    unet.save_pretrained(str(model / "unet"))  # "retrained" in place
+    line = _fail(args)
+    assert f"different inputs ({model} changed)" in line
+    assert "diffusion_pytorch_model.safetensors" in hashed
+    redo = runner.invoke(app, [*args, "--overwrite"])
+    assert redo.exit_code == 0, redo.output
+    new = load_artifact(tmp_path / "o")
+    assert new.manifest.inputs[-1]["kind"] == "diffusers-model"
+    assert new.manifest.params["data_root"] is None and new.manifest.params["dtype"] == "fp32"
+
+
+def test_vae_mode_is_the_vae_round_trip(bench, tiny_sd, tmp_path) -> None:
+    import torch
+    from diffusers import AutoencoderKL
+
+    from oodkit.data.images import fit_square, tensor_to_pil
+    from oodkit.data.sources import resolve_id
+
+    opts = GenerateOptions(method="reconstruct", mode="vae", batch_size=3, limit=5)
+    art = generate(
+        str(bench / "bench.json"), str(tiny_sd), tmp_path / "v", opts, quiet=True, device="cpu"
+    )
+    ds = art.dataset()
+    assert ds["t_start"] == [0] * 5 and ds["start_timestep"] == [-1] * 5
+    assert ds["id_condition"][0] == "a photo of a cat"
+    vae = AutoencoderKL.from_pretrained(str(tiny_sd / "vae")).eval()
+    x, _ = fit_square(resolve_id(str(bench / "bench.json")).train["image"][:5], 16, 3)
+    with torch.no_grad():
+        want = ((vae.decode(vae.encode(x * 2 - 1).latent_dist.mode()).sample + 1) / 2).clamp(0, 1)
+    for got, ref in zip(ds["image"], want, strict=True):
+        assert np.array_equal(np.asarray(got), np.asarray(tensor_to_pil(ref)))
+    assert art.manifest.params["guidance_convention"] == "decode(encode(x).mode())"
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory) -> Path:
+    """Sources of mixed sizes and aspect ratios, grayscale and RGB, in one ID set."""
+    root = tmp_path_factory.mktemp("mixed")
+    rng = np.random.default_rng(1)
+    shapes = [(16, 16), (24, 12), (10, 30), (40, 40), (13, 17)]
+    for c in ("ant", "bee"):
+        (root / "data" / c).mkdir(parents=True)
+        for i, (h, w) in enumerate(shapes):
+            arr = rng.integers(0, 255, (h, w), dtype=np.uint8)
+            img = Image.fromarray(arr) if i % 2 else Image.fromarray(np.stack([arr] * 3, -1))
+            img.save(root / "data" / c / f"{i}.png")
+    spec = {
+        "id_train": "data",
+        "id_test": "data",
+        "ood": [{"name": "o", "group": "far", "data": "data/ant"}],
+        "class_names": ["ant", "bee"],
+    }
+    (root / "bench.json").write_text(json.dumps(spec))
+    (root / "ood.txt").write_text("car\ntree\n")
+    return root
+
+
+@pytest.mark.parametrize("policy", ["crop", "pad", "squash"])
+def test_mixed_sizes_and_grayscale_sources(mixed, tiny_sd, tmp_path, policy) -> None:
+    opts = GenerateOptions(method="sona", steps=4, batch_size=10, resize=policy, size=20)
+    art = generate(
+        str(mixed / "bench.json"),
+        str(tiny_sd),
+        tmp_path / policy,
+        opts,
+        ood_classes=str(mixed / "ood.txt"),
+        quiet=True,
+        device="cpu",
+    )
+    ds = art.dataset()
+    assert all(np.isfinite(ds["ssim"])) and all(np.isfinite(ds["psnr"]))
+    assert {im.mode for im in ds["image"]} == {"RGB"}  # grayscale sources made RGB
+    sizes = [im.size for im in ds["image"]]
+    if policy == "pad":  # long side 20, aspect kept: 24×12 → (w, h) = (10, 20), 10×30 → (20, 6)
+        assert (10, 20) in sizes and (20, 6) in sizes and all(max(s) == 20 for s in sizes)
+    else:
+        assert set(sizes) == {(20, 20)}
+    assert ds["id_condition"][0] == "a photo of an ant" and ds["ood_condition"][0] in {
+        "a photo of a car",
+        "a photo of a tree",
+    }
+    assert art.manifest.summary["mean_ssim"] is not None
 
 
 @pytest.mark.parametrize("method", ["sd", "global", "reconstruct"])

@@ -63,3 +63,22 @@ def test_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
     )
     assert result.exit_code == 2 and message in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_two_processes_match_one(tmp_path: Path, torchrun) -> None:
+    """torchrun, 2 CPU processes: the global batch is split, the weights match one process."""
+    import json
+
+    args = ["train", "diffusion", "--id", "digits", "--steps", "12", "--batch-size", "32"]
+    args += ["--checkpoint-every", "6", "--quiet"]
+    single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert single.exit_code == 0, single.output
+    proc = torchrun([*args, "--out", str(tmp_path / "two")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logs = [json.loads((tmp_path / d / "train_log.json").read_text()) for d in ("one", "two")]
+    assert [r["loss"] for r in logs[1]] == pytest.approx([r["loss"] for r in logs[0]], rel=1e-4)
+    a, b = _unet(tmp_path / "one"), _unet(tmp_path / "two")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    odd = torchrun([*args[:-1], "--batch-size", "33", "--quiet", "--out", str(tmp_path / "x")])
+    assert "error: --batch-size 33 does not split over 2 processes" in odd.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()

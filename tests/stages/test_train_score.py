@@ -368,3 +368,24 @@ def test_bad_input_is_one_line_exit_2(
         assert result.exit_code == 2, (args, result.output)
         assert len(lines) == 1 and message in lines[0], (message, lines)
     assert not any((tmp_path / name).exists() for name in "abcdefghijkl")  # nothing written
+
+
+def test_two_processes_match_one(tmp_path: Path, torchrun) -> None:
+    """torchrun, 2 CPU processes (GroupNorm: CPU BatchNorm is not synchronised): the global
+    batch is split over the ranks and the weights match one process."""
+    args = ["train", "detector", "--id", "digits", "--epochs", "2", "--batch-size", "64"]
+    args += [
+        "--arch-kwargs",
+        '{"channels": [8, 16, 16, 16], "stem_width": 8, "norm_layer": "groupnorm1"}',
+        "--lr",
+        "0.05",
+        "--device",
+        "cpu",
+        "--quiet",
+    ]
+    single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert single.exit_code == 0, single.output
+    proc = torchrun([*args, "--out", str(tmp_path / "two")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -158,3 +158,56 @@ def test_per_sample_generators_are_independent_of_batching() -> None:
     a = per_sample_randn((2, 3), sample_generators(7, ["x", "y", "z"]), "cpu", torch.float32)
     b = per_sample_randn((2, 3), sample_generators(7, ["z"]), "cpu", torch.float32)
     assert torch.equal(a[2], b[0]) and not torch.equal(a[0], a[1])
+
+
+def _old_bf16_noise(sampler: DDIMSampler, x0: torch.Tensor, start: int, noise: torch.Tensor):
+    """The former bug, transcribed: ᾱ cast to the tensor dtype before the square roots."""
+    a = sampler.alpha_at([sampler.num_steps - start]).to(x0.dtype).view(-1, 1, 1, 1)
+    return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+
+@pytest.mark.threads(1)
+def test_a_one_step_sample_changes_under_a_bf16_unet(tiny_sd) -> None:
+    """T̃ = 1: ᾱ(t=1) ≈ 0.999 rounds to 1.0 in bf16; the float32 state keeps the noise."""
+    from oodkit.diffusion.denoisers import load_denoiser
+
+    den = load_denoiser(tiny_sd, "cpu", torch.bfloat16)
+    sampler = DDIMSampler(ddim_scheduler(den.scheduler_config), 50)
+    x0 = den.encode(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)))
+    noise = _rand(*x0.shape, seed=1)
+    assert x0.dtype == torch.float32
+    assert torch.equal(_old_bf16_noise(sampler, x0.bfloat16(), 1, noise.bfloat16()), x0.bfloat16())
+    xt = sampler.noise(x0, [1, 1], noise)
+    a = float(sampler.alpha_at([49]))
+    assert torch.allclose(xt, math.sqrt(a) * x0 + math.sqrt(1 - a) * noise, atol=1e-6)
+    assert (xt - x0).abs().mean() > 1e-3
+    cond = den.condition([[None, None]])
+    out = sampler.denoise(xt, [1, 1], lambda x, t, rows, k: den.eps(x, t, cond[:, rows])[0])
+    assert out.dtype == torch.float32 and not torch.equal(out, x0) and not torch.equal(out, xt)
+
+
+def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a * b).sum() / ((a + b) > 0).sum())
+
+
+@pytest.mark.threads(1)
+def test_sona_masks_from_half_precision_unets_agree_with_fp32(tiny_sd) -> None:
+    """ψ = ε(z, c) − ε(z) from an fp16 / bf16 UNet: M_S and M_N against the fp32 masks."""
+    from oodkit.diffusion.denoisers import load_denoiser
+
+    x = _rand(4, 4, 8, 8, seed=2)
+    psi = {}
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        den = load_denoiser(tiny_sd, "cpu", dtype)
+        e = den.eps(x, torch.full((4,), 500), den.condition([[None] * 4, ["a photo of a cat"] * 4]))
+        assert e.dtype == torch.float32  # guidance math in float32 whatever the UNet's dtype
+        psi[dtype] = e[1] - e[0]
+    ms, mn = G.sona_masks(psi[torch.float32], 0.1)
+    iou = {}
+    for dtype in (torch.float16, torch.bfloat16):
+        ms_h, mn_h = G.sona_masks(psi[dtype], 0.1)
+        iou[dtype] = (_iou(ms, ms_h), _iou(mn, mn_h))
+    # measured: fp16 (0.98, 0.91), bf16 (0.87, 0.70): fp16 is the CUDA default
+    assert min(iou[torch.float16]) > 0.85
+    assert min(iou[torch.bfloat16]) > 0.5
+    assert iou[torch.float16][1] > iou[torch.bfloat16][1]

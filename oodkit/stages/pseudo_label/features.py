@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from oodkit.data.images import SMALL_INPUT, normalisation
-from oodkit.errors import OodkitError
 from oodkit.models.backbone import create_backbone
 from oodkit.seeding import seed_default_generator
 from oodkit.stages.pseudo_label.losses import nt_xent
-from oodkit.training import epoch_batches, gather_batch, rank_world
+from oodkit.training import check_world, epoch_batches, gather_batch, rank_world
 
 Progress = Callable[[int, float], None]  # (epochs done, mean loss of the epoch)
 
@@ -122,14 +121,7 @@ def rank_batches(n: int, batch_size: int, seed: int, epoch: int, stream: int) ->
     """This process's share of each global batch (the union over ranks is the global batch)."""
     rank, world = rank_world()
     steps = max(1, n // batch_size)
-    return epoch_batches(n, batch_size // world, seed, epoch, stream, steps, rank, world)
-
-
-def check_world(batch_size: int, what: str) -> None:
-    """A global batch must split evenly over the processes."""
-    _, world = rank_world()
-    if batch_size % world:
-        raise OodkitError(f"{what} {batch_size} does not split over {world} processes")
+    return epoch_batches(n, batch_size, seed, epoch, stream, steps, rank, world)
 
 
 def train_simclr(

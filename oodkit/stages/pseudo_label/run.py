@@ -29,14 +29,13 @@ from oodkit.options import recipe, with_overrides
 from oodkit.schemas import pseudo_labels_dataset
 from oodkit.stages.pseudo_label.features import (
     FeatureNet,
-    check_world,
     embed,
     train_simclr,
     transforms,
 )
 from oodkit.stages.pseudo_label.kmeans import kmeans_labels
 from oodkit.stages.pseudo_label.options import PseudoLabelOptions
-from oodkit.training import make_accelerator, progress_bar
+from oodkit.training import check_world, make_accelerator, progress_bar
 
 
 def _save(net: torch.nn.Module, path: Path) -> None:

@@ -29,11 +29,10 @@ from oodkit.stages.pseudo_label.features import (
     Progress,
     batch_images,
     batched_eval,
-    check_world,
     rank_batches,
 )
 from oodkit.stages.pseudo_label.losses import scan_loss, self_label_loss
-from oodkit.training import gather_batch
+from oodkit.training import check_world, gather_batch
 
 
 def mine_neighbors(features: torch.Tensor, k: int) -> torch.Tensor:

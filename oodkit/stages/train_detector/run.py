@@ -30,6 +30,8 @@ from oodkit.seeding import seed_int, torch_generator
 from oodkit.stages.train_detector.data import TrainingData, prepare_data
 from oodkit.stages.train_detector.options import TrainOptions
 from oodkit.training import (
+    PerSampleSeeded,
+    check_world,
     epoch_batches,
     load_checkpoint,
     make_accelerator,
@@ -126,7 +128,7 @@ def _build(o: TrainOptions, data: TrainingData, acc, ckpt: Path) -> _Run:
         nesterov=o.nesterov,
         weight_decay=o.weight_decay,
     )
-    steps_per_epoch = len(data.id_table) // acc.num_processes // o.batch_size
+    steps_per_epoch = len(data.id_table) // o.batch_size
     if steps_per_epoch < 1:
         raise OodkitError(
             f"--batch-size {o.batch_size} exceeds the {len(data.id_table)} ID samples"
@@ -154,7 +156,8 @@ def _epoch_streams(o: TrainOptions, data: TrainingData, run: _Run, epoch: int, s
     id_batches = epoch_batches(
         len(data.id_table), o.batch_size, o.seed, epoch, ID_STREAM, run.steps_per_epoch, rank, world
     )
-    streams = {"id": _loader(data.id_table, id_batches, o.num_workers, seed)}
+    ids = PerSampleSeeded(data.id_table, o.seed, epoch, ID_STREAM)
+    streams = {"id": _loader(ids, id_batches, o.num_workers, seed)}
     if data.outliers is not None:
         out_batches = epoch_batches(
             len(data.outliers),
@@ -166,7 +169,8 @@ def _epoch_streams(o: TrainOptions, data: TrainingData, run: _Run, epoch: int, s
             rank,
             world,
         )
-        streams["out"] = _loader(data.outliers, out_batches, o.num_workers, seed + 1)
+        outliers = PerSampleSeeded(data.outliers, o.seed, epoch, OUTLIER_STREAM)
+        streams["out"] = _loader(outliers, out_batches, o.num_workers, seed + 1)
     return streams
 
 
@@ -225,7 +229,7 @@ def _train(o: TrainOptions, data: TrainingData, run: _Run, ckpt: Path, acc) -> b
             t0 = time.perf_counter()
             entry = _train_epoch(o, data, run, epoch, acc, lambda: bars.advance(task))
             run.log.append(entry)
-            speed = run.steps_per_epoch * o.batch_size * acc.num_processes
+            speed = run.steps_per_epoch * o.batch_size
             speed /= time.perf_counter() - t0
             val = f" val acc {entry['val_accuracy']:.4f}" if "val_accuracy" in entry else ""
             bars.update(task, info=f"loss {entry['loss']:.4f}{val} {speed:.0f} img/s")
@@ -253,10 +257,12 @@ def train_detector(
     existing = check_output(out, "detector", params, data.inputs, o.overwrite)
     if existing is not None:
         return existing
+    acc = make_accelerator(o.device)
+    check_world(o.batch_size, "--batch-size", acc.num_processes)
+    check_world(o.outlier_batch_size or o.batch_size, "--outlier-batch-size", acc.num_processes)
     ckpt = training_checkpoint(
         out, "detector", params, data.inputs, overwrite=o.overwrite, resume=o.resume
     )
-    acc = make_accelerator(o.device)
     run = _build(o, data, acc, ckpt)
     started = time.perf_counter()
     if not _train(o, data, run, ckpt, acc) or not acc.is_main_process:
@@ -269,7 +275,7 @@ def train_detector(
         "id_val_accuracy": run.log[-1].get("val_accuracy"),
         "epochs": o.epochs,
         "seconds": round(seconds, 2),
-        "images_per_s": round(trained * acc.num_processes / max(seconds, 1e-9), 1),
+        "images_per_s": round(trained / max(seconds, 1e-9), 1),
         "num_parameters": sum(p.numel() for p in final.parameters()),
         "num_classes": data.num_classes,
     }

@@ -32,6 +32,7 @@ from oodkit.schemas import read_pseudo_labels
 from oodkit.seeding import seed_int, torch_generator
 from oodkit.stages.train_diffusion.options import DiffusionOptions
 from oodkit.training import (
+    check_world,
     load_checkpoint,
     make_accelerator,
     progress_bar,
@@ -98,14 +99,15 @@ def _step(o: DiffusionOptions, run: _Run, step: int, data, targets, null_class: 
     """One step: this process's share of the global batch drawn from (seed, step), ε-MSE, EMA."""
     world, rank = acc.num_processes, acc.process_index
     g = torch_generator(seed_int(o.seed, step, STEP_PURPOSE))
-    idx = torch.randint(len(data), (o.batch_size * world,), generator=g)[rank::world]
+    n = o.batch_size  # global: every rank draws the whole batch and keeps its share
+    idx = torch.randint(len(data), (n,), generator=g)[rank::world]
     x0 = data[idx]
     if o.flip:
-        flip = torch.rand(len(idx) * world, generator=g)[rank::world] < 0.5
+        flip = torch.rand(n, generator=g)[rank::world] < 0.5
         x0 = torch.where(flip.view(-1, 1, 1, 1), x0.flip(-1), x0)
-    noise = torch.randn(x0.shape[0] * world, *x0.shape[1:], generator=g)[rank::world]
-    t = torch.randint(o.train_timesteps, (len(idx) * world,), generator=g)[rank::world]
-    drop = torch.rand(len(idx) * world, generator=g)[rank::world] < o.p_uncond
+    noise = torch.randn(n, *x0.shape[1:], generator=g)[rank::world]
+    t = torch.randint(o.train_timesteps, (n,), generator=g)[rank::world]
+    drop = torch.rand(n, generator=g)[rank::world] < o.p_uncond
     cls = torch.where(drop, torch.full_like(targets[idx], null_class), targets[idx])
     x0, noise, t, cls = (v.to(acc.device) for v in (x0, noise, t, cls))
     a = run.alphas[t].view(-1, 1, 1, 1).to(x0.dtype)
@@ -187,10 +189,11 @@ def train_diffusion(
     existing = check_output(out, "diffusion-model", params, classes.inputs, o.overwrite)
     if existing is not None:
         return existing
+    acc = make_accelerator(o.device)
+    check_world(o.batch_size, "--batch-size", acc.num_processes)
     ckpt = training_checkpoint(
         out, "diffusion-model", params, classes.inputs, overwrite=o.overwrite, resume=o.resume
     )
-    acc = make_accelerator(o.device)
     data = to_tensor(idd.train["image"], idd.image_size, idd.channels) * 2 - 1
     run = _build(o, idd, classes, acc, ckpt)
 
