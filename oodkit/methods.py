@@ -177,8 +177,8 @@ GENERATION.register(
 GENERATION.register(
     "reconstruct",
     f"{_G}:Reconstruct",
-    "ID-preserving regeneration ε(z) + s·ψ_ID",
-    options=("steps", "t_start", "scale"),
+    "ID reconstructions: VAE round trips (--mode vae) or regeneration ε(z) + s·ψ_ID",
+    options=("mode", "steps", "t_start", "scale"),
     defaults={"steps": 50, "scale": 1.0},
 )
 

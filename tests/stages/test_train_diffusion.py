@@ -65,6 +65,7 @@ def test_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path: Path, torchrun) -> None:
     """torchrun, 2 CPU processes: the global batch is split, the weights match one process."""
     import json

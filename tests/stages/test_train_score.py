@@ -44,7 +44,10 @@ def outliers(tmp_path_factory) -> Path:
             "source_id": train["sample_id"],
             "source_label": train["label"],
             "condition": ["invert"] * len(train),
+            "id_condition": [str(y) for y in train["label"]],
+            "ood_condition": ["invert"] * len(train),
             "t_start": [0] * len(train),
+            "start_timestep": [-1] * len(train),
             "method": ["test"] * len(train),
             "seed": [0] * len(train),
             "ssim": [0.0] * len(train),
@@ -370,6 +373,7 @@ def test_bad_input_is_one_line_exit_2(
     assert not any((tmp_path / name).exists() for name in "abcdefghijkl")  # nothing written
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path: Path, torchrun) -> None:
     """torchrun, 2 CPU processes (GroupNorm: CPU BatchNorm is not synchronised): the global
     batch is split over the ranks and the weights match one process."""
