@@ -46,6 +46,7 @@ def resynthesize(
     guide = make_guide(x0)
 
     def eps_fn(x, t, rows, step_in_run):
-        return guide(x, t, denoiser.eps(x, t, cond[:, rows]), step_in_run, rows)
+        active = cond if len(rows) == cond.shape[1] else cond[:, rows]
+        return guide(x, t, denoiser.eps(x, t, active), step_in_run, rows)
 
     return denoiser.decode(sampler.denoise(xt, starts, eps_fn))
