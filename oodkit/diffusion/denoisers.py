@@ -18,7 +18,6 @@ revision).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,11 +214,10 @@ def describe_model(model: str | Path) -> ModelSpec:
 
 def hub_revision(repo: str) -> str:
     """The commit a Hub model id resolves to: the local cache's when offline, else the Hub's."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-    if offline:
-        from huggingface_hub.constants import HF_HUB_CACHE
+    from huggingface_hub import constants
 
-        ref = Path(HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / "main"
+    if constants.HF_HUB_OFFLINE:
+        ref = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "refs" / "main"
         if ref.is_file():
             return ref.read_text().strip()
         raise OodkitError(
@@ -261,14 +259,16 @@ def load_denoiser(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     revision: str | None = None,
+    spec: ModelSpec | None = None,
 ) -> PixelClassDenoiser | LatentTextDenoiser:
     """A denoiser from an oodkit diffusion-model artifact, a Stable Diffusion folder or Hub id.
 
     Weights load through diffusers / transformers ``from_pretrained`` (safetensors preferred,
     never remote code); a Hub id loads at ``revision`` (the one fingerprinted). Offline Hub
-    ids fail with one line. On CUDA the UNet and VAE use the channels-last layout.
+    ids fail with one line. On CUDA the UNet and VAE use the channels-last layout. ``spec``:
+    the model's ``describe_model`` when the caller already has it.
     """
-    spec = describe_model(model)
+    spec = spec or describe_model(model)
     if spec.source == "artifact":
         from diffusers import UNet2DModel
 
@@ -322,10 +322,12 @@ def _load_latent(
                 DDIMScheduler.load_config(source, subfolder="scheduler", revision=revision)
             )
     except OSError as exc:
+        from huggingface_hub import constants as hub_constants
+
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         offline = (
             " (HF_HUB_OFFLINE is set: the Hub is not reachable)"
-            if os.environ.get("HF_HUB_OFFLINE")
+            if hub_constants.HF_HUB_OFFLINE
             else ""
         )
         raise OodkitError(

@@ -102,13 +102,16 @@ class DDIMSampler:
         self.check_starts(starts)
         begin = torch.tensor([self.num_steps - int(s) for s in starts])
         x = _working(x).clone()
+        dev = x.device
+        timesteps, begin_dev = self.timesteps.to(dev), begin.to(dev)  # uploaded once
+        every_row = torch.arange(len(x), device=dev)
         for i in range(int(begin.min()), self.num_steps):
             rows_cpu = torch.nonzero(begin <= i).flatten()
             every = len(rows_cpu) == len(x)
-            rows = rows_cpu.to(x.device)
-            t = self.timesteps[i].repeat(len(rows_cpu)).to(x.device)
+            rows = every_row if every else rows_cpu.to(dev)  # uploads only in mixed batches
             xa = x if every else x[rows]
-            eps = eps_fn(xa, t, rows, (i - begin[rows_cpu]).to(x.device))
+            t = timesteps[i].repeat(len(rows_cpu))
+            eps = eps_fn(xa, t, rows, i - begin_dev[rows])
             if every:
                 x = self.move(x, eps, i, i + 1)
             else:

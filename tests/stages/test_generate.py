@@ -128,30 +128,11 @@ def test_kill_and_resume_gives_the_identical_artifact(
         return original(self, keys, rows)
 
     monkeypatch.setattr(ShardedWriter, "write_shard", dying)
-    opts = GenerateOptions(method="sona", steps=10, batch_size=2)
     with pytest.raises(KeyboardInterrupt):
-        generate(
-            str(bench / "bench.json"),
-            str(tiny_sd),
-            tmp_path / "resumed",
-            opts,
-            ood_classes=str(bench / "ood.txt"),
-            quiet=True,
-            device="cpu",
-            shard_size=2,
-        )
+        _sona(bench, tiny_sd, tmp_path / "resumed", batch_size=2, shard_size=2)
     monkeypatch.setattr(ShardedWriter, "write_shard", original)
     assert not (tmp_path / "resumed").exists()
-    resumed = generate(
-        str(bench / "bench.json"),
-        str(tiny_sd),
-        tmp_path / "resumed",
-        opts,
-        ood_classes=str(bench / "ood.txt"),
-        quiet=True,
-        device="cpu",
-        shard_size=2,
-    )
+    resumed = _sona(bench, tiny_sd, tmp_path / "resumed", batch_size=2, shard_size=2)
     assert resumed.manifest.fingerprint == whole.manifest.fingerprint
 
 

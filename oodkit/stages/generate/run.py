@@ -440,7 +440,7 @@ def generate(
     # 3. the model, then the shards
     dev = state.device if device.startswith("cuda") else torch.device("cpu")
     revision = inputs[-1]["fingerprint"] if spec.source == "hub" else None
-    denoiser = load_denoiser(model, dev, dtype, revision=revision)
+    denoiser = load_denoiser(model, dev, dtype, revision=revision, spec=spec)
     if o.compile:
         denoiser.compile()
     writer = _writer(out, plans, params, inputs, o, state)
