@@ -321,7 +321,7 @@ def prepare_partial(
     elif partial.exists() and overwrite:
         shutil.rmtree(partial)
     partial.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps(state, indent=2))
+    atomic_file(state_file, lambda tmp: tmp.write_text(json.dumps(state, indent=2)))
     return partial, False
 
 

@@ -8,8 +8,9 @@ number of processes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -18,7 +19,7 @@ from oodkit.devices import resolve_device
 from oodkit.seeding import numpy_rng, seed_default_generator
 
 if TYPE_CHECKING:
-    from accelerate import Accelerator
+    from accelerate import Accelerator, PartialState
     from rich.console import Console
     from rich.progress import Progress
 
@@ -31,6 +32,21 @@ def make_accelerator(device: str) -> Accelerator:
     return Accelerator(
         cpu=device == "cpu", mixed_precision="bf16" if device.startswith("cuda") else "no"
     )
+
+
+T = TypeVar("T")
+
+
+def main_first(
+    state: Accelerator | PartialState, open_partial: Callable[[bool], T], overwrite: bool
+) -> T:
+    """``open_partial(overwrite)`` on the main process, then on the others with ``False``.
+
+    The main process creates (or with ``overwrite`` discards) ``<out>.partial`` before any other
+    process reads it, so processes never race on its state file or delete each other's work.
+    """
+    with state.main_process_first():
+        return open_partial(overwrite and state.is_main_process)
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

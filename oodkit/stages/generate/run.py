@@ -48,6 +48,7 @@ from oodkit.similarity import ssim_psnr
 from oodkit.stages.generate.methods import GenerationMethod, method_class
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.generate.plans import Plan, check_leakage, plan_samples, read_class_list
+from oodkit.training import main_first
 
 
 def _start_steps(o: GenerateOptions, method: type[GenerationMethod], spec: ModelSpec) -> int | None:
@@ -239,9 +240,7 @@ def _writer(out, plans, params, inputs, o: GenerateOptions, state) -> ShardedWri
             out, kind="outliers", keys=keys, params=params, inputs=inputs, overwrite=overwrite
         )
 
-    writer = open_writer(o.overwrite) if state.is_main_process else None
-    state.wait_for_everyone()
-    return writer or open_writer(False)
+    return main_first(state, open_writer, o.overwrite)
 
 
 def _my_shards(plans, o: GenerateOptions, writer, state) -> list[list[list[int]]]:

@@ -35,7 +35,7 @@ from oodkit.stages.pseudo_label.features import (
 )
 from oodkit.stages.pseudo_label.kmeans import kmeans_labels
 from oodkit.stages.pseudo_label.options import PseudoLabelOptions
-from oodkit.training import check_world, make_accelerator, progress_bar
+from oodkit.training import check_world, main_first, make_accelerator, progress_bar
 
 
 def _save(net: torch.nn.Module, path: Path) -> None:
@@ -169,11 +169,9 @@ def pseudo_label(
     if existing is not None:
         return existing if main else None
     state = {"kind": "pseudo-labels", "params": params}
-    if main:
-        partial, _ = prepare_partial(out, state, o.overwrite)
-    acc.wait_for_everyone()
-    if not main:
-        partial, _ = prepare_partial(out, state)
+    partial, _ = main_first(
+        acc, lambda overwrite: prepare_partial(out, state, overwrite), o.overwrite
+    )
     flip = idd.channels == 3 if o.flip == "auto" else o.flip == "yes"
     net = _network(o, idd.channels, idd.image_size, acc)
     started = time.perf_counter()

@@ -34,6 +34,7 @@ from oodkit.training import (
     check_world,
     epoch_batches,
     load_checkpoint,
+    main_first,
     make_accelerator,
     progress_bar,
     save_checkpoint,
@@ -260,8 +261,12 @@ def train_detector(
     acc = make_accelerator(o.device)
     check_world(o.batch_size, "--batch-size", acc.num_processes)
     check_world(o.outlier_batch_size or o.batch_size, "--outlier-batch-size", acc.num_processes)
-    ckpt = training_checkpoint(
-        out, "detector", params, data.inputs, overwrite=o.overwrite, resume=o.resume
+    ckpt = main_first(
+        acc,
+        lambda overwrite: training_checkpoint(
+            out, "detector", params, data.inputs, overwrite=overwrite, resume=o.resume
+        ),
+        o.overwrite,
     )
     run = _build(o, data, acc, ckpt)
     started = time.perf_counter()

@@ -34,6 +34,7 @@ from oodkit.stages.train_diffusion.options import DiffusionOptions
 from oodkit.training import (
     check_world,
     load_checkpoint,
+    main_first,
     make_accelerator,
     progress_bar,
     save_checkpoint,
@@ -191,8 +192,12 @@ def train_diffusion(
         return existing
     acc = make_accelerator(o.device)
     check_world(o.batch_size, "--batch-size", acc.num_processes)
-    ckpt = training_checkpoint(
-        out, "diffusion-model", params, classes.inputs, overwrite=o.overwrite, resume=o.resume
+    ckpt = main_first(
+        acc,
+        lambda overwrite: training_checkpoint(
+            out, "diffusion-model", params, classes.inputs, overwrite=overwrite, resume=o.resume
+        ),
+        o.overwrite,
     )
     data = to_tensor(idd.train["image"], idd.image_size, idd.channels) * 2 - 1
     run = _build(o, idd, classes, acc, ckpt)
