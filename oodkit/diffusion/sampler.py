@@ -98,25 +98,36 @@ class DDIMSampler:
         return self._sqrt_a[dst] * x0 + self._sqrt_1ma[dst] * eps
 
     def denoise(self, x: torch.Tensor, starts: Sequence[int], eps_fn: EpsFn) -> torch.Tensor:
-        """Run each sample's last ``start`` DDIM steps; samples wait until their step comes."""
+        """Run each sample's last ``start`` DDIM steps; samples wait until their step comes.
+
+        Rows are ordered once by start, longest first, so the rows active at any step are a
+        prefix: each step works on a view, with no gather, scatter or index upload.
+        """
         self.check_starts(starts)
-        begin = torch.tensor([self.num_steps - int(s) for s in starts])
-        x = _working(x).clone()
+        begin = [self.num_steps - int(s) for s in starts]
+        order = sorted(range(len(begin)), key=lambda r: begin[r])  # stable: ties keep order
         dev = x.device
-        timesteps, begin_dev = self.timesteps.to(dev), begin.to(dev)  # uploaded once
-        every_row = torch.arange(len(x), device=dev)
-        for i in range(int(begin.min()), self.num_steps):
-            rows_cpu = torch.nonzero(begin <= i).flatten()
-            every = len(rows_cpu) == len(x)
-            rows = every_row if every else rows_cpu.to(dev)  # uploads only in mixed batches
-            xa = x if every else x[rows]
-            t = timesteps[i].repeat(len(rows_cpu))
-            eps = eps_fn(xa, t, rows, i - begin_dev[rows])
-            if every:
+        identity = order == list(range(len(order)))
+        perm = torch.arange(len(order)) if identity else torch.tensor(order)
+        perm, timesteps = perm.to(dev), self.timesteps.to(dev)  # uploaded once
+        begin_sorted = torch.tensor([begin[r] for r in order]).to(dev)
+        x = _working(x).clone() if identity else _working(x)[perm]
+        active = 0
+        for i in range(begin[order[0]] if order else self.num_steps, self.num_steps):
+            while active < len(order) and begin[order[active]] <= i:
+                active += 1
+            xa = x[:active]
+            t = timesteps[i].repeat(active)
+            eps = eps_fn(xa, t, perm[:active], i - begin_sorted[:active])
+            if active == len(x):
                 x = self.move(x, eps, i, i + 1)
             else:
-                x[rows] = self.move(xa, eps, i, i + 1)
-        return x
+                x[:active] = self.move(xa, eps, i, i + 1)
+        if identity:
+            return x
+        out = torch.empty_like(x)
+        out[perm] = x
+        return out
 
     def invert(
         self, x0: torch.Tensor, eps_fn: EpsFn, steps: int | None = None

@@ -128,6 +128,33 @@ def test_per_sample_start_steps() -> None:
         sampler.noise(x, [11, 1, 1], x)
 
 
+def test_mixed_starts_in_any_order_equal_each_sample_run_alone_by_diffusers() -> None:
+    """Rows in any start order: each row follows diffusers' DDIM steps from its own start,
+    and the noise predictor sees the rows (original indices) that have started."""
+    sched = _sd_like_scheduler()
+    sampler = DDIMSampler(ddim_scheduler(sched.config), 10)
+    starts = [1, 10, 4, 7, 4]
+    x = _rand(5, 2, 4, 4, seed=10)
+    eps_of = lambda x, t: torch.sin(x) * 0.5 + t.view(-1, 1, 1, 1) / 1000  # noqa: E731
+    seen = []
+
+    def eps(xa, t, rows, k):
+        step = len(seen)  # the longest start is 10, so call c is grid step c
+        assert k.tolist() == [step - (10 - starts[r]) for r in rows.tolist()]
+        seen.append(sorted(rows.tolist()))
+        return eps_of(xa, t.double()).to(xa.dtype)
+
+    ours = sampler.denoise(x, starts, eps)
+    assert seen[0] == [1] and seen[3] == [1, 3] and seen[6] == [1, 2, 3, 4]
+    assert seen[9] == [0, 1, 2, 3, 4] and len(seen) == 10
+    sched.set_timesteps(10)
+    for r, s in enumerate(starts):
+        ref = x[r : r + 1].clone()
+        for t in sched.timesteps[10 - s :]:
+            ref = sched.step(eps_of(ref, torch.full((1,), float(t))), t, ref).prev_sample
+        assert torch.allclose(ours[r : r + 1], ref, atol=1e-5), r
+
+
 def test_pndm_folder_still_runs_ddim() -> None:
     pndm = PNDMScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1

@@ -77,15 +77,14 @@ def _start_steps(o: GenerateOptions, method: type[GenerationMethod], spec: Model
 
 
 def canonical_batches(plans: Sequence[Plan], batch_size: int) -> list[list[int]]:
-    """Plan indices grouped by start step, then chunked; independent of what is already done."""
-    by_start: dict[int, list[int]] = {}
-    for i, p in enumerate(plans):
-        by_start.setdefault(p.start, []).append(i)
-    batches = []
-    for start in sorted(by_start):
-        idx = by_start[start]
-        batches += [idx[i : i + batch_size] for i in range(0, len(idx), batch_size)]
-    return batches
+    """Plan indices ordered by start step (stably), then cut into full batches.
+
+    Batches are full, and their starts nearly equal, so each runs about as many steps as its
+    samples need (the sampler runs a row only from its own start). The cut does not depend on
+    what is already done or on the number of processes.
+    """
+    order = sorted(range(len(plans)), key=lambda i: plans[i].start)
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 class BatchGenerator:
