@@ -1,10 +1,11 @@
 """SONA generation end to end: ``oodkit generate`` vs an official-shaped loop, in one process.
 
-Both take the same folder of source images (mixed sizes), the same model, the same per-sample
-plans (start steps, prompts) and batches, and each writes its images to disk; the clock runs
-from loading the model to the last file written, after an untimed warm-up of both. One JSON
-object is printed with images/s of each, the ratio and (on CUDA) GPU utilisation and peak
-memory.
+Both take the same folder of source images (mixed sizes), the same model and the same
+per-sample plans (start steps, prompts), each at its own batch size, and write their images
+to disk; the clock runs from loading the model to the last file written, after an untimed
+warm-up of both. The sides alternate over ``--repeats`` runs. One JSON object is printed with
+the median images/s of each, the denoising work (Σ steps × images), the ratio and (on CUDA)
+GPU utilisation and peak memory.
 
 - oodkit: ``generate`` — sources decoded ahead by loader workers, one UNet call per step on
   3·B rows (∅, ID, OOD), ``topk`` masks, no host copies in the loop, channels-last, fp16 on
@@ -19,8 +20,8 @@ Default: the tiny offline Stable Diffusion on the CPU (target ratio ≥ 2). ``--
 Stable Diffusion 2 base-sized UNet and VAE from configs with random weights at 512 px (for a
 GPU; target ≥ 7 images/s per H100 and ratio ≥ 2).
 
-    python benchmarks/bench_generate.py [--images 96] [--batch 8] [--steps 10] [--threads 1]
-        [--full]
+    python benchmarks/bench_generate.py [--images 96] [--batch 16] [--official-batch 8]
+        [--steps 10] [--repeats 3] [--threads 1] [--full]
 """
 
 from __future__ import annotations

@@ -18,9 +18,13 @@ from oodkit.stages.train_diffusion.run import DiffusionOptions, train_diffusion
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("seed", [0, 2])
 def test_scan_clusters_digits(tmp_path: Path, seed: int) -> None:
-    """ID classes 0–4 with labels hidden: SCAN ≥ 0.85 accuracy and ≥ k-means on its features."""
+    """ID classes 0–4 with labels hidden: SCAN ≥ 0.85 accuracy and ≥ k-means on its features.
+
+    Seeds 0 and 2 of docs/pseudolabel.md's table (2 is the weakest); seed 1 is left out to
+    keep the suite under 25 minutes (3 minutes a seed).
+    """
     o = PseudoLabelOptions(
         method="scan",
         num_clusters=5,
