@@ -428,6 +428,7 @@ def generate(
         "leaked_classes": src.leaked,
         "scheduler": "DDIMScheduler",
         "eta": 0.0,
+        "batches": "start-sorted, full",  # batch companions shape the last bits of a sample
         "guidance_convention": "decode(encode(x).mode())" if o.mode == "vae" else method.convention,
     }
     existing = check_output(out, "outliers", params, inputs, o.overwrite)
