@@ -1,9 +1,18 @@
 """Noise predictors that evaluate every condition of a batch in one forward.
 
 ``eps(x, t, cond)`` takes a batch ``x`` [B, ...], timesteps ``t`` [B] and a stacked condition
-for ``n`` conditions — class ids [n, B] (pixel backend; the unconditional row is the null
-class) or prompt embeddings [n, B, L, D] (latent backend; the unconditional row is the empty
-prompt) — and returns [n, B, ...] from a single UNet call on n·B rows.
+for ``n`` conditions — class ids [n, B] (class-conditional backends; the unconditional row is
+the null class) or prompt embeddings [n, B, L, D] (Stable Diffusion; the unconditional row is
+the empty prompt) — and returns [n, B, ...] from a single network call on n·B rows.
+
+Backends, one per model layout users bring:
+
+- ``PixelClassDenoiser``: the class-conditional pixel UNets ``oodkit train diffusion`` makes;
+- ``PixelUncondDenoiser``: unconditional pixel UNets (``DDPMPipeline`` folders, e.g.
+  ``google/ddpm-cifar10-32``), which take no condition (only ``None`` rows);
+- ``LatentClassDenoiser``: class-conditional latent transformers (``DiTPipeline`` folders, e.g.
+  ``facebook/DiT-XL-2-256``: null class = number of classes, learned σ whose first half is ε);
+- ``LatentTextDenoiser``: Stable Diffusion (VAE, CLIP text encoder, ``UNet2DConditionModel``).
 
 Latents cross this interface in float32 whatever the UNet's dtype: inputs are cast to the
 UNet's dtype for the forward and its outputs back to float32, so the DDIM state and all
@@ -27,7 +36,13 @@ import torch
 from oodkit.errors import OodkitError
 
 CLASS_MODEL_INFO = "oodkit_model.json"
-LATENT_PARTS = ("unet", "vae", "text_encoder", "tokenizer")
+# diffusers layouts: the pipeline class in model_index.json → (layout, kind, parts)
+LAYOUTS = {
+    "StableDiffusionPipeline": ("sd", "text", ("unet", "vae", "text_encoder", "tokenizer")),
+    "DDPMPipeline": ("ddpm", "uncond", ("unet",)),
+    "DDIMPipeline": ("ddpm", "uncond", ("unet",)),
+    "DiTPipeline": ("dit", "class", ("transformer", "vae")),
+}
 
 
 class _UNetDenoiser:
@@ -46,6 +61,11 @@ class _UNetDenoiser:
     def compile(self) -> None:
         """``torch.compile`` the UNet (first batches are slow while it compiles)."""
         self.unet = torch.compile(self.unet)
+
+    def _eps_rows(self, out: torch.Tensor, n: int, x: torch.Tensor) -> torch.Tensor:
+        """The network's n·B output rows → ε [n, B, ...] in float32 (a learned-σ output's
+        first half is ε)."""
+        return out[:, : x.shape[1]].float().view(n, *x.shape)
 
 
 class PixelClassDenoiser(_UNetDenoiser):
@@ -72,7 +92,7 @@ class PixelClassDenoiser(_UNetDenoiser):
         n = cond.shape[0]
         rows = x.to(self.dtype).repeat(n, *([1] * (x.dim() - 1)))
         out = self.unet(rows, t.repeat(n), class_labels=cond.reshape(-1)).sample
-        return out.float().view(n, *x.shape)
+        return self._eps_rows(out, n, x)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] → model space [−1, 1] (float32)."""
@@ -82,7 +102,93 @@ class PixelClassDenoiser(_UNetDenoiser):
         return ((x.float() + 1) / 2).clamp(0, 1)
 
 
-class LatentTextDenoiser(_UNetDenoiser):
+class PixelUncondDenoiser(PixelClassDenoiser):
+    """Unconditional pixel ``UNet2DModel`` (a ``DDPMPipeline`` folder): every row is ``None``."""
+
+    kind = "uncond"
+
+    def __init__(self, unet, scheduler_config: dict[str, Any]) -> None:
+        cfg = unet.config
+        info = {"num_classes": 0, "channels": cfg.in_channels, "image_size": cfg.sample_size}
+        super().__init__(unet, scheduler_config, info)
+        self.num_classes = None
+
+    def condition(self, values: list[list[Any]]) -> torch.Tensor:
+        """[n, B] placeholders; an unconditional model refuses any other condition."""
+        if any(v is not None for row in values for v in row):
+            raise ValueError("an unconditional model takes no class or prompt")
+        shape = (len(values), len(values[0]) if values else 0)
+        return torch.zeros(shape, dtype=torch.long, device=self.device)
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        n = cond.shape[0]
+        rows = x.to(self.dtype).repeat(n, *([1] * (x.dim() - 1)))
+        return self._eps_rows(self.unet(rows, t.repeat(n)).sample, n, x)
+
+
+class _VaeCodec:
+    """Images ↔ scaled latents through a VAE (the posterior mode: no sampling noise)."""
+
+    vae: Any
+    device: torch.device
+
+    def _codec(self, vae) -> None:
+        self.vae = vae
+        self.channels = 3
+        self.scale = float(vae.config.scaling_factor)
+        self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @property
+    def vae_dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] → scaled float32 latent (the posterior mode: no sampling noise)."""
+        x = images.to(self.device, self.vae_dtype) * 2 - 1
+        return self.vae.encode(x).latent_dist.mode().float() * self.scale
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        z = (z.float() / self.scale).to(self.vae_dtype)
+        return ((self.vae.decode(z).sample.float() + 1) / 2).clamp(0, 1)
+
+    @torch.no_grad()
+    def round_trip(self, images: torch.Tensor) -> torch.Tensor:
+        """VAE reconstructions of images in [0, 1]: decode(encode(x).mode()), no diffusion."""
+        x = images.to(self.device, self.vae_dtype) * 2 - 1
+        out = self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample
+        return ((out.float() + 1) / 2).clamp(0, 1)
+
+
+class LatentClassDenoiser(_VaeCodec, _UNetDenoiser):
+    """A class-conditional latent transformer (``DiTPipeline`` parts: ``transformer/``, ``vae/``).
+
+    ``unet`` holds the transformer. Its label table has one extra row, the null class
+    (index = number of classes), which the ``DiTPipeline`` uses for classifier-free guidance.
+    """
+
+    kind = "class"
+
+    def __init__(self, transformer, vae, scheduler_config: dict[str, Any], names) -> None:
+        self.unet = transformer
+        self._codec(vae)
+        self.scheduler_config = scheduler_config
+        self.num_classes = int(transformer.config.num_embeds_ada_norm)
+        self.null_class = self.num_classes
+        self.image_size = int(transformer.config.sample_size) * self.factor
+        self.class_names = names
+
+    condition = PixelClassDenoiser.condition
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        n = cond.shape[0]
+        rows = x.to(self.dtype).repeat(n, 1, 1, 1)
+        out = self.unet(rows, timestep=t.repeat(n), class_labels=cond.reshape(-1)).sample
+        return self._eps_rows(out, n, x)
+
+
+class LatentTextDenoiser(_VaeCodec, _UNetDenoiser):
     """Stable Diffusion parts: VAE, CLIP text encoder + tokenizer, ``UNet2DConditionModel``."""
 
     kind = "text"
@@ -90,11 +196,9 @@ class LatentTextDenoiser(_UNetDenoiser):
     def __init__(
         self, vae, text_encoder, tokenizer, unet, scheduler_config: dict[str, Any]
     ) -> None:
-        self.vae, self.text_encoder, self.tokenizer, self.unet = vae, text_encoder, tokenizer, unet
+        self.text_encoder, self.tokenizer, self.unet = text_encoder, tokenizer, unet
+        self._codec(vae)
         self.scheduler_config = scheduler_config
-        self.channels = 3
-        self.scale = float(vae.config.scaling_factor)
-        self.factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.image_size = int(unet.config.sample_size) * self.factor
         self._embeddings: dict[str, torch.Tensor] = {}
 
@@ -127,28 +231,6 @@ class LatentTextDenoiser(_UNetDenoiser):
         out = self.unet(rows, t.repeat(n), encoder_hidden_states=hidden).sample
         return out.float().view(n, *x.shape)
 
-    @property
-    def vae_dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
-
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] → scaled float32 latent (the posterior mode: no sampling noise)."""
-        x = images.to(self.device, self.vae_dtype) * 2 - 1
-        return self.vae.encode(x).latent_dist.mode().float() * self.scale
-
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        z = (z.float() / self.scale).to(self.vae_dtype)
-        return ((self.vae.decode(z).sample.float() + 1) / 2).clamp(0, 1)
-
-    @torch.no_grad()
-    def round_trip(self, images: torch.Tensor) -> torch.Tensor:
-        """VAE reconstructions of images in [0, 1]: decode(encode(x).mode()), no diffusion."""
-        x = images.to(self.device, self.vae_dtype) * 2 - 1
-        out = self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample
-        return ((out.float() + 1) / 2).clamp(0, 1)
-
 
 def _read_scheduler_config(folder: Path) -> dict[str, Any]:
     path = folder / "scheduler" / "scheduler_config.json"
@@ -169,12 +251,87 @@ class ModelSpec:
     """What a model is, read from its configs without loading weights."""
 
     source: str  # "artifact" | "folder" | "hub"
-    kind: str  # "class" (pixel class-conditional) | "text" (Stable Diffusion)
-    channels: int
+    kind: str  # "class" | "uncond" | "text" (what conditions it takes)
+    channels: int | None  # None: a Hub DDPM model (known once loaded)
     image_size: int | None  # None: a Hub model (known once loaded)
     num_classes: int | None = None
     path: Path | None = None
     scheduler_config: dict[str, Any] | None = None  # None: a Hub model
+    layout: str = "oodkit"  # "oodkit" | "sd" | "ddpm" | "dit"
+    class_names: list[str] | None = None
+
+
+def _layout(index: dict[str, Any] | None, folder: Path | None, where: str) -> tuple:
+    """(layout, kind, parts) from a model_index.json, or from the subfolders present."""
+    if index is not None and "_class_name" in index:
+        name = index["_class_name"]
+        if name not in LAYOUTS:
+            raise OodkitError(
+                f"{where}: {name} models are not supported (supported: {', '.join(LAYOUTS)})"
+            )
+        return LAYOUTS[name]
+    if folder is not None:
+        for layout in ("StableDiffusionPipeline", "DiTPipeline", "DDPMPipeline"):
+            if all((folder / part).is_dir() for part in (*LAYOUTS[layout][2], "scheduler")):
+                return LAYOUTS[layout]
+    raise OodkitError(
+        f"unknown model folder {where}: expected an oodkit diffusion-model artifact or a diffusers "
+        "folder (Stable Diffusion: unet/ vae/ text_encoder/ tokenizer/; DiT: transformer/ vae/; "
+        "DDPM: unet/; each with scheduler/)"
+    )
+
+
+def _label_names(index: dict[str, Any] | None) -> list[str] | None:
+    """Class names from a DiT model_index.json ``id2label`` (the first synonym of each)."""
+    labels = (index or {}).get("id2label")
+    if not labels:
+        return None
+    return [str(labels[k]).split(",")[0].strip() for k in sorted(labels, key=int)]
+
+
+def _folder_spec(folder: Path) -> ModelSpec:
+    index_file = folder / "model_index.json"
+    index = _read_json(index_file) if index_file.is_file() else None
+    layout, kind, parts = _layout(index, folder, str(folder))
+    missing = [p for p in (*parts, "scheduler") if not (folder / p).is_dir()]
+    if missing:
+        raise OodkitError(f"{folder} is a {layout} model without {', '.join(missing)}/")
+    scheduler = _read_scheduler_config(folder)
+    if layout == "ddpm":
+        unet = _read_json(folder / "unet" / "config.json")
+        if unet.get("num_class_embeds"):
+            raise OodkitError(
+                f"{folder}: a class-conditional UNet2DModel needs an oodkit diffusion-model "
+                "artifact (its null class is not in a DDPM folder)"
+            )
+        size, channels = int(unet["sample_size"]), int(unet["in_channels"])
+        return ModelSpec("folder", kind, channels, size, None, folder, scheduler, layout)
+    vae = _read_json(folder / "vae" / "config.json")
+    factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    if layout == "dit":
+        net = _read_json(folder / "transformer" / "config.json")
+        classes = int(net["num_embeds_ada_norm"])
+        size = int(net["sample_size"]) * factor
+        names = _label_names(index)
+        return ModelSpec("folder", kind, 3, size, classes, folder, scheduler, layout, names)
+    size = int(_read_json(folder / "unet" / "config.json")["sample_size"]) * factor
+    return ModelSpec("folder", kind, 3, size, None, folder, scheduler, layout)
+
+
+def _hub_index(repo: str) -> dict[str, Any]:
+    """A Hub model's model_index.json (the local cache's when offline)."""
+    from huggingface_hub import constants, hf_hub_download
+
+    try:
+        return _read_json(Path(hf_hub_download(repo, "model_index.json")))
+    except Exception as exc:  # noqa: BLE001 - any Hub failure is one line for the user
+        offline = (
+            " (HF_HUB_OFFLINE is set: the Hub is not reachable)"
+            if (constants.HF_HUB_OFFLINE)
+            else ""
+        )
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise OodkitError(f"cannot read the Hub model {repo}{offline}: {first}") from None
 
 
 def describe_model(model: str | Path) -> ModelSpec:
@@ -194,22 +351,15 @@ def describe_model(model: str | Path) -> ModelSpec:
                 int(info["num_classes"]),
                 folder,
                 _read_scheduler_config(folder),
+                class_names=info.get("class_names"),
             )
-        if all((folder / sub).is_dir() for sub in LATENT_PARTS):
-            unet = _read_json(folder / "unet" / "config.json")
-            vae = _read_json(folder / "vae" / "config.json")
-            factor = 2 ** (len(vae["block_out_channels"]) - 1)
-            size = int(unet["sample_size"]) * factor
-            return ModelSpec(
-                "folder", "text", 3, size, None, folder, _read_scheduler_config(folder)
-            )
-        raise OodkitError(
-            f"unknown model folder {folder}: expected an oodkit diffusion-model artifact or a "
-            "Stable Diffusion folder with unet/, vae/, text_encoder/, tokenizer/, scheduler/"
-        )
+        return _folder_spec(folder)
     if "/" not in str(model) or str(model).startswith((".", "/", "~")):
         raise OodkitError(f"model {model!r} is neither a folder nor a Hub id (OWNER/NAME)")
-    return ModelSpec("hub", "text", 3, None)
+    index = _hub_index(str(model))
+    layout, kind, _ = _layout(index, None, str(model))
+    channels = None if layout == "ddpm" else 3
+    return ModelSpec("hub", kind, channels, None, layout=layout, class_names=_label_names(index))
 
 
 def hub_revision(repo: str) -> str:
@@ -221,8 +371,8 @@ def hub_revision(repo: str) -> str:
         if ref.is_file():
             return ref.read_text().strip()
         raise OodkitError(
-            f"cannot load Stable Diffusion parts from {repo} (HF_HUB_OFFLINE is set: the Hub is "
-            "not reachable and the model is not in the local cache)"
+            f"cannot load the Hub model {repo} (HF_HUB_OFFLINE is set: the Hub is not reachable "
+            "and the model is not in the local cache)"
         )
     from huggingface_hub import HfApi
 
@@ -260,13 +410,13 @@ def load_denoiser(
     dtype: torch.dtype = torch.float32,
     revision: str | None = None,
     spec: ModelSpec | None = None,
-) -> PixelClassDenoiser | LatentTextDenoiser:
-    """A denoiser from an oodkit diffusion-model artifact, a Stable Diffusion folder or Hub id.
+) -> PixelClassDenoiser | PixelUncondDenoiser | LatentClassDenoiser | LatentTextDenoiser:
+    """A denoiser from an oodkit diffusion-model artifact, a diffusers folder or a Hub id.
 
     Weights load through diffusers / transformers ``from_pretrained`` (safetensors preferred,
     never remote code); a Hub id loads at ``revision`` (the one fingerprinted). Offline Hub
-    ids fail with one line. On CUDA the UNet and VAE use the channels-last layout. ``spec``:
-    the model's ``describe_model`` when the caller already has it.
+    ids fail with one line. On CUDA the networks and VAEs use the channels-last layout.
+    ``spec``: the model's ``describe_model`` when the caller already has it.
     """
     spec = spec or describe_model(model)
     if spec.source == "artifact":
@@ -274,16 +424,10 @@ def load_denoiser(
 
         info = _read_json(spec.path / CLASS_MODEL_INFO)
         unet = UNet2DModel.from_pretrained(str(spec.path / "unet"), torch_dtype=dtype)
-        denoiser: Any = PixelClassDenoiser(
-            _placed(unet, device), _read_scheduler_config(spec.path), info
-        )
-    elif spec.source == "folder":
-        denoiser = _load_latent(str(spec.path), device, dtype, local=True)
-    else:
-        denoiser = _load_latent(
-            str(model), device, dtype, local=False, revision=revision or hub_revision(str(model))
-        )
-    return denoiser
+        return PixelClassDenoiser(_placed(unet, device), _read_scheduler_config(spec.path), info)
+    if spec.source == "folder":
+        return _load_diffusers(str(spec.path), spec, device, dtype, None)
+    return _load_diffusers(str(model), spec, device, dtype, revision or hub_revision(str(model)))
 
 
 def _placed(module, device):
@@ -294,33 +438,46 @@ def _placed(module, device):
     return module
 
 
-def _load_latent(
-    source: str, device, dtype, local: bool, revision: str | None = None
-) -> LatentTextDenoiser:
+def _load_diffusers(source: str, spec: ModelSpec, device, dtype, revision: str | None):
+    """The parts of a diffusers layout, from a folder or a Hub id at ``revision``."""
     import transformers
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler
 
     transformers.utils.logging.disable_progress_bar()
-
+    kw: dict[str, Any] = {"revision": revision} if revision else {}
     try:
-        kw: dict[str, Any] = {"torch_dtype": dtype}
-        if revision:
-            kw["revision"] = revision
-        unet = UNet2DConditionModel.from_pretrained(source, subfolder="unet", **kw)
-        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", **kw)
-        text = CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **kw)
-        tokenizer = CLIPTokenizer.from_pretrained(
-            source, subfolder="tokenizer", **({"revision": revision} if revision else {})
+        scheduler_config = (
+            spec.scheduler_config
+            if spec.scheduler_config is not None
+            else dict(DDIMScheduler.load_config(source, subfolder="scheduler", **kw))
         )
-        if local:
-            scheduler_config = _read_scheduler_config(Path(source))
-        else:
-            from diffusers import DDIMScheduler
+        if spec.layout == "ddpm":
+            from diffusers import UNet2DModel
 
-            scheduler_config = dict(
-                DDIMScheduler.load_config(source, subfolder="scheduler", revision=revision)
+            unet = UNet2DModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kw)
+            return PixelUncondDenoiser(_placed(unet, device), scheduler_config)
+        from diffusers import AutoencoderKL
+
+        vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kw)
+        if spec.layout == "dit":
+            from diffusers import DiTTransformer2DModel
+
+            net = DiTTransformer2DModel.from_pretrained(
+                source, subfolder="transformer", torch_dtype=dtype, **kw
             )
+            return LatentClassDenoiser(
+                _placed(net, device), _placed(vae, device), scheduler_config, spec.class_names
+            )
+        from diffusers import UNet2DConditionModel
+        from transformers import CLIPTextModel, CLIPTokenizer
+
+        unet = UNet2DConditionModel.from_pretrained(
+            source, subfolder="unet", torch_dtype=dtype, **kw
+        )
+        text = CLIPTextModel.from_pretrained(
+            source, subfolder="text_encoder", torch_dtype=dtype, **kw
+        )
+        tokenizer = CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **kw)
     except OSError as exc:
         from huggingface_hub import constants as hub_constants
 
@@ -331,7 +488,7 @@ def _load_latent(
             else ""
         )
         raise OodkitError(
-            f"cannot load Stable Diffusion parts from {source}{offline}: {first}"
+            f"cannot load the {spec.layout} model {source}{offline}: {first}"
         ) from None
     return LatentTextDenoiser(
         _placed(vae, device),

@@ -14,6 +14,7 @@ from oodkit.artifacts import ShardedWriter, load_artifact
 from oodkit.cli import app
 from oodkit.diffusion import denoisers
 from oodkit.stages.generate.run import GenerateOptions, generate
+from oodkit.testing import build_tiny_ddpm, build_tiny_dit
 
 runner = CliRunner()
 
@@ -417,10 +418,29 @@ def test_bad_input_is_refused_before_the_model_loads(
         ),
         (
             ["--method", "sona", *sd_bench, "--model", "someone/not-cached-model"],
-            "cannot load Stable Diffusion parts",
+            "cannot read the Hub model someone/not-cached-model (HF_HUB_OFFLINE is set",
+        ),
+        (
+            ["--method", "sona", *sd_bench, "--model", str(build_tiny_ddpm(tmp_path / "ddpm"))],
+            "an unconditional model takes no class or prompt",
         ),
     ]
     for n, (args, message) in enumerate(cases):
         line = _fail(["generate", *args, "--quiet", "--out", str(tmp_path / f"o{n}")])
         assert message in line, (args, line)
     assert not [p for p in tmp_path.glob("o*") if p.name != "one"]
+
+
+def test_wrong_class_outliers_with_a_dit_model(bench, tmp_path) -> None:
+    """A DiTPipeline folder (latent, class-conditional, learned σ) runs the sd method and the
+    VAE round trips; the null class is the transformer's extra label row."""
+    dit = build_tiny_dit(tmp_path / "dit", image_size=16, num_classes=5)
+    ref = str(bench / "bench.json")
+    art = generate(ref, str(dit), tmp_path / "o", method="sd", steps=10, t_start=200, quiet=True)
+    table = art.dataset()
+    assert len(table) == 10 and set(table["start_timestep"]) == {200}
+    pairs = zip(table["ood_condition"], table["source_label"], strict=True)
+    assert all(int(c) != s for c, s in pairs) and set(table["t_start"]) == {3}
+    vae = generate(ref, str(dit), tmp_path / "v", method="reconstruct", mode="vae", quiet=True)
+    assert set(vae.dataset()["start_timestep"]) == {-1}
+    assert art.manifest.inputs[-1]["kind"] == "diffusers-model"

@@ -220,14 +220,19 @@ def _sources(id_ref: str, o: GenerateOptions, idd, spec: ModelSpec, method) -> _
 
 def _check_model(o: GenerateOptions, spec: ModelSpec) -> None:
     """Method and mode against the kind of model."""
+    if spec.kind == "uncond":
+        raise OodkitError(
+            "an unconditional model takes no class or prompt: generate needs a class- or "
+            "text-conditional model"
+        )
     class_only = "class-conditional" in GENERATION.get(o.method).needs or o.labels is not None
     if spec.kind == "text" and class_only:
         raise OodkitError(
             "a text-conditional model takes prompts, not class ids: "
             "--method sd and --labels need a class-conditional model"
         )
-    if o.mode == "vae" and spec.kind != "text":
-        raise OodkitError("--mode vae needs a latent model with a VAE (Stable Diffusion)")
+    if o.mode == "vae" and spec.layout not in ("sd", "dit"):
+        raise OodkitError("--mode vae needs a latent model with a VAE (Stable Diffusion, DiT)")
 
 
 def _writer(out, plans, params, inputs, o: GenerateOptions, state) -> ShardedWriter:

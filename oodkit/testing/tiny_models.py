@@ -1,0 +1,73 @@
+"""Tiny, randomly initialised DDPM and DiT folders built from configs, fully offline.
+
+They have the layouts of ``DDPMPipeline.save_pretrained`` (``google/ddpm-cifar10-32``:
+``unet/`` + ``scheduler/``) and ``DiTPipeline.save_pretrained`` (``facebook/DiT-XL-2-256``:
+``transformer/`` with a learned-σ output + ``vae/`` + ``scheduler/`` and ``id2label``), for
+tests and CPU benchmarks of those backends.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+
+def build_tiny_ddpm(
+    folder: str | Path, image_size: int = 16, channels: int = 3, learned_sigma: bool = False
+) -> Path:
+    """An unconditional ``UNet2DModel`` and a DDPM scheduler, as ``DDPMPipeline`` saves them."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    folder = Path(folder)
+    torch.manual_seed(0)
+    UNet2DModel(
+        sample_size=image_size,
+        in_channels=channels,
+        out_channels=channels * (2 if learned_sigma else 1),
+        layers_per_block=1,
+        block_out_channels=(16, 32),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).save_pretrained(str(folder / "unet"))
+    DDPMScheduler(num_train_timesteps=1000).save_pretrained(str(folder / "scheduler"))
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
+    return folder
+
+
+def build_tiny_dit(folder: str | Path, image_size: int = 16, num_classes: int = 5) -> Path:
+    """A class-conditional ``DiTTransformer2DModel`` (learned σ), a VAE and a DDIM scheduler,
+    as ``DiTPipeline`` saves them, with an ``id2label`` table."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DiTTransformer2DModel
+
+    folder = Path(folder)
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=image_size,
+    )
+    DiTTransformer2DModel(
+        num_attention_heads=2,
+        attention_head_dim=8,
+        in_channels=4,
+        out_channels=8,
+        num_layers=2,
+        sample_size=image_size // 2,
+        patch_size=2,
+        num_embeds_ada_norm=num_classes,
+    ).save_pretrained(str(folder / "transformer"))
+    vae.save_pretrained(str(folder / "vae"))
+    DDIMScheduler(num_train_timesteps=1000, clip_sample=False).save_pretrained(
+        str(folder / "scheduler")
+    )
+    id2label = {str(i): f"class{i}, synonym{i}" for i in range(num_classes)}
+    index = {"_class_name": "DiTPipeline", "id2label": id2label}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
