@@ -1,24 +1,87 @@
-"""Image similarity between two batches of images in [0, 1] (piq-based).
+"""Image similarity between two batches of images in [0, 1] (piq-based), per image.
 
-Used for generation quality (outlier vs source) and, later, DiffGuard's input vs synthesis
-distances. Values are per image.
+Used for generation quality (outlier vs source) and DiffGuard's synthesis vs reference
+scores. ``similarity(name, images, references)`` returns one value per image where **higher
+means more alike**, so it is an ID score directly: distances enter negated (``gmsd`` → −GMSD,
+``l2`` → −‖x − y‖₂). ``logits_l1`` is the paper's CIFAR-10 choice, −‖f(x) − f(y)‖₁ between a
+classifier's logits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+
+from oodkit.errors import OodkitError
+
+MS_SSIM_MIN_SIDE = 161  # 5 scales of an 11-pixel window (piq's default weights)
+
+
+def _window(images: torch.Tensor) -> int:
+    """SSIM window: 11 px, shrunk to an odd size that fits small images."""
+    return max(1, min(11, min(images.shape[-2:]) // 2 * 2 - 1))
+
+
+def _ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    import piq
+
+    return piq.ssim(x, y, data_range=1.0, reduction="none", kernel_size=_window(x))
+
+
+def _ms_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    import piq
+
+    if min(x.shape[-2:]) < MS_SSIM_MIN_SIDE:
+        raise OodkitError(
+            f"ms-ssim needs images of at least {MS_SSIM_MIN_SIDE} px a side "
+            f"(these are {x.shape[-2]}×{x.shape[-1]}); use ssim"
+        )
+    return piq.multi_scale_ssim(x, y, data_range=1.0, reduction="none")
+
+
+def _psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    import piq
+
+    # piq adds 1e-8 to the MSE: identical images score 80 dB, never infinity
+    return piq.psnr(x, y, data_range=1.0, reduction="none")
+
+
+def _gmsd(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    import piq
+
+    return -piq.gmsd(x, y, data_range=1.0, reduction="none")
+
+
+def _l2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return -(x - y).flatten(1).norm(dim=1)
+
+
+SIMILARITIES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "ssim": _ssim,
+    "ms-ssim": _ms_ssim,
+    "psnr": _psnr,
+    "gmsd": _gmsd,
+    "l2": _l2,
+}
+
+
+def similarity(name: str, images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """Per-image similarity [B] (higher = more alike) of two [B, C, H, W] batches in [0, 1]."""
+    if name not in SIMILARITIES:
+        raise OodkitError(f"unknown similarity {name!r} (one of {', '.join(SIMILARITIES)})")
+    x, y = images.float().clamp(0, 1), references.float().clamp(0, 1)
+    return SIMILARITIES[name](x, y)
+
+
+def logits_l1(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:
+    """−‖f(x) − f(y)‖₁ per image between a classifier's logits [B, K]."""
+    return -(logits.float() - reference_logits.float()).abs().sum(dim=1)
 
 
 def ssim_psnr(images: torch.Tensor, references: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-image SSIM (window shrunk for small images) and PSNR (capped at 100 dB)."""
-    import piq
-
-    ssim = piq.ssim(
-        images,
-        references,
-        data_range=1.0,
-        reduction="none",
-        kernel_size=max(1, min(11, min(images.shape[-2:]) // 2 * 2 - 1)),
+    """Per-image SSIM (window shrunk for small images) and PSNR (80 dB for identical images)."""
+    return (
+        similarity("ssim", images, references).tolist(),
+        similarity("psnr", images, references).tolist(),
     )
-    psnr = piq.psnr(images, references, data_range=1.0, reduction="none")
-    return ssim.tolist(), psnr.clamp(max=100).tolist()
