@@ -1,0 +1,34 @@
+"""Grad-CAM of a detector's classifier for given labels (DiffGuard's CFG mask).
+
+The map is taken on the backbone's last feature map A (timm ``forward_features``): channel
+weights are the spatial means of ∂logit_y/∂A, the map is ReLU(Σ_c w_c·A_c), scaled to [0, 1]
+per image (min–max; a constant map becomes 0). ``cam_mask`` resizes it (nearest) to a latent
+or image grid and cuts it at a threshold (DiffGuard's official code: 0.3).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from oodkit.models.detector import Detector
+
+
+def grad_cam(detector: Detector, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[B, h, w] maps in [0, 1] for model inputs ``x`` (normalised) and class ``labels`` [B]."""
+    backbone = detector.backbone
+    with torch.enable_grad():
+        feats = backbone.forward_features(x).detach().requires_grad_(True)
+        logits = detector.cls(backbone.forward_head(feats, pre_logits=True))
+        chosen = logits.gather(1, labels.view(-1, 1).to(logits.device)).sum()
+        (grads,) = torch.autograd.grad(chosen, feats)
+    cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * feats).sum(dim=1)).detach()
+    low = cam.flatten(1).min(dim=1).values.view(-1, 1, 1)
+    span = cam.flatten(1).max(dim=1).values.view(-1, 1, 1) - low
+    return torch.where(span > 0, (cam - low) / span.clamp(min=1e-12), torch.zeros_like(cam))
+
+
+def cam_mask(cam: torch.Tensor, size: tuple[int, int], cut: float) -> torch.Tensor:
+    """Boolean [B, 1, H, W] mask: the map resized (nearest) to ``size`` and kept above ``cut``."""
+    resized = F.interpolate(cam.unsqueeze(1), size=size, mode="nearest")
+    return resized > cut

@@ -1,0 +1,43 @@
+"""Grad-CAM against a hand computation on a tiny CNN."""
+
+from __future__ import annotations
+
+import torch
+
+from oodkit.demo import DEMO_ARCH_KWARGS
+from oodkit.models.cam import cam_mask, grad_cam
+from oodkit.models.detector import Detector, DetectorConfig
+
+
+def test_grad_cam_equals_the_closed_form_of_a_pooled_linear_head() -> None:
+    """With global average pooling and a linear head, ∂logit_y/∂A_c = W[y, c] / (h·w) at
+    every position, so the map is ReLU(Σ_c W[y, c]·A_c) up to a factor min–max removes."""
+    torch.manual_seed(0)
+    config = DetectorConfig.for_data(
+        "resnet18", 4, 3, 32, heads=["cls"], arch_kwargs=DEMO_ARCH_KWARGS
+    )
+    det = Detector(config).eval()
+    x = torch.randn(3, 3, 32, 32)
+    labels = torch.tensor([0, 3, 1])
+    cam = grad_cam(det, x, labels)
+    with torch.no_grad():
+        feats = det.backbone.forward_features(x)
+    hand = torch.relu(torch.einsum("bc,bchw->bhw", det.cls.weight[labels], feats)).detach()
+    flat = hand.flatten(1)
+    low, high = flat.min(1).values.view(-1, 1, 1), flat.max(1).values.view(-1, 1, 1)
+    span = high - low
+    assert (span == 0).sum() == 1  # this draw has one all-zero map (ReLU): it stays 0, not NaN
+    expected = torch.where(span > 0, (hand - low) / span.clamp(min=1e-12), torch.zeros_like(hand))
+    assert cam.shape == feats.shape[:1] + feats.shape[2:]
+    assert torch.allclose(cam, expected, atol=1e-5)
+    assert not any(p.grad is not None for p in det.parameters())  # no gradients left behind
+
+
+def test_cam_mask_resizes_nearest_and_cuts() -> None:
+    cam = torch.tensor([[[0.0, 0.5], [0.31, 1.0]]])
+    mask = cam_mask(cam, (4, 4), 0.3)
+    expected = torch.tensor(
+        [[0, 0, 1, 1], [0, 0, 1, 1], [1, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.bool
+    )
+    assert torch.equal(mask[0, 0], expected)
+    assert cam_mask(torch.zeros(1, 2, 2), (2, 2), 0.3).sum() == 0
