@@ -434,17 +434,7 @@ class ShardedWriter:
 
         ``summarize(merged)`` adds summary figures computed from the complete table.
         """
-        import datasets
-        import numpy as np
-
-        left = self.pending()
-        if left:
-            raise OodkitError(f"{len(left)} samples are not done yet (e.g. {left[0]!r})")
-        parts = [datasets.load_from_disk(str(s / DATA_DIR)) for s in self._shards()]
-        merged = datasets.concatenate_datasets(parts) if parts else None
-        if merged is not None:
-            pos = np.array([self.position[k] for k in merged[self.key_column]], dtype=np.int64)
-            merged = merged.select(np.argsort(pos, kind="stable")).flatten_indices()
+        merged = self.merged()
         summary = dict(summary or {})
         if summarize is not None and merged is not None:
             summary.update(summarize(merged))
@@ -458,6 +448,25 @@ class ShardedWriter:
             summary=summary,
             command=command,
         )
+        self.discard()
+        return art
+
+    def merged(self) -> datasets.Dataset | None:
+        """All shards' rows in canonical key order (every key must be done)."""
+        import datasets
+        import numpy as np
+
+        left = self.pending()
+        if left:
+            raise OodkitError(f"{len(left)} samples are not done yet (e.g. {left[0]!r})")
+        parts = [datasets.load_from_disk(str(s / DATA_DIR)) for s in self._shards()]
+        if not parts:
+            return None
+        merged = datasets.concatenate_datasets(parts)
+        pos = np.array([self.position[k] for k in merged[self.key_column]], dtype=np.int64)
+        return merged.select(np.argsort(pos, kind="stable")).flatten_indices()
+
+    def discard(self) -> None:
+        """Remove the partial folder (after the results are written elsewhere)."""
         with contextlib.suppress(OSError):
             shutil.rmtree(self.partial)
-        return art

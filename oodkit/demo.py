@@ -5,7 +5,9 @@
    another class) from every ID training image;
 3. train, per seed, a ``ce`` baseline, ``oe`` with the SD outliers, ``sona`` with the SONA
    outliers and ``sd`` with the SD outliers (small ResNet-18, CIFAR-style stem);
-4. score (energy; sd-vote for the sd detector), evaluate, and print one table.
+4. score (energy; sd-vote for the sd detector); DiffGuard with the ``ce`` detector (both
+   guidance paths, alone and combined with energy, on the first ``diffguard_limit`` samples
+   of each test set, next to energy on the same samples); evaluate, and print one table.
 
 The defaults are sized for about 15 minutes on two CPU cores. ``run_unsupervised_demo`` runs
 the SD-outlier paper's label-free chain instead: SCAN pseudo-labels → diffusion on the
@@ -33,6 +35,9 @@ class DemoOptions:
     diffusion_steps: int = O.option(800, "Diffusion training steps.")
     epochs: int = O.option(15, "Detector training epochs.")
     limit: int | None = O.option(None, "ID images used for generation (default: all).")
+    diffguard_limit: int | None = O.option(
+        100, "DiffGuard rows: first N samples of each test set (default 100; all: none given)."
+    )
     pretext_epochs: int = O.option(60, "Unsupervised chain: SimCLR epochs.", cli=False)
     # 501 images at batch 128: 3 steps an epoch
     scan_epochs: int = O.option(60, "Unsupervised chain: SCAN epochs.", cli=False)
@@ -42,6 +47,8 @@ class DemoOptions:
     def check(self) -> None:
         if self.seeds < 1 or self.diffusion_steps < 1 or self.epochs < 1:
             raise OodkitError("--seeds, --diffusion-steps and --epochs must be at least 1")
+        if self.diffguard_limit is not None and self.diffguard_limit < 1:
+            raise OodkitError(f"--diffguard-limit must be positive, got {self.diffguard_limit}")
 
 
 def _setup(options: DemoOptions | None, overrides: dict[str, Any]):
@@ -125,7 +132,49 @@ def run_demo(
                 overwrite=o.overwrite,
             )
             scores += [a.path for a in arts]
+        scores += _diffguard_rows(o, out, model.path, out / f"detector-ce-seed{seed}", seed)
     return evaluate(scores, out / "metrics", overwrite=o.overwrite)
+
+
+# DiffGuard on digits: both paths on the tiny class-conditional model (the classifier path
+# uses it unconditioned, through its null class), 25 DDIM steps each (docs/diffguard.md)
+DIFFGUARD_DEMO = {
+    "cfg": {"guidance": "cfg"},
+    "classifier": {"guidance": "classifier", "steps": 25},
+}
+
+
+def _diffguard_rows(o: DemoOptions, out: Path, model: Path, detector: Path, seed: int) -> list:
+    """Energy on the DiffGuard subset, then DiffGuard alone and combined with that energy."""
+    from oodkit.stages.score.run import score
+
+    limit = o.diffguard_limit
+    energy = score(
+        detector,
+        "digits",
+        ["energy"],
+        out / f"scores-ce-energy-subset-seed{seed}",
+        limit=limit,
+        overwrite=o.overwrite,
+    )[0]
+    paths = [energy.path]
+    for name, kw in DIFFGUARD_DEMO.items():
+        arts = score(
+            detector,
+            "digits",
+            ["diffguard"],
+            out / f"scores-diffguard-{name}-seed{seed}",
+            model=str(model),
+            distance="logits-l1,ssim",
+            combine_with=str(energy.path),
+            limit=limit,
+            diffusion_batch=32,
+            overwrite=o.overwrite,
+            quiet=o.quiet,
+            **kw,
+        )
+        paths += [a.path for a in arts]
+    return paths
 
 
 def run_unsupervised_demo(

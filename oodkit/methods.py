@@ -120,6 +120,12 @@ SCORE.register(
     options=("k", "alpha"),
     defaults={"k": 10},
 )
+SCORE.register(
+    "diffguard",
+    "oodkit.stages.score.diffguard:score_diffguard",
+    "DiffGuard: similarity of each image to its re-synthesis toward the predicted label",
+    needs=("model",),
+)
 
 # --- train detector: training objectives (docs/methods.md §3–§5) ----------------------------
 _L = "oodkit.stages.train_detector.objectives"

@@ -10,10 +10,12 @@ classifier's logits.
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import torch
+from typing import TYPE_CHECKING
 
 from oodkit.errors import OodkitError
+
+if TYPE_CHECKING:
+    import torch
 
 MS_SSIM_MIN_SIDE = 161  # 5 scales of an 11-pixel window (piq's default weights)
 
@@ -64,6 +66,9 @@ SIMILARITIES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
     "gmsd": _gmsd,
     "l2": _l2,
 }
+
+
+DISTANCES = ("logits-l1", *SIMILARITIES)  # DiffGuard's scores: synthesis vs reference
 
 
 def similarity(name: str, images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ number of processes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -135,6 +136,27 @@ class PerSampleSeeded(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         seed_default_generator(*self.key, int(index))
         return self.dataset[index]
+
+
+def process_shards(
+    batches: list[list[int]],
+    batch_size: int,
+    shard_size: int,
+    pending: set[str],
+    key_of: Callable[[int], str],
+    state: Any,
+) -> list[list[list[int]]]:
+    """Canonical batches cut into shards of about ``shard_size`` samples; this process's
+    shards (every n-th) that still hold a pending key. The cut depends neither on what is
+    done nor on the number of processes."""
+    per_shard = max(1, math.ceil(shard_size / batch_size))
+    shards = [batches[i : i + per_shard] for i in range(0, len(batches), per_shard)]
+    return [
+        s
+        for j, s in enumerate(shards)
+        if j % state.num_processes == state.process_index
+        and any(key_of(i) in pending for b in s for i in b)
+    ]
 
 
 def rank_world() -> tuple[int, int]:

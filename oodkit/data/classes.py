@@ -37,3 +37,9 @@ def imagenet800_classes() -> list[str]:
     """Readable names of the ImageNet-1k classes outside ImageNet-200 (SONA's OOD prompts)."""
     inside = set(imagenet200_wnids())
     return [name for wnid, name in imagenet1k() if wnid not in inside]
+
+
+def prompt(name: str) -> str:
+    """The prompt of a class name: "a photo of a {name}" ("an" before a vowel)."""
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    return f"a photo of {article} {name}"

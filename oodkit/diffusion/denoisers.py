@@ -98,8 +98,12 @@ class PixelClassDenoiser(_UNetDenoiser):
         """Images in [0, 1] → model space [−1, 1] (float32)."""
         return images.to(self.device, torch.float32) * 2 - 1
 
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space → images (unclamped, differentiable: classifier guidance)."""
+        return (x.float() + 1) / 2
+
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x.float() + 1) / 2).clamp(0, 1)
+        return self.to_pixels(x).clamp(0, 1)
 
 
 class PixelUncondDenoiser(PixelClassDenoiser):
@@ -148,10 +152,14 @@ class _VaeCodec:
         x = images.to(self.device, self.vae_dtype) * 2 - 1
         return self.vae.encode(x).latent_dist.mode().float() * self.scale
 
+    def to_pixels(self, z: torch.Tensor) -> torch.Tensor:
+        """Scaled latents → images (unclamped, differentiable: classifier guidance)."""
+        z = (z.float() / self.scale).to(self.vae_dtype)
+        return (self.vae.decode(z).sample.float() + 1) / 2
+
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        z = (z.float() / self.scale).to(self.vae_dtype)
-        return ((self.vae.decode(z).sample.float() + 1) / 2).clamp(0, 1)
+        return self.to_pixels(z).clamp(0, 1)
 
     @torch.no_grad()
     def round_trip(self, images: torch.Tensor) -> torch.Tensor:

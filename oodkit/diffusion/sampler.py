@@ -15,11 +15,27 @@ integers, so the loop never copies from the device.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 # eps_fn(x_active, t_active [A], rows [A], step_in_run [A]) -> guided ε for those rows
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Step:
+    """One DDIM step of a batch: what a noise predictor of several chains is told."""
+
+    t: torch.Tensor  # [A] timesteps of the active rows (all at grid index ``index``)
+    rows: torch.Tensor  # [A] the active rows' indices in the batch (device)
+    step_in_run: torch.Tensor  # [A] each row's step within its own run (device)
+    index: int  # grid index of the step (host)
+    order: list[int]  # the active rows' indices in the batch (host)
+
+
+# eps_fn([x_active of each chain], step) -> [guided ε of each chain]
+ChainsEpsFn = Callable[[list[torch.Tensor], Step], list[torch.Tensor]]
 
 
 def ddim_scheduler(config: dict | object):
@@ -91,43 +107,71 @@ class DDIMSampler:
         a, b = (c.to(x0.device, x0.dtype).view(shape) for c in (a, b))
         return a * x0 + b * noise
 
+    def sigma(self, index: int) -> float:
+        """√(1 − ᾱ) at a grid index (float64 on the host)."""
+        return self._sqrt_1ma[index]
+
+    def clean(self, x: torch.Tensor, eps: torch.Tensor, index: int) -> torch.Tensor:
+        """x̂₀ = (x − √(1 − ᾱ)·ε)/√ᾱ of ``x`` at grid index ``index``."""
+        return (x - self._sqrt_1ma[index] * eps.to(x.dtype)) / self._sqrt_a[index]
+
     def move(self, x: torch.Tensor, eps: torch.Tensor, src: int, dst: int) -> torch.Tensor:
         """One deterministic DDIM move of ``x`` from grid index ``src`` to ``dst``."""
         eps = eps.to(x.dtype)
-        x0 = (x - self._sqrt_1ma[src] * eps) / self._sqrt_a[src]
-        return self._sqrt_a[dst] * x0 + self._sqrt_1ma[dst] * eps
+        return self._sqrt_a[dst] * self.clean(x, eps, src) + self._sqrt_1ma[dst] * eps
 
     def denoise(self, x: torch.Tensor, starts: Sequence[int], eps_fn: EpsFn) -> torch.Tensor:
-        """Run each sample's last ``start`` DDIM steps; samples wait until their step comes.
+        """Run each sample's last ``start`` DDIM steps; samples wait until their step comes."""
+
+        def chains_fn(xs: list[torch.Tensor], step: Step) -> list[torch.Tensor]:
+            return [eps_fn(xs[0], step.t, step.rows, step.step_in_run)]
+
+        return self.denoise_chains([x], starts, chains_fn)[0]
+
+    def denoise_chains(
+        self, chains: Sequence[torch.Tensor], starts: Sequence[int], eps_fn: ChainsEpsFn
+    ) -> list[torch.Tensor]:
+        """``denoise`` for several parallel chains of the same samples (e.g. a guided and an
+        unguided synthesis from one inverted latent) that share their starts, so one network
+        call can serve every chain at each step.
 
         Rows are ordered once by start, longest first, so the rows active at any step are a
-        prefix: each step works on a view, with no gather, scatter or index upload.
+        prefix: each step works on views, with no gather, scatter or index upload.
         """
         self.check_starts(starts)
         begin = [self.num_steps - int(s) for s in starts]
         order = sorted(range(len(begin)), key=lambda r: begin[r])  # stable: ties keep order
-        dev = x.device
+        dev = chains[0].device
         identity = order == list(range(len(order)))
         perm = torch.arange(len(order)) if identity else torch.tensor(order)
         perm, timesteps = perm.to(dev), self.timesteps.to(dev)  # uploaded once
         begin_sorted = torch.tensor([begin[r] for r in order]).to(dev)
-        x = _working(x).clone() if identity else _working(x)[perm]
+        xs = [_working(x).clone() if identity else _working(x)[perm] for x in chains]
         active = 0
         for i in range(begin[order[0]] if order else self.num_steps, self.num_steps):
             while active < len(order) and begin[order[active]] <= i:
                 active += 1
-            xa = x[:active]
-            t = timesteps[i].repeat(active)
-            eps = eps_fn(xa, t, perm[:active], i - begin_sorted[:active])
-            if active == len(x):
-                x = self.move(x, eps, i, i + 1)
-            else:
-                x[:active] = self.move(xa, eps, i, i + 1)
+            step = Step(
+                timesteps[i].repeat(active),
+                perm[:active],
+                i - begin_sorted[:active],
+                i,
+                order[:active],
+            )
+            eps = eps_fn([x[:active] for x in xs], step)
+            for x, e in zip(xs, eps, strict=True):
+                if active == len(x):
+                    x.copy_(self.move(x, e, i, i + 1))
+                else:
+                    x[:active] = self.move(x[:active], e, i, i + 1)
         if identity:
-            return x
-        out = torch.empty_like(x)
-        out[perm] = x
-        return out
+            return xs
+        outs = []
+        for x in xs:
+            out = torch.empty_like(x)
+            out[perm] = x
+            outs.append(out)
+        return outs
 
     def invert(
         self, x0: torch.Tensor, eps_fn: EpsFn, steps: int | None = None
@@ -147,3 +191,50 @@ class DDIMSampler:
             x = self.move(x, eps, i + 1, i)
             trajectory.append(x)
         return trajectory
+
+    def invert_until(
+        self,
+        x0: torch.Tensor,
+        eps_fn: EpsFn,
+        max_steps: int,
+        stop: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, list[int]]:
+        """DDIM inversion of each sample until ``stop(x_t, x_0)`` [A] holds (checked after
+        every step) or ``max_steps`` steps; returns each sample's latent where it stopped and
+        its number of inversion steps (its start for ``denoise``).
+
+        Samples invert together; a stopped sample leaves the batch, so each sample costs
+        exactly its own steps. The only host read is the [A] stop flags after each step.
+        """
+        if not 1 <= max_steps <= self.num_steps:
+            raise ValueError(f"inversion steps {max_steps} outside 1..{self.num_steps}")
+        x = _working(x0).clone()
+        ref = x.clone()
+        out = torch.empty_like(x)
+        stops = [max_steps] * len(x)
+        alive = list(range(len(x)))
+        rows = torch.arange(len(x), device=x.device)
+        for j, i in enumerate(range(self.num_steps - 1, self.num_steps - 1 - max_steps, -1)):
+            t = self.timesteps[i].repeat(len(x)).to(x.device)
+            x = self.move(
+                x, eps_fn(x, t, rows, torch.full((len(x),), j, device=x.device)), i + 1, i
+            )
+            if j + 1 == max_steps:
+                out[rows] = x
+                break
+            if stop is None:
+                continue
+            flags = stop(x, ref).tolist()
+            if not any(flags):
+                continue
+            done = [a for a, f in zip(alive, flags, strict=True) if f]
+            for a in done:
+                stops[a] = j + 1
+            sel = torch.tensor(flags, device=x.device)
+            out[rows[sel]] = x[sel]
+            keep = ~sel
+            x, ref, rows = x[keep], ref[keep], rows[keep]
+            alive = [a for a, f in zip(alive, flags, strict=True) if not f]
+            if not alive:
+                break
+        return out, stops

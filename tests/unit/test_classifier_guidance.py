@@ -31,6 +31,21 @@ def test_cutouts_crop_and_resize_nearest() -> None:
     assert torch.equal(out[1], x[1])
 
 
+def test_cutouts_gather_equals_torch_nearest_interpolation_box_by_box() -> None:
+    """The one-gather crops equal F.interpolate(mode="nearest") of each box (official resize)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, 37, 37, requires_grad=True)
+    boxes = cutout_boxes(1, ["a", "b", "c"], step=5, size=37, out_size=23, count=4)
+    out = cutouts(x, boxes, out_size=23)
+    for n, (i, (t, left, s)) in enumerate((i, b) for i, mine in enumerate(boxes) for b in mine):
+        ref = F.interpolate(x[i : i + 1, :, t : t + s, left : left + s], size=23, mode="nearest")
+        assert torch.equal(out[n : n + 1], ref)
+    out.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
 def test_gradient_of_a_linear_classifier_equals_the_closed_form() -> None:
     """logits = W·vec(x): ∇ₓ log softmax[y] = W[y] − Σ_k p_k W[k], summed over cut-outs."""
     torch.manual_seed(0)

@@ -10,14 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from oodkit.data.classes import prompt
 from oodkit.errors import OodkitError
 from oodkit.seeding import key_rng
-
-
-def prompt(name: str) -> str:
-    """The prompt of a class name: "a photo of a {name}" ("an" before a vowel)."""
-    article = "an" if name[:1].lower() in "aeiou" else "a"
-    return f"a photo of {article} {name}"
 
 
 @dataclass

@@ -21,7 +21,6 @@ file written); fingerprint the inputs; load the model; open the shards; generate
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -48,7 +47,7 @@ from oodkit.similarity import ssim_psnr
 from oodkit.stages.generate.methods import GenerationMethod, method_class
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.generate.plans import Plan, check_leakage, plan_samples, read_class_list
-from oodkit.training import main_first
+from oodkit.training import main_first, process_shards
 
 
 def _start_steps(o: GenerateOptions, method: type[GenerationMethod], spec: ModelSpec) -> int | None:
@@ -248,17 +247,12 @@ def _writer(out, plans, params, inputs, o: GenerateOptions, state) -> ShardedWri
 
 
 def _my_shards(plans, o: GenerateOptions, writer, state) -> list[list[list[int]]]:
-    """This process's shards (every n-th) that still hold unfinished samples."""
+    """This process's shards that still hold unfinished samples."""
     batches = canonical_batches(plans, o.batch_size)
-    per_shard = max(1, math.ceil(o.shard_size / o.batch_size))
-    shards = [batches[i : i + per_shard] for i in range(0, len(batches), per_shard)]
     pending = set(writer.pending())
-    return [
-        s
-        for j, s in enumerate(shards)
-        if j % state.num_processes == state.process_index
-        and any(plans[i].key in pending for b in s for i in b)
-    ]
+    return process_shards(
+        batches, o.batch_size, o.shard_size, pending, lambda i: plans[i].key, state
+    )
 
 
 class _SourceBatches(torch.utils.data.Dataset):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from oodkit import options as O
 from oodkit.errors import OodkitError
 from oodkit.methods import SCORE
+from oodkit.similarity import DISTANCES
 
 
 @dataclass(kw_only=True)
@@ -17,6 +18,51 @@ class ScoreOptions:
     k: int | None = O.option(None, f"Neighbours ({SCORE.defaults_help('k')}).")
     alpha: float = O.option(0.3, "sd-vote outlier weight.")
     temperature: float = O.option(1.0, "For msp and energy.")
+    # --- diffguard (docs/diffguard.md) --------------------------------------------------------
+    model: str | None = O.option(
+        None, "diffguard: diffusion model (folder, artifact or Hub id).", role="input"
+    )
+    guidance: str = O.option("classifier", "diffguard: classifier (any model) or cfg.")
+    steps: int | None = O.option(None, "diffguard: DDIM steps (classifier 100, cfg 25).")
+    stop: str | None = O.option(
+        None, "diffguard: inversion depth, aes or a fraction (classifier aes, cfg 1)."
+    )
+    aes_psnr: float | None = O.option(
+        48.5, "diffguard AES: stop below this PSNR, 20·log10(255/√MSE) on [−1, 1]."
+    )
+    aes_gmsd: float | None = O.option(None, "diffguard AES: stop below this 1 − GMSD.")
+    max_invert: float = O.option(0.9, "diffguard AES: deepest inversion, fraction of steps.")
+    distance: str = O.option(
+        "logits-l1", f"diffguard: comma list of {', '.join(DISTANCES)}; one artifact each."
+    )
+    reference: str = O.option(
+        "unguided", "diffguard: compare with the unguided synthesis or the input."
+    )
+    classifier_scale: float = O.option(3.0, "diffguard classifier guidance scale.")
+    cutouts: int = O.option(8, "diffguard cut-outs per step.")
+    blend: bool = O.option(
+        True,
+        "diffguard: classifier sees f·x̂₀ + (1 − f)·x_t, not x̂₀.",
+        flags=("--blend/--no-blend",),
+    )
+    cfg_scale: float = O.option(10.0, "diffguard CFG scale.")
+    cam_cut: float = O.option(0.3, "diffguard Grad-CAM mask threshold.")
+    oracle: bool = O.option(False, "diffguard analysis: true ID labels, random OOD labels.")
+    combine_with: str | None = O.option(
+        None, "diffguard: post-hoc scores artifact to combine with.", role="input"
+    )
+    trust_below: float = O.option(
+        0.05, "diffguard combination: trust the baseline below this ID-val quantile."
+    )
+    trust_above: float = O.option(
+        0.95, "diffguard combination: trust the baseline above this ID-val quantile."
+    )
+    limit: int | None = O.option(None, "Score only the first N samples of each test set.")
+    diffusion_batch: int = O.option(16, "diffguard: samples per diffusion batch.")
+    dtype: str = O.option("auto", "diffguard model precision: auto, fp32, fp16, bf16.")
+    seed: int = O.option(0, "diffguard: seed of cut-outs and oracle labels.")
+    save_syntheses: int = O.option(0, "diffguard: preview of N ID and N OOD syntheses.", role="run")
+    shard_size: int = O.option(256, "diffguard: samples per resumable shard.", role="run")
     batch_size: int = O.option(256, "Images per forward.", role="run")
     device: str = O.device_option()
     num_workers: int = O.num_workers_option()
@@ -31,5 +77,7 @@ class ScoreOptions:
     def check(self) -> None:
         if self.temperature <= 0:
             raise OodkitError("--temperature must be positive")
+        if self.limit is not None and self.limit < 1:
+            raise OodkitError(f"--limit must be positive, got {self.limit}")
         if self.k is not None and self.k < 1:
             raise OodkitError(f"--k must be at least 1, got {self.k}")

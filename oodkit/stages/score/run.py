@@ -24,7 +24,7 @@ from oodkit.stages.score.methods import References
 from oodkit.stages.score.options import ScoreOptions
 
 
-def _check_fit(config, bench, allow_resize: bool) -> None:
+def check_fit(config, bench, allow_resize: bool) -> None:
     """Refuse benchmarks whose images the detector cannot take."""
     if bench.channels != config.in_chans:
         raise OodkitError(
@@ -57,18 +57,29 @@ class _Target:
     existing: Artifact | None
 
 
+def first(ds, limit: int | None):
+    """The first ``limit`` rows of a set (all without a limit)."""
+    return ds.select(range(min(limit, len(ds)))) if limit else ds
+
+
+def detector_label(det: Artifact) -> str:
+    """The detector part of a run label (its training loss)."""
+    return str(det.manifest.params.get("loss", "detector"))
+
+
 def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs) -> list[_Target]:
     """Output folder and recorded parameters per method; finished outputs are found here."""
-    det_label = det.manifest.params.get("loss", "detector")
+    det_label = detector_label(det)
     targets = []
     for m in methods:
         params = {
             "method": m.name,
-            "label": f"{det_label}+{m.name}",
+            "label": f"{det_label}+{m.name}" + (f"[first {o.limit}]" if o.limit else ""),
             "detector": str(det.path),
             "benchmark": benchmark,
             **method_params(m, o),
             "seed": det.manifest.params.get("seed"),
+            **({"limit": o.limit} if o.limit else {}),
         }
         path = Path(out) if len(methods) == 1 else Path(out) / m.name
         targets.append(
@@ -118,8 +129,9 @@ def score(
 ) -> list[Artifact]:
     """Score the benchmark's ID test set and every OOD test set with each method.
 
-    With one method ``out`` is the scores artifact; with several, ``out/<method>``. Keyword
-    arguments override fields of ``options``.
+    With one method ``out`` is the scores artifact; with several, ``out/<method>``.
+    ``diffguard`` runs alone and writes one artifact per distance
+    (``oodkit.stages.score.diffguard``). Keyword arguments override fields of ``options``.
     """
     from oodkit.data.sources import get_benchmark, load_artifact_or_dataset
     from oodkit.models.detector import load_detector
@@ -128,10 +140,16 @@ def score(
     o = with_overrides(ScoreOptions, options, overrides)
     chosen = SCORE.parse(methods)
     o.check()
+    if any("model" in m.needs for m in chosen):
+        if len(chosen) > 1:
+            raise OodkitError(
+                "--method diffguard runs alone: score post-hoc methods in another call"
+            )
+        return chosen[0].load()(detector, benchmark, out, o)
     det = load_artifact(detector, kind="detector")
     bench = get_benchmark(benchmark, data_root=o.data_root)
     model = load_detector(det.path, resolve_device(o.device))
-    _check_fit(model.config, bench, o.resize)
+    check_fit(model.config, bench, o.resize)
     needs_outliers = [m.name for m in chosen if "outliers" in m.needs]
     if needs_outliers and not o.outliers:
         raise OodkitError(
@@ -155,7 +173,7 @@ def score(
         )
 
     sets = [("id_test", bench.id_test)] + [(s.name, s) for s in bench.ood]
-    loaded = {key: bench.load(key) for key, _ in sets}
+    loaded = {key: first(bench.load(key), o.limit) for key, _ in sets}
     id_labels = torch.tensor(loaded["id_test"]["label"])
     _check_labels(det, bench, model.config, id_labels)
     feats = {key: run(ds) for key, ds in loaded.items()}

@@ -1,0 +1,40 @@
+"""DiffGuard combined with a post-hoc baseline (docs/diffguard.md, "Combination").
+
+The paper describes the rule only in words: trust the baseline where it is confident, use
+DiffGuard for the hard cases. oodkit's rule, fitted on the **ID validation set only**:
+
+1. map each score to its quantile among the ID validation scores of the same method
+   (q_b for the baseline, q_d for DiffGuard; the fraction of ID-val scores below, ties half);
+2. the baseline is confident where q_b < ``low`` (confidently OOD) or q_b ≥ ``high``
+   (confidently ID); elsewhere DiffGuard decides;
+3. combined = q_b − 2 (confident OOD) < q_d (hard cases) < q_b + 2 (confident ID).
+
+No OOD data enters the fit; ``low`` and ``high`` are quantile levels of ID data.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def id_quantiles(values: np.ndarray, id_val: np.ndarray) -> np.ndarray:
+    """The fraction of ID-validation scores below each value (ties count one half)."""
+    ref = np.sort(np.asarray(id_val, dtype=np.float64))
+    v = np.asarray(values, dtype=np.float64)
+    below = np.searchsorted(ref, v, side="left")
+    at_or_below = np.searchsorted(ref, v, side="right")
+    return (below + at_or_below) / (2.0 * len(ref))
+
+
+def combine(
+    baseline: np.ndarray,
+    diffguard: np.ndarray,
+    baseline_val: np.ndarray,
+    diffguard_val: np.ndarray,
+    low: float,
+    high: float,
+) -> np.ndarray:
+    """Combined id_score (higher = ID) of paired baseline and DiffGuard scores."""
+    qb = id_quantiles(baseline, baseline_val)
+    qd = id_quantiles(diffguard, diffguard_val)
+    return np.where(qb >= high, qb + 2.0, np.where(qb < low, qb - 2.0, qd))

@@ -1,0 +1,630 @@
+"""``oodkit score --method diffguard``: re-synthesise every test image toward the label the
+detector gave it and score how little it changed (docs/diffguard.md, docs/methods.md §7).
+
+Steps, in order: check the options, the detector, the model's configs and the benchmark (no
+weights loaded, nothing written); fingerprint the inputs and find finished outputs; load the
+model; open the shards; run canonical batches (invert → guided and unguided synthesis →
+every distance at once); merge into one scores artifact per distance (and per combination
+with a post-hoc baseline).
+
+Work is keyed per sample and written in shards like ``generate``: an interrupted run, or one
+split over ``accelerate launch`` / ``torchrun`` processes, ends with the identical artifacts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from oodkit.artifacts import Artifact, ShardedWriter, check_output, load_artifact, write_artifact
+from oodkit.data.images import fit_square, tensor_to_pil
+from oodkit.errors import OodkitError
+from oodkit.schemas import SetScores, scores_dataset
+from oodkit.similarity import DISTANCES
+from oodkit.stages.score.options import ScoreOptions
+
+GUIDANCES = ("classifier", "cfg")
+REFERENCES = ("unguided", "input")
+STEPS = {"classifier": 100, "cfg": 25}  # official: 100-step GDM, 25-step LDM
+STOPS = {"classifier": "aes", "cfg": "1"}  # official: AES for GDM, full inversion for LDM
+
+
+@dataclass
+class Recipe:
+    """The resolved DiffGuard settings of a run."""
+
+    guidance: str
+    steps: int
+    stop: str  # "aes" or a fraction
+    max_steps: int  # the fixed depth, or AES's cap
+    distances: list[str]
+
+
+def _stop_depth(stop: str, o: ScoreOptions, steps: int) -> int:
+    if stop == "aes":
+        if o.aes_psnr is None and o.aes_gmsd is None:
+            raise OodkitError("--stop aes needs --aes-psnr and/or --aes-gmsd")
+        if not 0 < o.max_invert <= 1:
+            raise OodkitError(f"--max-invert must lie in (0, 1], got {o.max_invert}")
+        return max(1, math.floor(o.max_invert * steps + 1e-9))
+    try:
+        fraction = float(stop)
+    except ValueError:
+        raise OodkitError(f"--stop must be aes or a fraction in (0, 1], got {stop!r}") from None
+    if not 0 < fraction <= 1:
+        raise OodkitError(f"--stop must be aes or a fraction in (0, 1], got {stop!r}")
+    return max(1, round(fraction * steps))
+
+
+def resolve(o: ScoreOptions) -> Recipe:
+    """The run's settings with per-guidance defaults, every value checked."""
+    if o.model is None:
+        raise OodkitError("--method diffguard needs --model (a diffusion model)")
+    for flag, value, allowed in (
+        ("--guidance", o.guidance, GUIDANCES),
+        ("--reference", o.reference, REFERENCES),
+    ):
+        if value not in allowed:
+            raise OodkitError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+    steps = STEPS[o.guidance] if o.steps is None else o.steps
+    positive = {
+        "--steps": steps,
+        "--cutouts": o.cutouts,
+        "--diffusion-batch": o.diffusion_batch,
+        "--shard-size": o.shard_size,
+    }
+    for flag, value in positive.items():
+        if value < 1:
+            raise OodkitError(f"{flag} must be positive, got {value}")
+    if o.save_syntheses < 0:
+        raise OodkitError(f"--save-syntheses must be ≥ 0, got {o.save_syntheses}")
+    if o.cfg_scale < 0 or o.classifier_scale < 0:
+        raise OodkitError("--cfg-scale and --classifier-scale must be ≥ 0")
+    if not 0 <= o.cam_cut < 1:
+        raise OodkitError(f"--cam-cut must lie in [0, 1), got {o.cam_cut}")
+    if not 0 <= o.trust_below <= o.trust_above <= 1:
+        raise OodkitError("--trust-below and --trust-above must satisfy 0 ≤ below ≤ above ≤ 1")
+    stop = STOPS[o.guidance] if o.stop is None else o.stop
+    distances = list(dict.fromkeys(d.strip() for d in o.distance.split(",") if d.strip()))
+    if not distances:
+        raise OodkitError(f"--distance: none given ({', '.join(DISTANCES)})")
+    for d in distances:
+        if d not in DISTANCES:
+            raise OodkitError(f"unknown distance {d!r} (one of {', '.join(DISTANCES)})")
+    return Recipe(o.guidance, steps, stop, _stop_depth(stop, o, steps), distances)
+
+
+def check_model(r: Recipe, o: ScoreOptions, spec, config, bench) -> None:
+    """The model against the guidance, the detector and the benchmark (configs only)."""
+    if r.guidance == "cfg" and spec.kind == "uncond":
+        raise OodkitError(
+            "--guidance cfg needs a class- or text-conditional model with a null condition; "
+            "this model is unconditional: use --guidance classifier"
+        )
+    if spec.channels is not None and spec.channels != config.in_chans:
+        raise OodkitError(
+            f"the model makes {spec.channels}-channel images but the detector takes "
+            f"{config.in_chans}"
+        )
+    if r.guidance == "classifier" and spec.image_size and config.image_size > spec.image_size:
+        raise OodkitError(
+            f"the detector takes {config.image_size}px images but the model makes "
+            f"{spec.image_size}px ones: classifier-guidance cut-outs need detector ≤ model size"
+        )
+    if spec.kind == "class" and spec.num_classes and config.num_classes > spec.num_classes:
+        raise OodkitError(
+            f"the detector has {config.num_classes} classes but the model only "
+            f"{spec.num_classes}: labels are passed to the model by index"
+        )
+    if spec.kind == "text" and not bench.class_names:
+        raise OodkitError(
+            f"benchmark {bench.name} has no class names for a text-conditional model's prompts"
+        )
+    if o.aes_gmsd is not None and r.stop == "aes" and spec.layout in ("sd", "dit"):
+        raise OodkitError("--aes-gmsd compares pixels: use --aes-psnr with a latent model")
+
+
+@dataclass
+class Item:
+    """One sample to score."""
+
+    key: str
+    set_key: str
+    dataset: str
+    group: str  # id | near | far | id-val
+    row: int
+    sample_id: str
+    label: int
+
+
+def plan_items(bench, loaded: dict[str, Any], sets: Sequence[tuple[str, str, str]]) -> list[Item]:
+    """Every sample of the scored sets in canonical order (set by set, row by row)."""
+    items = []
+    for set_key, name, group in sets:
+        ds = loaded[set_key]
+        for row, (sid, lab) in enumerate(zip(ds["sample_id"], ds["label"], strict=True)):
+            items.append(Item(f"{name}/{sid}", set_key, name, group, row, sid, int(lab)))
+    return items
+
+
+def oracle_labels(items: Sequence[Item], seed: int, num_classes: int) -> list[int]:
+    """Ground truth for ID samples, a random class (per seed and sample) for OOD ones."""
+    from oodkit.seeding import key_rng
+
+    return [
+        it.label
+        if it.group in ("id", "id-val")
+        else int(key_rng(seed, it.key, "oracle").integers(num_classes))
+        for it in items
+    ]
+
+
+class Scorer:
+    """Runs one canonical batch: prediction, syntheses and every distance."""
+
+    def __init__(self, denoiser, detector, r: Recipe, o: ScoreOptions, class_names) -> None:
+        from oodkit.diffusion.diffguard import Classifier, Guidance, StopRule
+        from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
+
+        self.denoiser, self.r, self.o = denoiser, r, o
+        self.classifier = Classifier(detector)
+        self.sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), r.steps)
+        adaptive = r.stop == "aes"
+        self.rule = StopRule(
+            r.max_steps,
+            adaptive,
+            o.aes_psnr if adaptive else None,
+            o.aes_gmsd if adaptive else None,
+        )
+        self.guidance = Guidance(
+            r.guidance, o.cfg_scale, o.cam_cut, o.classifier_scale, o.cutouts, o.blend, o.seed
+        )
+        self.class_names = class_names
+
+    def conditions(self, labels: list[int]) -> list[Any]:
+        """The model's condition values for the classifier's labels."""
+        if self.denoiser.kind != "text":
+            return labels
+        from oodkit.data.classes import prompt
+
+        return [prompt(self.class_names[y]) for y in labels]
+
+    @torch.no_grad()
+    def __call__(
+        self, items: Sequence[Item], images: torch.Tensor, oracle: list[int] | None, keep: set
+    ) -> dict[str, list]:
+        from oodkit.diffusion.diffguard import diffguard_batch
+        from oodkit.similarity import logits_l1, similarity
+
+        c = self.classifier
+        logits = c.logits(images)
+        pred = logits.argmax(1)
+        labels = pred if oracle is None else torch.tensor(oracle, device=pred.device)
+        unguided = self.o.reference == "unguided"
+        syn = diffguard_batch(
+            self.denoiser,
+            self.sampler,
+            c,
+            images,
+            labels,
+            self.conditions(labels.tolist()),
+            [it.key for it in items],
+            self.rule,
+            self.guidance,
+            unguided,
+        )
+        ref = syn.unguided if unguided else images.to(syn.guided.device)
+        values = {}
+        for d in self.r.distances:
+            if d == "logits-l1":
+                ref_logits = c.logits(ref) if unguided else logits
+                values[d] = logits_l1(c.logits(syn.guided), ref_logits)
+            else:
+                values[d] = similarity(d, syn.guided, ref)
+        return _rows(items, pred, labels, syn, images, values, keep)
+
+
+def _rows(items, pred, labels, syn, images, values, keep: set) -> dict[str, list]:
+    """A batch as table rows; images only for the samples kept for the preview."""
+    pil = {}
+    for j, it in enumerate(items):
+        if it.key in keep:
+            ug = syn.unguided[j] if syn.unguided is not None else None
+            pil[it.key] = [
+                tensor_to_pil(t.cpu())
+                for t in (images[j], syn.guided[j], ug if ug is not None else images[j])
+            ]
+    rows: dict[str, list] = {
+        "key": [it.key for it in items],
+        "pred": pred.tolist(),
+        "guide_label": labels.tolist(),
+        "stop": syn.stops,
+    }
+    for d, v in values.items():
+        rows[f"score:{d}"] = v.double().cpu().tolist()
+    for n, name in enumerate(("input", "guided", "unguided")):
+        rows[name] = [pil[it.key][n] if it.key in pil else None for it in items]
+    return rows
+
+
+def _table_features(distances: Sequence[str]):
+    import datasets
+
+    cols = {
+        "key": datasets.Value("string"),
+        "pred": datasets.Value("int64"),
+        "guide_label": datasets.Value("int64"),
+        "stop": datasets.Value("int64"),
+        **{f"score:{d}": datasets.Value("float64") for d in distances},
+        **{n: datasets.Image() for n in ("input", "guided", "unguided")},
+    }
+    return datasets.Features(cols)
+
+
+@dataclass
+class Target:
+    """One output artifact: a distance alone, or combined with the baseline."""
+
+    name: str
+    distance: str
+    path: Path
+    params: dict[str, Any]
+    existing: Artifact | None
+    combined: bool = False
+
+
+def _targets(r: Recipe, o, base_params, inputs, out: Path, baseline) -> list[Target]:
+    names = [(d, d, False) for d in r.distances]
+    if baseline is not None:
+        b = baseline.manifest.params["method"]
+        names += [(f"{d}+{b}", d, True) for d in r.distances]
+    targets = []
+    for name, d, combined in names:
+        tag = f"diffguard-{r.guidance}{'-oracle' if o.oracle else ''}-{d}"
+        params = {**base_params, "distance": d, "label": f"{base_params['label']}+{tag}"}
+        if combined:
+            b = baseline.manifest.params
+            params.update(
+                method=f"diffguard+{b['method']}",
+                label=f"{params['label']}+{b['method']}",
+                trust_below=o.trust_below,
+                trust_above=o.trust_above,
+            )
+        path = out if len(names) == 1 else out / name
+        existing = check_output(path, "scores", params, inputs, o.overwrite)
+        targets.append(Target(name, d, path, params, existing, combined))
+    return targets
+
+
+def _baseline(o: ScoreOptions, det, benchmark: str):
+    """The post-hoc scores artifact to combine with, checked against this run."""
+    from oodkit.methods import SCORE
+
+    if o.combine_with is None:
+        return None
+    art = load_artifact(o.combine_with, kind="scores")
+    p = art.manifest.params
+    method = p.get("method")
+    if method not in SCORE.names() or "model" in SCORE.get(method).needs:
+        raise OodkitError(
+            f"--combine-with {o.combine_with}: not a post-hoc scores artifact (method {method!r})"
+        )
+    if p.get("benchmark") != benchmark:
+        raise OodkitError(
+            f"--combine-with {o.combine_with} scores benchmark {p.get('benchmark')!r}, "
+            f"not {benchmark!r}"
+        )
+    if Path(str(p.get("detector"))).resolve() != Path(det.path).resolve():
+        raise OodkitError(
+            f"--combine-with {o.combine_with} was made with another detector ({p.get('detector')})"
+        )
+    return art
+
+
+def _sets(bench, combining: bool) -> list[tuple[str, str, str]]:
+    """(load key, set name, group) of the scored sets; ID validation for a combination."""
+    sets = [("id_test", bench.id_test.name, "id")] + [(s.name, s.name, s.group) for s in bench.ood]
+    if combining:
+        if bench.id_val is None:
+            raise OodkitError(
+                f"benchmark {bench.name} has no ID validation set to fit the combination on"
+            )
+        sets.append(("id_val", bench.id_val.name, "id-val"))
+    return sets
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Canonical batch j → its images fitted to the model's square (loader workers)."""
+
+    def __init__(self, loaded, items, batches, size: int, channels: int) -> None:
+        self.loaded, self.items, self.batches = loaded, items, batches
+        self.size, self.channels = size, channels
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, j: int) -> torch.Tensor:
+        its = [self.items[i] for i in self.batches[j]]
+        images = [self.loaded[it.set_key][it.row]["image"] for it in its]
+        return fit_square(images, self.size, self.channels, "crop")[0]
+
+
+def _run(scorer, writer, mine, items, loaded, o, oracle, keep, state, advance) -> int:
+    """Score this process's shards; each shard is written when done."""
+    import datasets
+    from torch.utils.data import DataLoader
+
+    batches = [b for shard in mine for b in shard]
+    den = scorer.denoiser
+    loader = iter(
+        DataLoader(
+            _Batches(loaded, items, batches, den.image_size, den.channels),
+            batch_size=None,
+            num_workers=min(o.num_workers, len(batches)),
+        )
+    )
+    features = _table_features(scorer.r.distances)
+    done = 0
+    for shard in mine:
+        rows: dict[str, list] = {k: [] for k in features}
+        for batch in shard:
+            its = [items[i] for i in batch]
+            got = scorer(
+                its, next(loader), None if oracle is None else [oracle[i] for i in batch], keep
+            )
+            for k, v in got.items():
+                rows[k] += v
+            advance(len(its))
+            done += len(its)
+        keys = [items[i].key for b in shard for i in b]
+        writer.write_shard(keys, datasets.Dataset.from_dict(rows, features=features))
+    return done
+
+
+def _preview(path: Path, table, n_rows: int) -> None:
+    """Rows of (input, unguided, guided) for the kept samples, upscaled for viewing."""
+    from PIL import Image
+
+    kept = [i for i, im in enumerate(table["input"]) if im is not None]
+    if not kept:
+        return
+    cell = 96
+    canvas = Image.new("RGB", (3 * (cell + 8), len(kept) * (cell + 4)), "white")
+    for r, i in enumerate(kept):
+        for j, name in enumerate(("input", "unguided", "guided")):
+            im = table[i][name]
+            canvas.paste(
+                im.convert("RGB").resize((cell, cell), Image.NEAREST),
+                (j * (cell + 8), r * (cell + 4)),
+            )
+    canvas.save(path)
+
+
+def _baseline_scores(base, det, model, bench, loaded, items, o) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline's id_score for every scored test item (from its artifact) and for the ID
+    validation items (recomputed with its method and recorded parameters)."""
+    from oodkit.methods import SCORE
+    from oodkit.stages.score.features import cached_extract
+    from oodkit.stages.score.methods import References
+
+    ds = base.dataset()
+    by_key = {
+        f"{d}/{s}": v
+        for d, s, v in zip(ds["dataset"], ds["sample_id"], ds["id_score"], strict=True)
+    }
+    test = [it for it in items if it.group != "id-val"]
+    missing = [it.key for it in test if it.key not in by_key]
+    if missing:
+        raise OodkitError(f"--combine-with {base.path} has no score for {missing[0]!r}")
+    p = base.manifest.params
+    method = SCORE.get(p["method"])
+
+    def run(d):
+        return cached_extract(
+            model, det.manifest.fingerprint, d, o.batch_size, o.num_workers, o.cache
+        )
+
+    refs = References(id_train=run(bench.load("id_train")) if "id_train" in method.needs else None)
+    val = [it.row for it in items if it.group == "id-val"]
+    val_scores = method.load()(run(loaded["id_val"].select(val)), refs, p)
+    return np.array([by_key[it.key] for it in test]), np.asarray(val_scores, dtype=np.float64)
+
+
+def _write(targets, table, items, o, inputs, acc, summary, base_scores, preview) -> None:
+    """One scores artifact per target from the merged per-sample table."""
+    from oodkit.stages.score.combine import combine
+
+    is_test = np.array([it.group != "id-val" for it in items])
+    test = [it for it in items if it.group != "id-val"]
+    pred = np.asarray(table["pred"])[is_test]
+    for t in targets:
+        if t.existing is not None:
+            continue
+        values = np.asarray(table[f"score:{t.distance}"], dtype=np.float64)
+        scores = values[is_test]
+        if t.combined:
+            base_test, base_val = base_scores
+            scores = combine(
+                base_test, scores, base_val, values[~is_test], o.trust_below, o.trust_above
+            )
+        sets = []
+        for name in dict.fromkeys(it.dataset for it in test):
+            idx = [j for j, it in enumerate(test) if it.dataset == name]
+            group = test[idx[0]].group
+            sets.append(
+                SetScores(
+                    name,
+                    group,
+                    [test[j].sample_id for j in idx],
+                    scores[idx],
+                    pred[idx],
+                    [test[j].label for j in idx] if group == "id" else None,
+                )
+            )
+        t.existing = write_artifact(
+            t.path,
+            "scores",
+            t.params,
+            inputs,
+            dataset=scores_dataset(sets),
+            summary={"id_accuracy": acc, **summary},
+            write_files=preview,
+        )
+
+
+def score_diffguard(
+    detector: str | Path, benchmark: str, out: str | Path, o: ScoreOptions
+) -> list[Artifact]:
+    """DiffGuard scores of the benchmark's ID test and OOD test sets, one artifact per distance
+    (``out`` itself when there is one output, else ``out/<distance>``; combinations with a
+    post-hoc baseline as ``out/<distance>+<method>``)."""
+    from accelerate import PartialState
+    from rich.progress import Progress
+
+    from oodkit.data.sources import get_benchmark
+    from oodkit.devices import resolve_device, resolve_dtype
+    from oodkit.diffusion.denoisers import describe_model, load_denoiser, model_input
+    from oodkit.models.detector import load_detector
+    from oodkit.stages.score.run import check_fit, detector_label, first
+    from oodkit.training import main_first, process_shards
+
+    # 1. every check that needs no weights
+    r = resolve(o)
+    out = Path(out)
+    det = load_artifact(detector, kind="detector")
+    if det.manifest.params.get("labels") is not None:
+        raise OodkitError("diffguard needs a detector of the benchmark's classes, not of clusters")
+    bench = get_benchmark(benchmark, data_root=o.data_root)
+    device = resolve_device(o.device)
+    dtype, dtype_name = resolve_dtype(o.dtype, device)
+    from oodkit.models.detector import DetectorConfig
+
+    config = DetectorConfig.load(det.path)
+    check_fit(config, bench, allow_resize=True)
+    spec = describe_model(o.model)
+    check_model(r, o, spec, config, bench)
+    base = _baseline(o, det, benchmark)
+    sets = _sets(bench, base is not None)
+
+    # 2. recorded recipe, fingerprinted inputs, finished outputs
+    inputs = [det.as_input(), model_input(o.model, spec)] + ([base.as_input()] if base else [])
+    params = {
+        "method": "diffguard",
+        "label": detector_label(det) + (f"[first {o.limit}]" if o.limit else ""),
+        "detector": str(det.path),
+        "benchmark": benchmark,
+        "model": str(o.model),
+        "guidance": r.guidance,
+        "steps": r.steps,
+        "stop": r.stop,
+        "max_inversion_steps": r.max_steps,
+        "aes_psnr": o.aes_psnr if r.stop == "aes" else None,
+        "aes_gmsd": o.aes_gmsd if r.stop == "aes" else None,
+        "reference": o.reference,
+        "classifier_scale": o.classifier_scale if r.guidance == "classifier" else None,
+        "cutouts": o.cutouts if r.guidance == "classifier" else None,
+        "blend": o.blend if r.guidance == "classifier" else None,
+        "cfg_scale": o.cfg_scale if r.guidance == "cfg" else None,
+        "cam_cut": o.cam_cut if r.guidance == "cfg" else None,
+        "oracle": o.oracle,
+        "limit": o.limit,
+        "diffusion_batch": o.diffusion_batch,
+        "dtype": dtype_name,
+        "seed": o.seed,
+        "scheduler": "DDIMScheduler",
+        "eta": 0.0,
+        "denoise_start": "inversion depth (exact DDIM inverse)",
+        "fit": "crop to the model's square",
+    }
+    targets = _targets(r, o, params, inputs, out, base)
+    if all(t.existing is not None for t in targets):
+        return [t.existing for t in targets]
+
+    # 3. data, model, shards
+    loaded = {key: first(bench.load(key), o.limit) for key, _, _ in sets}
+    items = plan_items(bench, loaded, sets)
+    oracle = oracle_labels(items, o.seed, config.num_classes) if o.oracle else None
+    state = PartialState(cpu=device == "cpu")
+    dev = state.device if device.startswith("cuda") else torch.device("cpu")
+    model = load_detector(det.path, dev)
+    revision = inputs[1]["fingerprint"] if spec.source == "hub" else None
+    denoiser = load_denoiser(o.model, dev, dtype, revision=revision, spec=spec)
+    run_params = {**params, "distances": r.distances, "combine_with": o.combine_with}
+
+    def open_writer(overwrite: bool) -> ShardedWriter:
+        return ShardedWriter(
+            out,
+            kind="scores",
+            keys=[it.key for it in items],
+            params=run_params,
+            inputs=inputs,
+            key_column="key",
+            overwrite=overwrite,
+        )
+
+    writer = main_first(state, open_writer, o.overwrite)
+    batches = [
+        list(range(i, min(i + o.diffusion_batch, len(items))))
+        for i in range(0, len(items), o.diffusion_batch)
+    ]
+    mine = process_shards(
+        batches,
+        o.diffusion_batch,
+        o.shard_size,
+        set(writer.pending()),
+        lambda i: items[i].key,
+        state,
+    )
+    id_keys = [it.key for it in items if it.group == "id"][: o.save_syntheses]
+    ood_keys = [it.key for it in items if it.group in ("near", "far")][: o.save_syntheses]
+    scorer = Scorer(denoiser, model, r, o, bench.class_names)
+    started = time.perf_counter()
+    with Progress(disable=o.quiet or not state.is_main_process) as progress:
+        task = progress.add_task("diffguard", total=sum(len(b) for s in mine for b in s))
+        made = _run(
+            scorer,
+            writer,
+            mine,
+            items,
+            loaded,
+            o,
+            oracle,
+            set(id_keys + ood_keys),
+            state,
+            lambda n: progress.advance(task, n),
+        )
+    seconds = time.perf_counter() - started
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return []
+
+    # 4. one artifact per target
+    table = writer.merged()
+    id_rows = [j for j, it in enumerate(items) if it.group == "id"]
+    pred = np.asarray(table["pred"])
+    acc = float(np.mean([pred[j] == items[j].label for j in id_rows])) if id_rows else None
+    stops = np.asarray(table["stop"])
+    summary = {
+        "inversion_steps": {
+            "mean": float(stops.mean()),
+            "min": int(stops.min()),
+            "max": int(stops.max()),
+        },
+        "images_per_s_this_run": round(made / seconds, 3) if made and seconds else None,
+    }
+    base_scores = _baseline_scores(base, det, model, bench, loaded, items, o) if base else None
+    preview = (
+        (lambda folder: _preview(folder / "syntheses.png", table, o.save_syntheses))
+        if o.save_syntheses
+        else None
+    )
+    _write(targets, table, items, o, inputs, acc, summary, base_scores, preview)
+    writer.discard()
+    return [t.existing for t in targets]
