@@ -29,13 +29,28 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "2",
         "--limit",
         "40",
+        "--diffguard-limit",
+        "8",
         "--quiet",
     ]
     result = runner.invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "demo" / "metrics" / "metrics.json").read_text())
     methods = {b["method"]: b for b in doc["methods"]}
-    assert set(methods) == {"ce+energy", "oe+energy", "sona+energy", "sd+sd-vote"}
+    diffguard = {
+        f"ce[first 8]+diffguard-{path}-{d}{combined}"
+        for path in ("cfg", "classifier")
+        for d in ("logits-l1", "ssim")
+        for combined in ("", "+energy")
+    }
+    assert set(methods) == {
+        "ce+energy",
+        "oe+energy",
+        "sona+energy",
+        "sd+sd-vote",
+        "ce+energy[first 8]",
+        *diffguard,
+    }
     for block in methods.values():
         assert set(block["datasets"]) == {"digits-5-9", "photo-patches"}
     outliers = load_artifact(tmp_path / "demo" / "outliers-sona")
