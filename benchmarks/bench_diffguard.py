@@ -114,7 +114,7 @@ def main() -> None:
     sampler = DDIMSampler(ddim_scheduler(den.scheduler_config), a.steps)
     cap = int(0.9 * a.steps)
     g = Guidance("classifier", classifier_scale=3.0, cutouts=8)
-    rule = StopRule(cap, adaptive=True, psnr=a.psnr)
+    rule = StopRule(cap, psnr=a.psnr)
     gen = torch.Generator().manual_seed(a.seed)
     images = F.avg_pool2d(torch.rand(a.images, a.channels, a.size, a.size, generator=gen), 3, 1, 1)
     with torch.no_grad():

@@ -149,3 +149,26 @@ def torchrun():
         )
 
     return run
+
+
+@pytest.fixture
+def interrupt_shards(monkeypatch):
+    """``arm(n)``: the shard writer dies (KeyboardInterrupt) after ``n`` shards; ``arm``
+    returns a function that restores it, as a kill and a restart would."""
+    from oodkit.artifacts import ShardedWriter
+
+    original = ShardedWriter.write_shard
+
+    def arm(n: int):
+        count = {"n": 0}
+
+        def dying(self, keys, rows):
+            if count["n"] == n:
+                raise KeyboardInterrupt
+            count["n"] += 1
+            return original(self, keys, rows)
+
+        monkeypatch.setattr(ShardedWriter, "write_shard", dying)
+        return lambda: monkeypatch.setattr(ShardedWriter, "write_shard", original)
+
+    return arm

@@ -18,7 +18,7 @@ Every chain of a batch (guided and unguided) shares one network call per step.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,13 +40,16 @@ def psnr_255(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 @dataclass
 class StopRule:
     """How deep each sample is inverted: ``max_steps`` (the fixed depth, or AES's cap); with
-    ``adaptive``, earlier at the first step where PSNR or 1 − GMSD to the input falls below
-    its threshold (model space; GMSD on pixel models only)."""
+    a threshold (AES), earlier at the first step where PSNR or 1 − GMSD to the input falls
+    below it (model space; GMSD on pixel models only)."""
 
     max_steps: int
-    adaptive: bool = False
     psnr: float | None = None
     gmsd: float | None = None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.psnr is not None or self.gmsd is not None
 
     def __call__(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         stop = torch.zeros(len(x), dtype=torch.bool, device=x.device)
@@ -183,7 +186,6 @@ def diffguard_batch(
     rule: StopRule,
     guidance: Guidance,
     unguided: bool,
-    on_inverted: Callable[[list[int]], None] | None = None,
 ) -> Synthesis:
     """Invert ``images`` ([0, 1], the model's square), then re-synthesise them toward
     ``labels`` (the classifier's classes; ``conditions`` are the model's condition values for
@@ -201,8 +203,6 @@ def diffguard_batch(
     xt, stops = sampler.invert_until(
         x0, invert_eps, rule.max_steps, rule if rule.adaptive else None
     )
-    if on_inverted is not None:
-        on_inverted(stops)
     if guidance.kind == "cfg":
         cond = denoiser.condition([[None] * b, list(conditions)])
         cam = cam_of(classifier, images, labels)

@@ -227,9 +227,9 @@ class DDIMSampler:
             flags = stop(x, ref).tolist()
             if not any(flags):
                 continue
-            done = [a for a, f in zip(alive, flags, strict=True) if f]
-            for a in done:
-                stops[a] = j + 1
+            for a, f in zip(alive, flags, strict=True):
+                if f:
+                    stops[a] = j + 1
             sel = torch.tensor(flags, device=x.device)
             out[rows[sel]] = x[sel]
             keep = ~sel

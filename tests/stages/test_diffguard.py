@@ -130,22 +130,15 @@ def test_oracle_and_combination_rules(ce_detector, class_model, tmp_path, merged
     assert (np.abs(_scores(both.path)) > 1).any()  # some rows trusted to the baseline
 
 
-def test_kill_and_resume_gives_identical_scores(ce_detector, class_model, tmp_path, monkeypatch):
+def test_kill_and_resume_gives_identical_scores(
+    ce_detector, class_model, tmp_path, interrupt_shards
+):
     kw = {"guidance": "cfg", "distance": "ssim,l2", "diffusion_batch": 4, "shard_size": 4}
     whole = _dg(ce_detector, class_model, tmp_path / "whole", **kw)
-    original = ShardedWriter.write_shard
-    count = {"n": 0}
-
-    def dying(self, keys, rows):
-        if count["n"] == 2:
-            raise KeyboardInterrupt
-        count["n"] += 1
-        return original(self, keys, rows)
-
-    monkeypatch.setattr(ShardedWriter, "write_shard", dying)
+    restart = interrupt_shards(2)
     with pytest.raises(KeyboardInterrupt):
         _dg(ce_detector, class_model, tmp_path / "resumed", **kw)
-    monkeypatch.setattr(ShardedWriter, "write_shard", original)
+    restart()
     assert not (tmp_path / "resumed").exists() and (tmp_path / "resumed.partial").is_dir()
     resumed = _dg(ce_detector, class_model, tmp_path / "resumed", **kw)
     for a, b in zip(whole, resumed, strict=True):

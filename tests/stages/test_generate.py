@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from oodkit.artifacts import ShardedWriter, load_artifact
+from oodkit.artifacts import load_artifact
 from oodkit.cli import app
 from oodkit.diffusion import denoisers
 from oodkit.stages.generate.run import GenerateOptions, generate
@@ -122,22 +122,13 @@ def test_same_seed_same_images_other_seed_other_images(bench, tiny_sd, tmp_path)
 
 
 def test_kill_and_resume_gives_the_identical_artifact(
-    bench, tiny_sd, tmp_path, monkeypatch
+    bench, tiny_sd, tmp_path, interrupt_shards
 ) -> None:
     whole = _sona(bench, tiny_sd, tmp_path / "whole", batch_size=2)
-    original = ShardedWriter.write_shard
-    count = {"n": 0}
-
-    def dying(self, keys, rows):
-        if count["n"] == 2:
-            raise KeyboardInterrupt
-        count["n"] += 1
-        return original(self, keys, rows)
-
-    monkeypatch.setattr(ShardedWriter, "write_shard", dying)
+    restart = interrupt_shards(2)
     with pytest.raises(KeyboardInterrupt):
         _sona(bench, tiny_sd, tmp_path / "resumed", batch_size=2, shard_size=2)
-    monkeypatch.setattr(ShardedWriter, "write_shard", original)
+    restart()
     assert not (tmp_path / "resumed").exists()
     resumed = _sona(bench, tiny_sd, tmp_path / "resumed", batch_size=2, shard_size=2)
     assert resumed.manifest.fingerprint == whole.manifest.fingerprint

@@ -94,7 +94,7 @@ def test_aes_stops_each_sample_where_the_one_sample_run_stops(parts) -> None:
     trajectory = sampler.invert(x0, eps, 18)
     levels = torch.stack([psnr_255(x, x0) for x in trajectory])  # [steps, B]
     threshold = float(levels[8].median())
-    rule = StopRule(18, adaptive=True, psnr=threshold)
+    rule = StopRule(18, psnr=threshold)
     out, stops = sampler.invert_until(x0, eps, 18, rule)
     expected = [next((j + 1 for j in range(18) if levels[j, b] < threshold), 18) for b in range(6)]
     assert stops == expected and len(set(stops)) > 1
@@ -118,7 +118,7 @@ def test_batched_diffguard_equals_one_sample_at_a_time(parts, kind) -> None:
     x0 = images * 2 - 1
     path = sampler.invert(x0, lambda x, t, rows, k: den.eps(x, t, cond[:, rows])[0], 10)
     threshold = float(psnr_255(path[4], x0).median())
-    rule = StopRule(10, adaptive=True, psnr=threshold)
+    rule = StopRule(10, psnr=threshold)
     g = Guidance(kind, cfg_scale=3.0, cam_cut=0.3, classifier_scale=2.0, cutouts=2)
     whole = diffguard_batch(
         den, sampler, classifier, images, labels, labels.tolist(), keys, rule, g, True

@@ -144,7 +144,7 @@ class Item:
     label: int
 
 
-def plan_items(bench, loaded: dict[str, Any], sets: Sequence[tuple[str, str, str]]) -> list[Item]:
+def plan_items(loaded: dict[str, Any], sets: Sequence[tuple[str, str, str]]) -> list[Item]:
     """Every sample of the scored sets in canonical order (set by set, row by row)."""
     items = []
     for set_key, name, group in sets:
@@ -176,13 +176,8 @@ class Scorer:
         self.denoiser, self.r, self.o = denoiser, r, o
         self.classifier = Classifier(detector)
         self.sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), r.steps)
-        adaptive = r.stop == "aes"
-        self.rule = StopRule(
-            r.max_steps,
-            adaptive,
-            o.aes_psnr if adaptive else None,
-            o.aes_gmsd if adaptive else None,
-        )
+        aes = r.stop == "aes"
+        self.rule = StopRule(r.max_steps, o.aes_psnr if aes else None, o.aes_gmsd if aes else None)
         self.guidance = Guidance(
             r.guidance, o.cfg_scale, o.cam_cut, o.classifier_scale, o.cutouts, o.blend, o.seed
         )
@@ -238,8 +233,8 @@ def _rows(items, pred, labels, syn, images, values, keep: set) -> dict[str, list
         if it.key in keep:
             ug = syn.unguided[j] if syn.unguided is not None else None
             pil[it.key] = [
-                tensor_to_pil(t.cpu())
-                for t in (images[j], syn.guided[j], ug if ug is not None else images[j])
+                None if t is None else tensor_to_pil(t.cpu())
+                for t in (images[j], syn.guided[j], ug)
             ]
     rows: dict[str, list] = {
         "key": [it.key for it in items],
@@ -356,7 +351,7 @@ class _Batches(torch.utils.data.Dataset):
         return fit_square(images, self.size, self.channels, "crop")[0]
 
 
-def _run(scorer, writer, mine, items, loaded, o, oracle, keep, state, advance) -> int:
+def _run(scorer, writer, mine, items, loaded, o, oracle, keep, advance) -> int:
     """Score this process's shards; each shard is written when done."""
     import datasets
     from torch.utils.data import DataLoader
@@ -388,8 +383,9 @@ def _run(scorer, writer, mine, items, loaded, o, oracle, keep, state, advance) -
     return done
 
 
-def _preview(path: Path, table, n_rows: int) -> None:
-    """Rows of (input, unguided, guided) for the kept samples, upscaled for viewing."""
+def _preview(path: Path, table) -> None:
+    """Rows of (input, unguided, guided) for the kept samples, upscaled for viewing (no
+    unguided cell with ``--reference input``)."""
     from PIL import Image
 
     kept = [i for i, im in enumerate(table["input"]) if im is not None]
@@ -400,6 +396,8 @@ def _preview(path: Path, table, n_rows: int) -> None:
     for r, i in enumerate(kept):
         for j, name in enumerate(("input", "unguided", "guided")):
             im = table[i][name]
+            if im is None:
+                continue
             canvas.paste(
                 im.convert("RGB").resize((cell, cell), Image.NEAREST),
                 (j * (cell + 8), r * (cell + 4)),
@@ -491,7 +489,7 @@ def score_diffguard(
     from oodkit.data.sources import get_benchmark
     from oodkit.devices import resolve_device, resolve_dtype
     from oodkit.diffusion.denoisers import describe_model, load_denoiser, model_input
-    from oodkit.models.detector import load_detector
+    from oodkit.models.detector import DetectorConfig, load_detector
     from oodkit.stages.score.run import check_fit, detector_label, first
     from oodkit.training import main_first, process_shards
 
@@ -504,8 +502,6 @@ def score_diffguard(
     bench = get_benchmark(benchmark, data_root=o.data_root)
     device = resolve_device(o.device)
     dtype, dtype_name = resolve_dtype(o.dtype, device)
-    from oodkit.models.detector import DetectorConfig
-
     config = DetectorConfig.load(det.path)
     check_fit(config, bench, allow_resize=True)
     spec = describe_model(o.model)
@@ -549,7 +545,7 @@ def score_diffguard(
 
     # 3. data, model, shards
     loaded = {key: first(bench.load(key), o.limit) for key, _, _ in sets}
-    items = plan_items(bench, loaded, sets)
+    items = plan_items(loaded, sets)
     oracle = oracle_labels(items, o.seed, config.num_classes) if o.oracle else None
     state = PartialState(cpu=device == "cpu")
     dev = state.device if device.startswith("cuda") else torch.device("cpu")
@@ -597,7 +593,6 @@ def score_diffguard(
             o,
             oracle,
             set(id_keys + ood_keys),
-            state,
             lambda n: progress.advance(task, n),
         )
     seconds = time.perf_counter() - started
@@ -621,9 +616,7 @@ def score_diffguard(
     }
     base_scores = _baseline_scores(base, det, model, bench, loaded, items, o) if base else None
     preview = (
-        (lambda folder: _preview(folder / "syntheses.png", table, o.save_syntheses))
-        if o.save_syntheses
-        else None
+        (lambda folder: _preview(folder / "syntheses.png", table)) if o.save_syntheses else None
     )
     _write(targets, table, items, o, inputs, acc, summary, base_scores, preview)
     writer.discard()
