@@ -29,7 +29,15 @@ if TYPE_CHECKING:
 FORMAT_VERSION = 1
 MANIFEST_NAME = "oodkit.json"
 DATA_DIR = "data"
-KINDS = ("pseudo-labels", "diffusion-model", "outliers", "detector", "scores", "metrics")
+KINDS = (
+    "pseudo-labels",
+    "diffusion-model",
+    "outliers",
+    "detector",
+    "scores",
+    "syntheses",
+    "metrics",
+)
 
 _command: str | None = None
 

@@ -28,16 +28,49 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+class _Hashes:
+    """The (path, size, mtime) → SHA-256 cache, saved when it changed."""
+
+    def __init__(self) -> None:
+        self.file = cache_dir() / "file-hashes.json"
+        try:
+            self.cache = json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            self.cache = {}
+        self.changed = False
+
+    def digest(self, f: Path) -> str:
+        st = f.stat()
+        key, stamp = str(f), [st.st_size, st.st_mtime_ns]
+        entry = self.cache.get(key)
+        if entry is None or entry[:2] != stamp:
+            entry = [*stamp, _sha256(f)]
+            self.cache[key], self.changed = entry, True
+        return entry[2]
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_file(self.file, lambda tmp: tmp.write_text(json.dumps(self.cache)))
+        except OSError:
+            pass  # an unwritable cache only costs re-hashing next time
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of one file's contents."""
+    hashes = _Hashes()
+    digest = hashes.digest(Path(path).resolve())
+    hashes.save()
+    return digest
+
+
 def tree_digest(folder: str | Path) -> str:
     """SHA-256 over the relative paths and contents of every regular file under ``folder``
     (hidden files and folders excluded)."""
     folder = Path(folder).resolve()
-    cache_file = cache_dir() / "file-hashes.json"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    changed = False
+    hashes = _Hashes()
     h = hashlib.sha256()
     files = sorted(
         p
@@ -45,17 +78,6 @@ def tree_digest(folder: str | Path) -> str:
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
     for f in files:
-        st = f.stat()
-        key, stamp = str(f), [st.st_size, st.st_mtime_ns]
-        entry = cache.get(key)
-        if entry is None or entry[:2] != stamp:
-            entry = [*stamp, _sha256(f)]
-            cache[key], changed = entry, True
-        h.update(str(f.relative_to(folder)).encode() + b"\0" + entry[2].encode() + b"\0")
-    if changed:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            atomic_file(cache_file, lambda tmp: tmp.write_text(json.dumps(cache)))
-        except OSError:
-            pass  # an unwritable cache only costs re-hashing next time
+        h.update(str(f.relative_to(folder)).encode() + b"\0" + hashes.digest(f).encode() + b"\0")
+    hashes.save()
     return h.hexdigest()

@@ -4,7 +4,8 @@ Used for generation quality (outlier vs source) and DiffGuard's synthesis vs ref
 scores. ``similarity(name, images, references)`` returns one value per image where **higher
 means more alike**, so it is an ID score directly: distances enter negated (``gmsd`` → −GMSD,
 ``l2`` → −‖x − y‖₂). ``logits_l1`` is the paper's CIFAR-10 choice, −‖f(x) − f(y)‖₁ between a
-classifier's logits.
+classifier's logits. ``dists`` and ``lpips`` (1 − piq's distance, the official DiffGuard
+convention) need VGG16 weights on disk (``oodkit.perceptual``); ``measure`` loads them once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING
 from oodkit.errors import OodkitError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
 MS_SSIM_MIN_SIDE = 161  # 5 scales of an 11-pixel window (piq's default weights)
@@ -68,7 +71,8 @@ SIMILARITIES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = 
 }
 
 
-DISTANCES = ("logits-l1", *SIMILARITIES)  # DiffGuard's scores: synthesis vs reference
+PERCEPTUAL = ("dists", "lpips")  # networks with local weights
+DISTANCES = ("logits-l1", *SIMILARITIES, *PERCEPTUAL)  # DiffGuard: synthesis vs reference
 
 
 def similarity(name: str, images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
@@ -77,6 +81,29 @@ def similarity(name: str, images: torch.Tensor, references: torch.Tensor) -> tor
         raise OodkitError(f"unknown similarity {name!r} (one of {', '.join(SIMILARITIES)})")
     x, y = images.float().clamp(0, 1), references.float().clamp(0, 1)
     return SIMILARITIES[name](x, y)
+
+
+def measure(
+    name: str, weights: str | Path | None = None, device: str | torch.device = "cpu"
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``similarity`` for ``name`` as a function of two batches; DISTS and LPIPS load their
+    network once from ``weights`` (a folder; default torch's hub cache), 1-channel images
+    entering as grey RGB."""
+    if name not in PERCEPTUAL:
+        if name not in SIMILARITIES:
+            raise OodkitError(f"unknown similarity {name!r} (one of {', '.join(SIMILARITIES)})")
+        return lambda x, y: similarity(name, x, y)
+    from oodkit.perceptual import load_metric
+
+    net = load_metric(name, weights).to(device)
+
+    def perceptual(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = (v.float().clamp(0, 1).to(device) for v in (x, y))
+        if x.shape[1] == 1:
+            x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
+        return 1 - net(x, y)
+
+    return perceptual
 
 
 def logits_l1(logits: torch.Tensor, reference_logits: torch.Tensor) -> torch.Tensor:

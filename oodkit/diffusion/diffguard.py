@@ -8,7 +8,8 @@ inverted latent, the official reference.
   together and leave the batch when they stop; they then denoise together, each from its
   own start (``DDIMSampler.denoise_chains``), so nothing runs at batch size 1.
 - ``cfg``: ε = where(CAM > cut, ε_u + s·(ε_y − ε_u), ε_u), CAM = Grad-CAM of the classifier
-  for the label on the input, resized (nearest) to the model's grid.
+  for the label on the input, resized (nearest) to the model's grid; without a cut (the
+  official oracle run), ε_u + s·(ε_y − ε_u) everywhere.
 - ``classifier``: ε' = ε − √(1 − ᾱ_t)·scale·∇ Σ_cut-outs log p(y | cut-out), the gradient
   taken w.r.t. the blend f·x̂₀ + (1 − f)·x_t (f = √(1 − ᾱ_t)), x̂₀ from the same network call
   as ε, cut-outs per (seed, sample, step). No gradient flows through the diffusion model.
@@ -18,7 +19,7 @@ Every chain of a batch (guided and unguided) shares one network call per step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,26 +41,25 @@ def psnr_255(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 @dataclass
 class StopRule:
     """How deep each sample is inverted: ``max_steps`` (the fixed depth, or AES's cap); with
-    a threshold (AES), earlier at the first step where PSNR or 1 − GMSD to the input falls
-    below it (model space; GMSD on pixel models only)."""
+    thresholds (AES), earlier at the first step where PSNR to the input (model space), or a
+    pixel similarity (1 − GMSD, 1 − DISTS; pixel models only) falls below its threshold."""
 
     max_steps: int
     psnr: float | None = None
-    gmsd: float | None = None
+    pixel: Sequence[tuple[float, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = ()
 
     @property
     def adaptive(self) -> bool:
-        return self.psnr is not None or self.gmsd is not None
+        return self.psnr is not None or bool(self.pixel)
 
     def __call__(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         stop = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         if self.psnr is not None:
             stop |= psnr_255(x, ref) < self.psnr
-        if self.gmsd is not None:
-            import piq
-
+        if self.pixel:
             a, b = (((v.float() + 1) / 2).clamp(0, 1) for v in (x, ref))
-            stop |= 1 - piq.gmsd(a, b, data_range=1.0, reduction="none") < self.gmsd
+            for threshold, similarity in self.pixel:
+                stop |= similarity(a, b).to(stop.device) < threshold
         return stop
 
 
@@ -92,11 +92,12 @@ class Classifier:
 
 @dataclass
 class Guidance:
-    """The guidance of one run (``cfg`` or ``classifier``) and its settings."""
+    """The guidance of one run (``cfg`` or ``classifier``) and its settings; ``cam_cut=None``
+    guides every pixel of a ``cfg`` run."""
 
     kind: str
     cfg_scale: float = 10.0
-    cam_cut: float = 0.3
+    cam_cut: float | None = 0.3
     classifier_scale: float = 3.0
     cutouts: int = 8
     blend: bool = True
@@ -118,7 +119,8 @@ def _rows(cond: torch.Tensor, parts: Sequence[tuple[int, torch.Tensor]]) -> torc
 
 
 def _cfg_eps(denoiser, cond, mask, scale: float, unguided: bool):
-    """ε for the chains (guided[, unguided]) under CAM-masked classifier-free guidance."""
+    """ε for the chains (guided[, unguided]) under classifier-free guidance, CAM-masked
+    unless ``mask`` is None."""
 
     def eps_fn(xs: list[torch.Tensor], step: Step) -> list[torch.Tensor]:
         r = step.rows
@@ -126,7 +128,9 @@ def _cfg_eps(denoiser, cond, mask, scale: float, unguided: bool):
         parts = [(0, r), (1, r)] + ([(0, r)] if unguided else [])
         e = denoiser.eps(x, step.t.repeat(len(parts)), _rows(cond, parts))[0]
         e = e.view(len(parts), *xs[0].shape)
-        guided = torch.where(mask[r], e[0] + scale * (e[1] - e[0]), e[0])
+        guided = e[0] + scale * (e[1] - e[0])
+        if mask is not None:
+            guided = torch.where(mask[r], guided, e[0])
         return [guided, e[2]] if unguided else [guided]
 
     return eps_fn
@@ -175,6 +179,55 @@ def cam_of(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor) -
     return grad_cam(classifier.detector, classifier.prepare(images), labels)
 
 
+def invert(
+    denoiser: Any, sampler: DDIMSampler, images: torch.Tensor, rule: StopRule
+) -> tuple[torch.Tensor, list[int]]:
+    """DDIM inversion of ``images`` ([0, 1], the model's square) with the unconditional row,
+    each to its own depth under ``rule``: (latents where they stopped, inversion steps)."""
+    x0 = denoiser.encode(images)
+    uncond = denoiser.condition([[None] * len(x0)])
+
+    def invert_eps(x, t, rows, k):
+        return denoiser.eps(x, t, uncond[:, rows])[0]
+
+    return sampler.invert_until(x0, invert_eps, rule.max_steps, rule if rule.adaptive else None)
+
+
+def resynthesise(
+    denoiser: Any,
+    sampler: DDIMSampler,
+    classifier: Classifier,
+    images: torch.Tensor,
+    inverted: tuple[torch.Tensor, list[int]],
+    labels: torch.Tensor,
+    conditions: Sequence[Any],
+    keys: Sequence[str],
+    guidance: Guidance,
+    unguided: bool,
+) -> Synthesis:
+    """Denoise each inverted latent toward ``labels`` (the classifier's classes;
+    ``conditions`` are the model's condition values for them: class ids or prompts) and, with
+    ``unguided``, without guidance. ``images`` are the inputs (for the CAM)."""
+    from oodkit.models.cam import cam_mask
+
+    xt, stops = inverted
+    b = len(xt)
+    labels = labels.to(xt.device)
+    if guidance.kind == "cfg":
+        cond = denoiser.condition([[None] * b, list(conditions)])
+        mask = None
+        if guidance.cam_cut is not None:
+            cam = cam_of(classifier, images, labels)
+            mask = cam_mask(cam, tuple(xt.shape[-2:]), guidance.cam_cut).to(xt.device)
+        eps_fn = _cfg_eps(denoiser, cond, mask, guidance.cfg_scale, unguided)
+    else:
+        uncond = denoiser.condition([[None] * b])
+        eps_fn = _classifier_eps(denoiser, sampler, classifier, uncond, labels, keys, guidance)
+    chains = sampler.denoise_chains([xt] * (2 if unguided else 1), stops, eps_fn)
+    out = [denoiser.decode(c) for c in chains]
+    return Synthesis(out[0], out[1] if unguided else None, stops)
+
+
 def diffguard_batch(
     denoiser: Any,
     sampler: DDIMSampler,
@@ -187,29 +240,17 @@ def diffguard_batch(
     guidance: Guidance,
     unguided: bool,
 ) -> Synthesis:
-    """Invert ``images`` ([0, 1], the model's square), then re-synthesise them toward
-    ``labels`` (the classifier's classes; ``conditions`` are the model's condition values for
-    them: class ids or prompts) and, with ``unguided``, without guidance."""
-    from oodkit.models.cam import cam_mask
-
-    x0 = denoiser.encode(images)
-    b = len(x0)
-    labels = labels.to(x0.device)
-    uncond = denoiser.condition([[None] * b])
-
-    def invert_eps(x, t, rows, k):
-        return denoiser.eps(x, t, uncond[:, rows])[0]
-
-    xt, stops = sampler.invert_until(
-        x0, invert_eps, rule.max_steps, rule if rule.adaptive else None
+    """``invert`` then ``resynthesise`` one batch."""
+    inverted = invert(denoiser, sampler, images, rule)
+    return resynthesise(
+        denoiser,
+        sampler,
+        classifier,
+        images,
+        inverted,
+        labels,
+        conditions,
+        keys,
+        guidance,
+        unguided,
     )
-    if guidance.kind == "cfg":
-        cond = denoiser.condition([[None] * b, list(conditions)])
-        cam = cam_of(classifier, images, labels)
-        mask = cam_mask(cam, tuple(x0.shape[-2:]), guidance.cam_cut).to(x0.device)
-        eps_fn = _cfg_eps(denoiser, cond, mask, guidance.cfg_scale, unguided)
-    else:
-        eps_fn = _classifier_eps(denoiser, sampler, classifier, uncond, labels, keys, guidance)
-    chains = sampler.denoise_chains([xt] * (2 if unguided else 1), stops, eps_fn)
-    out = [denoiser.decode(c) for c in chains]
-    return Synthesis(out[0], out[1] if unguided else None, stops)

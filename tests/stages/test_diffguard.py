@@ -28,7 +28,9 @@ def _scores(path) -> np.ndarray:
     return np.asarray(load_artifact(path).dataset()["id_score"])
 
 
-def test_each_distance_is_its_reference_call_on_the_syntheses(ce_detector, class_model, tmp_path):
+def test_each_distance_is_its_reference_call_on_the_syntheses(
+    ce_detector, class_model, tmp_path, perceptual_weights
+):
     """One pass, one artifact per distance; each equals the similarity of the engine's
     syntheses (run again here) with the input."""
     from oodkit.data.images import fit_square
@@ -36,12 +38,12 @@ def test_each_distance_is_its_reference_call_on_the_syntheses(ce_detector, class
     from oodkit.diffusion.diffguard import Classifier, Guidance, StopRule, diffguard_batch
     from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
     from oodkit.models.detector import load_detector
-    from oodkit.similarity import logits_l1, similarity
+    from oodkit.similarity import logits_l1, measure
 
-    names = ["logits-l1", "ssim", "psnr", "gmsd", "l2"]
+    names = ["logits-l1", "ssim", "psnr", "gmsd", "l2", "dists", "lpips"]
     arts = _dg(
         ce_detector, class_model, tmp_path / "dg", guidance="cfg", reference="input",
-        distance=",".join(names), diffusion_batch=4,
+        distance=",".join(names), diffusion_batch=4, perceptual_weights=str(perceptual_weights),
     )  # fmt: skip
     assert [a.path.name for a in arts] == names
     bench = get_benchmark("digits")
@@ -63,11 +65,68 @@ def test_each_distance_is_its_reference_call_on_the_syntheses(ce_detector, class
         ref = (
             logits_l1(c.logits(syn.guided), c.logits(images))
             if d == "logits-l1"
-            else similarity(d, syn.guided, images)
+            else measure(d, perceptual_weights)(syn.guided, images)
         )
         assert np.allclose(got, ref.detach().numpy(), rtol=1e-4, atol=1e-4), d
         assert art.manifest.params["distance"] == d
     assert arts[0].manifest.summary["inversion_steps"] == {"mean": 6.0, "min": 6, "max": 6}
+    kinds = [i["kind"] for i in arts[0].manifest.inputs]
+    assert "dists-weights" in kinds and "lpips-weights" in kinds
+
+
+def test_inversions_are_reused_across_guidance_settings(
+    ce_detector, class_model, tmp_path, monkeypatch
+):
+    """A second run that differs only after inversion inverts nothing, and scores what the
+    same run without the cache scores."""
+    from oodkit.diffusion import diffguard
+
+    inverted = []
+    original = diffguard.invert
+
+    def counting(den, sampler, images, rule):
+        inverted.append(len(images))
+        return original(den, sampler, images, rule)
+
+    monkeypatch.setattr(diffguard, "invert", counting)
+    kw = {"stop": "0.5", "distance": "ssim", "diffusion_batch": 4}
+    _dg(ce_detector, class_model, tmp_path / "cfg", guidance="cfg", **kw)
+    inverted.clear()
+    cached = _dg(ce_detector, class_model, tmp_path / "cls", guidance="classifier", **kw)
+    assert sum(inverted) == 0
+    fresh = _dg(
+        ce_detector, class_model, tmp_path / "fresh", guidance="classifier", cache=False, **kw
+    )
+    assert sum(inverted) == 3 * LIMIT
+    assert np.array_equal(_scores(cached[0].path), _scores(fresh[0].path))
+    shallower = _dg(
+        ce_detector, class_model, tmp_path / "deep", guidance="classifier", **{**kw, "stop": "0.34"}
+    )
+    assert sum(inverted) == 6 * LIMIT  # another depth is another recipe
+    assert shallower[0].manifest.params["max_inversion_steps"] == 2
+
+
+def test_save_syntheses_is_an_artifact_with_a_preview(ce_detector, class_model, tmp_path):
+    from PIL import Image
+
+    arts = _dg(
+        ce_detector, class_model, tmp_path / "dg", guidance="cfg", distance="ssim",
+        save_syntheses=2, diffusion_batch=4,
+    )  # fmt: skip
+    scores, syn = arts
+    assert scores.path == tmp_path / "dg" / "ssim" and syn.path == tmp_path / "dg" / "syntheses"
+    assert syn.manifest.kind == "syntheses" and syn.manifest.params["samples"] == 2
+    ds = syn.dataset()
+    assert ds["group"] == ["id", "id", "near", "near"]
+    assert all(ds[n][i] is not None for n in ("input", "guided", "unguided") for i in range(4))
+    table = scores.dataset()
+    pairs = zip(table["dataset"], table["sample_id"], strict=True)
+    by_key = dict(zip(pairs, table["id_score"], strict=True))
+    for d, sid, value in zip(ds["dataset"], ds["sample_id"], ds["score:ssim"], strict=True):
+        assert by_key[d, sid] == value
+    with Image.open(syn.path / "preview.png") as im:
+        assert im.size == (3 * (96 + 8), 4 * (96 + 4))
+    assert "syntheses" not in {p.name for p in scores.path.iterdir()}
 
 
 @pytest.fixture
@@ -151,7 +210,7 @@ def test_two_processes_give_the_scores_of_one(ce_detector, class_model, tmp_path
         "score", "--method", "diffguard", "--detector", str(ce_detector), "--benchmark",
         "digits", "--model", str(class_model), "--guidance", "classifier", "--steps", "5",
         "--limit", "4", "--distance", "ssim", "--diffusion-batch", "2", "--shard-size", "2",
-        "--quiet",
+        "--no-cache", "--quiet",
     ]  # fmt: skip
     torch.set_num_threads(1)
     single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
@@ -189,7 +248,15 @@ def test_bad_input_is_refused_before_anything_loads(
         ([*base, "--model", str(ddpm), "--guidance", "cfg"], "this model is unconditional"),
         ([*base, "--model", str(small)], "classifier-guidance cut-outs need detector ≤ model"),
         ([*base, "--model", str(rgb)], "makes 3-channel images but the detector takes 1"),
-        ([*dg, "--distance", "dists"], "unknown distance 'dists'"),
+        ([*dg, "--distance", "ssim,dist"], "unknown distance 'dist'"),
+        (
+            [*dg, "--distance", "dists", "--perceptual-weights", str(tmp_path)],
+            "dists needs local weights",
+        ),
+        (
+            [*dg, "--stop", "aes", "--aes-dists", "0.38", "--perceptual-weights", str(tmp_path)],
+            "dists needs local weights",
+        ),
         ([*dg, "--distance", ","], "--distance: none given"),
         ([*dg, "--guidance", "sega"], "--guidance must be one of classifier, cfg"),
         ([*dg, "--reference", "x"], "--reference must be one of unguided, input"),

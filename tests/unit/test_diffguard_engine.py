@@ -104,6 +104,35 @@ def test_aes_stops_each_sample_where_the_one_sample_run_stops(parts) -> None:
         assert torch.allclose(out[b : b + 1], alone, atol=1e-5)
 
 
+@torch.no_grad()
+def test_aes_pixel_rules_stop_below_any_threshold(parts) -> None:
+    """A pixel similarity rule (1 − GMSD, 1 − DISTS) sees x_t and x₀ in [0, 1]; a sample stops
+    at the first step where PSNR or any pixel similarity falls below its threshold."""
+    from oodkit.similarity import measure
+
+    den, _ = parts
+    sampler = DDIMSampler(DDIMScheduler(clip_sample=False), 20)
+    x0 = _contrasts(6)
+    cond = den.condition([[None] * 6])
+
+    def eps(x, t, rows, k):
+        return den.eps(x, t, cond[:, rows])[0]
+
+    def one_minus_gmsd(a, b):
+        return 1 + measure("gmsd")(a, b)
+
+    trajectory = sampler.invert(x0, eps, 18)
+    pixels = [((x + 1) / 2).clamp(0, 1) for x in (*trajectory, x0)]
+    sim = torch.stack([one_minus_gmsd(x, pixels[-1]) for x in pixels[:-1]])
+    psnr = torch.stack([psnr_255(x, x0) for x in trajectory])
+    g_th, p_th = float(sim[10].median()), float(psnr[4].min()) - 1e-3
+    rule = StopRule(18, psnr=p_th, pixel=[(g_th, one_minus_gmsd)])
+    _, stops = sampler.invert_until(x0, eps, 18, rule)
+    below = (sim < g_th) | (psnr < p_th)
+    expected = [next((j + 1 for j in range(18) if below[j, b]), 18) for b in range(6)]
+    assert stops == expected and len(set(stops)) > 1
+
+
 @pytest.mark.parametrize("kind", ["cfg", "classifier"])
 @torch.no_grad()
 def test_batched_diffguard_equals_one_sample_at_a_time(parts, kind) -> None:
@@ -174,6 +203,9 @@ def test_cfg_rule_is_masked_guidance_toward_the_label() -> None:
     hand = torch.where(mask[rows], eu + 10 * (ey - eu), eu)
     assert torch.allclose(guided, hand) and torch.allclose(unguided, 0.1 * xu + 0.09)
     assert not torch.allclose(guided[:, :, 2:], (eu + 10 * (ey - eu))[:, :, 2:])
+    # without a CAM (--no-cam, the official oracle run): guidance at every pixel
+    everywhere, _ = _cfg_eps(den, cond, None, 10.0, unguided=True)([xg, xu], step)
+    assert torch.allclose(everywhere, eu + 10 * (ey - eu))
 
 
 @pytest.mark.parametrize("use_blend", [True, False])

@@ -13,6 +13,7 @@ split over ``accelerate launch`` / ``torchrun`` processes, ends with the identic
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from oodkit.artifacts import Artifact, ShardedWriter, check_output, load_artifac
 from oodkit.data.images import fit_square, tensor_to_pil
 from oodkit.errors import OodkitError
 from oodkit.schemas import SetScores, scores_dataset
-from oodkit.similarity import DISTANCES
+from oodkit.similarity import DISTANCES, PERCEPTUAL
 from oodkit.stages.score.options import ScoreOptions
 
 GUIDANCES = ("classifier", "cfg")
@@ -49,8 +50,8 @@ class Recipe:
 
 def _stop_depth(stop: str, o: ScoreOptions, steps: int) -> int:
     if stop == "aes":
-        if o.aes_psnr is None and o.aes_gmsd is None:
-            raise OodkitError("--stop aes needs --aes-psnr and/or --aes-gmsd")
+        if o.aes_psnr is None and o.aes_gmsd is None and o.aes_dists is None:
+            raise OodkitError("--stop aes needs --aes-psnr, --aes-gmsd and/or --aes-dists")
         if not 0 < o.max_invert <= 1:
             raise OodkitError(f"--max-invert must lie in (0, 1], got {o.max_invert}")
         return max(1, math.floor(o.max_invert * steps + 1e-9))
@@ -127,8 +128,17 @@ def check_model(r: Recipe, o: ScoreOptions, spec, config, bench) -> None:
         raise OodkitError(
             f"benchmark {bench.name} has no class names for a text-conditional model's prompts"
         )
-    if o.aes_gmsd is not None and r.stop == "aes" and spec.layout in ("sd", "dit"):
-        raise OodkitError("--aes-gmsd compares pixels: use --aes-psnr with a latent model")
+    pixel_rules = [f for f, v in (("--aes-gmsd", o.aes_gmsd), ("--aes-dists", o.aes_dists)) if v]
+    if pixel_rules and r.stop == "aes" and spec.layout in ("sd", "dit"):
+        raise OodkitError(f"{pixel_rules[0]} compares pixels: use --aes-psnr with a latent model")
+
+
+def perceptual_needs(r: Recipe, o: ScoreOptions) -> list[str]:
+    """The networks with local weights this run needs (DISTS / LPIPS distances, DISTS AES)."""
+    need = [d for d in r.distances if d in PERCEPTUAL]
+    if r.stop == "aes" and o.aes_dists is not None and "dists" not in need:
+        need.append("dists")
+    return need
 
 
 @dataclass
@@ -169,19 +179,39 @@ def oracle_labels(items: Sequence[Item], seed: int, num_classes: int) -> list[in
 class Scorer:
     """Runs one canonical batch: prediction, syntheses and every distance."""
 
-    def __init__(self, denoiser, detector, r: Recipe, o: ScoreOptions, class_names) -> None:
+    def __init__(
+        self, denoiser, detector, r: Recipe, o: ScoreOptions, class_names, inversions=None
+    ) -> None:
         from oodkit.diffusion.diffguard import Classifier, Guidance, StopRule
         from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
+        from oodkit.similarity import measure
 
         self.denoiser, self.r, self.o = denoiser, r, o
         self.classifier = Classifier(detector)
         self.sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), r.steps)
+        dev = self.classifier.mean.device
+        self.measures = {
+            d: measure(d, o.perceptual_weights, dev) for d in r.distances if d != "logits-l1"
+        }
         aes = r.stop == "aes"
-        self.rule = StopRule(r.max_steps, o.aes_psnr if aes else None, o.aes_gmsd if aes else None)
+        pixel = []
+        if aes and o.aes_gmsd is not None:  # similarity("gmsd") is −GMSD
+            pixel.append((o.aes_gmsd, lambda a, b: 1 + measure("gmsd")(a, b)))
+        if aes and o.aes_dists is not None:
+            dists = self.measures.get("dists") or measure("dists", o.perceptual_weights, dev)
+            pixel.append((o.aes_dists, dists))
+        self.rule = StopRule(r.max_steps, o.aes_psnr if aes else None, pixel)
         self.guidance = Guidance(
-            r.guidance, o.cfg_scale, o.cam_cut, o.classifier_scale, o.cutouts, o.blend, o.seed
+            r.guidance,
+            o.cfg_scale,
+            o.cam_cut if o.cam else None,
+            o.classifier_scale,
+            o.cutouts,
+            o.blend,
+            o.seed,
         )
         self.class_names = class_names
+        self.inversions = inversions  # an InversionCache, or None
 
     def conditions(self, labels: list[int]) -> list[Any]:
         """The model's condition values for the classifier's labels."""
@@ -195,23 +225,29 @@ class Scorer:
     def __call__(
         self, items: Sequence[Item], images: torch.Tensor, oracle: list[int] | None, keep: set
     ) -> dict[str, list]:
-        from oodkit.diffusion.diffguard import diffguard_batch
-        from oodkit.similarity import logits_l1, similarity
+        from oodkit.diffusion.diffguard import invert, resynthesise
+        from oodkit.similarity import logits_l1
 
         c = self.classifier
         logits = c.logits(images)
         pred = logits.argmax(1)
         labels = pred if oracle is None else torch.tensor(oracle, device=pred.device)
         unguided = self.o.reference == "unguided"
-        syn = diffguard_batch(
+
+        def run(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+            return invert(self.denoiser, self.sampler, x, self.rule)
+
+        cache = self.inversions
+        inverted = run(images) if cache is None else cache.invert(images, run, pred.device)
+        syn = resynthesise(
             self.denoiser,
             self.sampler,
             c,
             images,
+            inverted,
             labels,
             self.conditions(labels.tolist()),
             [it.key for it in items],
-            self.rule,
             self.guidance,
             unguided,
         )
@@ -222,7 +258,7 @@ class Scorer:
                 ref_logits = c.logits(ref) if unguided else logits
                 values[d] = logits_l1(c.logits(syn.guided), ref_logits)
             else:
-                values[d] = similarity(d, syn.guided, ref)
+                values[d] = self.measures[d](syn.guided, ref)
         return _rows(items, pred, labels, syn, images, values, keep)
 
 
@@ -282,7 +318,8 @@ def _targets(r: Recipe, o, base_params, inputs, out: Path, baseline) -> list[Tar
         names += [(f"{d}+{b}", d, True) for d in r.distances]
     targets = []
     for name, d, combined in names:
-        tag = f"diffguard-{r.guidance}{'-oracle' if o.oracle else ''}-{d}"
+        nocam = "-nocam" if r.guidance == "cfg" and not o.cam else ""
+        tag = f"diffguard-{r.guidance}{nocam}{'-oracle' if o.oracle else ''}-{d}"
         params = {**base_params, "distance": d, "label": f"{base_params['label']}+{tag}"}
         if combined:
             b = baseline.manifest.params
@@ -292,7 +329,7 @@ def _targets(r: Recipe, o, base_params, inputs, out: Path, baseline) -> list[Tar
                 trust_below=o.trust_below,
                 trust_above=o.trust_above,
             )
-        path = out if len(names) == 1 else out / name
+        path = out if len(names) == 1 and not o.save_syntheses else out / name
         existing = check_output(path, "scores", params, inputs, o.overwrite)
         targets.append(Target(name, d, path, params, existing, combined))
     return targets
@@ -383,26 +420,46 @@ def _run(scorer, writer, mine, items, loaded, o, oracle, keep, advance) -> int:
     return done
 
 
-def _preview(path: Path, table) -> None:
-    """Rows of (input, unguided, guided) for the kept samples, upscaled for viewing (no
-    unguided cell with ``--reference input``)."""
+def _preview(path: Path, ds) -> None:
+    """Rows of (input, unguided, guided), upscaled for viewing (no unguided cell with
+    ``--reference input``)."""
     from PIL import Image
 
-    kept = [i for i, im in enumerate(table["input"]) if im is not None]
-    if not kept:
-        return
     cell = 96
-    canvas = Image.new("RGB", (3 * (cell + 8), len(kept) * (cell + 4)), "white")
-    for r, i in enumerate(kept):
+    canvas = Image.new("RGB", (3 * (cell + 8), len(ds) * (cell + 4)), "white")
+    for r, row in enumerate(ds):
         for j, name in enumerate(("input", "unguided", "guided")):
-            im = table[i][name]
-            if im is None:
+            if row[name] is None:
                 continue
             canvas.paste(
-                im.convert("RGB").resize((cell, cell), Image.NEAREST),
+                row[name].convert("RGB").resize((cell, cell), Image.NEAREST),
                 (j * (cell + 8), r * (cell + 4)),
             )
     canvas.save(path)
+
+
+def _syntheses(path: Path, params, inputs, table, items) -> Artifact:
+    """The kept samples' inputs, syntheses and scores as their own artifact, with
+    ``preview.png`` (ID rows first, then OOD)."""
+    kept = [j for j, im in enumerate(table["input"]) if im is not None]
+    order = sorted(kept, key=lambda j: items[j].group not in ("id", "id-val"))
+    ds = table.select(order)
+    info = {
+        "dataset": [items[j].dataset for j in order],
+        "group": [items[j].group for j in order],
+        "sample_id": [items[j].sample_id for j in order],
+    }
+    for name, values in info.items():
+        ds = ds.add_column(name, values)
+    return write_artifact(
+        path,
+        "syntheses",
+        params,
+        inputs,
+        dataset=ds,
+        summary={"samples": len(ds)},
+        write_files=lambda folder: _preview(folder / "preview.png", ds),
+    )
 
 
 def _baseline_scores(base, det, model, bench, loaded, items, o) -> tuple[np.ndarray, np.ndarray]:
@@ -435,7 +492,7 @@ def _baseline_scores(base, det, model, bench, loaded, items, o) -> tuple[np.ndar
     return np.array([by_key[it.key] for it in test]), np.asarray(val_scores, dtype=np.float64)
 
 
-def _write(targets, table, items, o, inputs, acc, summary, base_scores, preview) -> None:
+def _write(targets, table, items, o, inputs, acc, summary, base_scores) -> None:
     """One scores artifact per target from the merged per-sample table."""
     from oodkit.stages.score.combine import combine
 
@@ -473,7 +530,6 @@ def _write(targets, table, items, o, inputs, acc, summary, base_scores, preview)
             inputs,
             dataset=scores_dataset(sets),
             summary={"id_accuracy": acc, **summary},
-            write_files=preview,
         )
 
 
@@ -490,6 +546,7 @@ def score_diffguard(
     from oodkit.devices import resolve_device, resolve_dtype
     from oodkit.diffusion.denoisers import describe_model, load_denoiser, model_input
     from oodkit.models.detector import DetectorConfig, load_detector
+    from oodkit.perceptual import weights_input
     from oodkit.stages.score.run import check_fit, detector_label, first
     from oodkit.training import main_first, process_shards
 
@@ -511,6 +568,7 @@ def score_diffguard(
 
     # 2. recorded recipe, fingerprinted inputs, finished outputs
     inputs = [det.as_input(), model_input(o.model, spec)] + ([base.as_input()] if base else [])
+    inputs += [weights_input(n, o.perceptual_weights) for n in perceptual_needs(r, o)]
     params = {
         "method": "diffguard",
         "label": detector_label(det) + (f"[first {o.limit}]" if o.limit else ""),
@@ -523,12 +581,14 @@ def score_diffguard(
         "max_inversion_steps": r.max_steps,
         "aes_psnr": o.aes_psnr if r.stop == "aes" else None,
         "aes_gmsd": o.aes_gmsd if r.stop == "aes" else None,
+        "aes_dists": o.aes_dists if r.stop == "aes" else None,
         "reference": o.reference,
         "classifier_scale": o.classifier_scale if r.guidance == "classifier" else None,
         "cutouts": o.cutouts if r.guidance == "classifier" else None,
         "blend": o.blend if r.guidance == "classifier" else None,
         "cfg_scale": o.cfg_scale if r.guidance == "cfg" else None,
-        "cam_cut": o.cam_cut if r.guidance == "cfg" else None,
+        "cam": o.cam if r.guidance == "cfg" else None,
+        "cam_cut": o.cam_cut if r.guidance == "cfg" and o.cam else None,
         "oracle": o.oracle,
         "limit": o.limit,
         "diffusion_batch": o.diffusion_batch,
@@ -540,8 +600,12 @@ def score_diffguard(
         "fit": "crop to the model's square",
     }
     targets = _targets(r, o, params, inputs, out, base)
-    if all(t.existing is not None for t in targets):
-        return [t.existing for t in targets]
+    syn_path, syn_params = out / "syntheses", {**params, "samples": o.save_syntheses}
+    syn_out = None
+    if o.save_syntheses:
+        syn_out = check_output(syn_path, "syntheses", syn_params, inputs, o.overwrite)
+    if all(t.existing is not None for t in targets) and (syn_out or not o.save_syntheses):
+        return [t.existing for t in targets] + ([syn_out] if syn_out else [])
 
     # 3. data, model, shards
     loaded = {key: first(bench.load(key), o.limit) for key, _, _ in sets}
@@ -580,7 +644,16 @@ def score_diffguard(
     )
     id_keys = [it.key for it in items if it.group == "id"][: o.save_syntheses]
     ood_keys = [it.key for it in items if it.group in ("near", "far")][: o.save_syntheses]
-    scorer = Scorer(denoiser, model, r, o, bench.class_names)
+    inversions = None
+    if o.cache:
+        from oodkit.diffusion.inversions import InversionCache
+
+        keys = ("steps", "max_inversion_steps", "aes_psnr", "aes_gmsd", "aes_dists", "dtype")
+        recipe = {k: params[k] for k in keys} | {"model": inputs[1]["fingerprint"]}
+        if params["aes_dists"] is not None:
+            recipe["dists"] = next(i for i in inputs if i["kind"] == "dists-weights")["fingerprint"]
+        inversions = InversionCache(json.dumps(recipe, sort_keys=True))
+    scorer = Scorer(denoiser, model, r, o, bench.class_names, inversions)
     started = time.perf_counter()
     with Progress(disable=o.quiet or not state.is_main_process) as progress:
         task = progress.add_task("diffguard", total=sum(len(b) for s in mine for b in s))
@@ -615,9 +688,9 @@ def score_diffguard(
         "images_per_s_this_run": round(made / seconds, 3) if made and seconds else None,
     }
     base_scores = _baseline_scores(base, det, model, bench, loaded, items, o) if base else None
-    preview = (
-        (lambda folder: _preview(folder / "syntheses.png", table)) if o.save_syntheses else None
-    )
-    _write(targets, table, items, o, inputs, acc, summary, base_scores, preview)
+    _write(targets, table, items, o, inputs, acc, summary, base_scores)
+    outputs = [t.existing for t in targets]
+    if o.save_syntheses:
+        outputs.append(syn_out or _syntheses(syn_path, syn_params, inputs, table, items))
     writer.discard()
-    return [t.existing for t in targets]
+    return outputs

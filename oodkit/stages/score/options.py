@@ -31,6 +31,14 @@ class ScoreOptions:
         48.5, "diffguard AES: stop below this PSNR, 20·log10(255/√MSE) on [−1, 1]."
     )
     aes_gmsd: float | None = O.option(None, "diffguard AES: stop below this 1 − GMSD.")
+    aes_dists: float | None = O.option(
+        None, "diffguard AES: stop below this 1 − DISTS (official 0.38; local weights)."
+    )
+    perceptual_weights: str | None = O.option(
+        None,
+        "diffguard: folder of VGG16 / DISTS / LPIPS weight files (default: torch hub cache).",
+        role="input",
+    )
     max_invert: float = O.option(0.9, "diffguard AES: deepest inversion, fraction of steps.")
     distance: str = O.option(
         "logits-l1", f"diffguard: comma list of {', '.join(DISTANCES)}; one artifact each."
@@ -46,6 +54,11 @@ class ScoreOptions:
         flags=("--blend/--no-blend",),
     )
     cfg_scale: float = O.option(10.0, "diffguard CFG scale.")
+    cam: bool = O.option(
+        True,
+        "diffguard cfg: guide only where Grad-CAM > --cam-cut (off: everywhere).",
+        flags=("--cam/--no-cam",),
+    )
     cam_cut: float = O.option(0.3, "diffguard Grad-CAM mask threshold.")
     oracle: bool = O.option(False, "diffguard analysis: true ID labels, random OOD labels.")
     combine_with: str | None = O.option(
@@ -69,7 +82,10 @@ class ScoreOptions:
     data_root: str | None = O.data_root_option()
     resize: bool = O.option(False, "Rescale benchmark images to the detector.")
     cache: bool = O.option(
-        True, "Reuse cached features.", flags=("--cache/--no-cache",), role="run"
+        True,
+        "Reuse cached features and DiffGuard inversions.",
+        flags=("--cache/--no-cache",),
+        role="run",
     )
     overwrite: bool = O.overwrite_option()
     quiet: bool = O.quiet_option()
