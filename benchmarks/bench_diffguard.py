@@ -7,7 +7,8 @@ denoising from one grid step above the stop with "clean grad": an extra network 
 x̂₀, K cut-outs cropped and resized one by one, the gradient of Σ log softmax[y], and an
 unguided synthesis from the same latent (the main config's reference). oodkit runs
 ``diffguard_batch``: samples invert and denoise together, each with its own stop, one
-network call per step for both chains, x̂₀ from the step's own ε, cut-outs in one gather.
+network call per step for both chains, x̂₀ from the step's own ε, cut-outs in one gather,
+the detector's BatchNorm folded into its convolutions (channels-last) for the gradient.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_diffguard.py --threads 2
 
@@ -80,7 +81,8 @@ def official_one(den, sampler, classifier, image, label, g, cap: int, psnr: floa
                         top, left = (int(v) for v in torch.randint(0, s - side + 1, (2,)))
                         crop = pixels[:, :, top : top + side, left : left + side]
                         crops.append(F.interpolate(crop, size=d, mode="nearest"))
-                    logits = classifier.crop_logits(torch.cat(crops))
+                    plain = (torch.cat(crops) - classifier.mean) / classifier.std
+                    logits = classifier.detector(plain)["logits"]  # no fusion
                     chosen = F.log_softmax(logits, 1)[:, label].sum()
                     (grad,) = torch.autograd.grad(chosen, leaf)
                 eps = eps - sigma * g.classifier_scale * grad

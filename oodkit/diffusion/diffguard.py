@@ -63,11 +63,27 @@ class StopRule:
         return stop
 
 
+def _guide_net(detector: Any) -> torch.nn.Module:
+    """A copy of the frozen detector for the guidance gradient: BatchNorm folded into the
+    preceding convolutions (torch.fx) and channels-last weights, the same function in about
+    a third less time per forward and backward on the CPU; unfused if fx cannot trace it."""
+    import contextlib
+    import copy
+
+    from torch.fx.experimental.optimization import fuse
+
+    net = copy.deepcopy(detector)
+    with contextlib.suppress(Exception):  # e.g. data-dependent control flow: left unfused
+        net = fuse(net)
+    return net.to(memory_format=torch.channels_last)
+
+
 class Classifier:
     """The detector as DiffGuard's classifier: images in [0, 1] at any size → logits."""
 
     def __init__(self, detector: Any) -> None:
         self.detector = detector.eval().requires_grad_(False)
+        self.guide = _guide_net(self.detector)
         config = detector.config
         self.size = int(config.image_size)
         dev = next(detector.parameters()).device
@@ -86,8 +102,10 @@ class Classifier:
         return self.detector(self.prepare(images))["logits"].float()
 
     def crop_logits(self, crops: torch.Tensor) -> torch.Tensor:
-        """Logits of cut-outs already at the classifier's size (differentiable)."""
-        return self.detector((crops.float() - self.mean) / self.std)["logits"].float()
+        """Logits of cut-outs already at the classifier's size (differentiable; through the
+        fused copy, see ``_guide_net``)."""
+        x = ((crops.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.guide(x)["logits"].float()
 
 
 @dataclass

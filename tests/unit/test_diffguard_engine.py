@@ -104,6 +104,25 @@ def test_aes_stops_each_sample_where_the_one_sample_run_stops(parts) -> None:
         assert torch.allclose(out[b : b + 1], alone, atol=1e-5)
 
 
+def test_guidance_net_is_the_detector_with_batchnorm_folded(parts) -> None:
+    """The gradient path's copy computes the detector's logits and input gradient, with no
+    BatchNorm left (folded into the convolutions)."""
+    _, det = parts
+    c = Classifier(det)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in det.modules())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in c.guide.modules())
+    crops = torch.rand(
+        4, det.config.in_chans, c.size, c.size, generator=torch.Generator().manual_seed(0)
+    )
+    leaf_a, leaf_b = crops.clone().requires_grad_(True), crops.clone().requires_grad_(True)
+    fused = c.crop_logits(leaf_a)
+    plain = det((leaf_b - c.mean) / c.std)["logits"]
+    assert torch.allclose(fused, plain, atol=1e-5)
+    (ga,) = torch.autograd.grad(fused.log_softmax(1)[:, 1].sum(), leaf_a)
+    (gb,) = torch.autograd.grad(plain.log_softmax(1)[:, 1].sum(), leaf_b)
+    assert torch.allclose(ga, gb, atol=1e-5, rtol=1e-4)
+
+
 @torch.no_grad()
 def test_aes_pixel_rules_stop_below_any_threshold(parts) -> None:
     """A pixel similarity rule (1 − GMSD, 1 − DISTS) sees x_t and x₀ in [0, 1]; a sample stops
