@@ -2,6 +2,8 @@
 combination with energy, next to energy on the same samples (docs/diffguard.md, Results).
 
     OMP_NUM_THREADS=2 python tools/diffguard_digits.py --out runs/diffguard-digits
+    OMP_NUM_THREADS=2 python tools/diffguard_digits.py --out runs/diffguard-digits \
+        --variants cfg-nocam --distances logits-l1,ssim --no-combine
 
 Trains the demo's diffusion model and ``ce`` detectors (resumable), scores the first
 ``--limit`` samples of each test set, evaluates, and prints one JSON line per run label.
@@ -22,6 +24,7 @@ from oodkit.stages.train_detector.run import train_detector
 from oodkit.stages.train_diffusion.run import DiffusionOptions, train_diffusion
 
 DISTANCES = "logits-l1,ssim,psnr,gmsd,l2"
+VARIANTS = {**DIFFGUARD_DEMO, "cfg-nocam": {"guidance": "cfg", "cam": False}}
 
 
 def main() -> None:
@@ -30,6 +33,11 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--limit", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument(
+        "--variants", default=",".join(DIFFGUARD_DEMO), help=f"of {', '.join(VARIANTS)}"
+    )
+    ap.add_argument("--distances", default=DISTANCES)
+    ap.add_argument("--no-combine", action="store_true", help="skip the +energy rows")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     out = Path(a.out)
@@ -52,7 +60,8 @@ def main() -> None:
         )
         energy = score(det.path, "digits", ["energy"], out / f"energy-seed{seed}", limit=a.limit)[0]
         runs.append(energy.path)
-        for name, kw in DIFFGUARD_DEMO.items():
+        for name in a.variants.split(","):
+            kw = VARIANTS[name]
             for oracle in (False, True):
                 arts = score(
                     det.path,
@@ -60,9 +69,9 @@ def main() -> None:
                     ["diffguard"],
                     out / f"diffguard-{name}{'-oracle' if oracle else ''}-seed{seed}",
                     model=str(model.path),
-                    distance=DISTANCES,
+                    distance=a.distances,
                     limit=a.limit,
-                    combine_with=None if oracle else str(energy.path),
+                    combine_with=None if oracle or a.no_combine else str(energy.path),
                     oracle=oracle,
                     diffusion_batch=32,
                     quiet=True,
