@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler
 
 from oodkit.diffusion.diffguard import (
@@ -256,6 +257,75 @@ def test_classifier_rule_is_the_clean_grad_of_a_linear_classifier(use_blend) -> 
     grad = (w[labels] - p @ w).view_as(xg) / 2  # d pixels / d b = 1/2
     assert torch.allclose(guided, e - sigma * 3.0 * 8 * grad, atol=1e-5)
     assert torch.allclose(unguided, 0.1 * xu + 0.09)
+
+
+class _LatentStub(_Stub):
+    """A latent model: 4×4 latents decode to 8×8 images by a nearest 2× upsampling."""
+
+    image_size = 8
+
+    def to_pixels(self, z):
+        return F.interpolate((z + 1) / 2, scale_factor=2, mode="nearest")
+
+
+def test_classifier_rule_flows_through_a_latent_decoder() -> None:
+    """For a latent model the gradient is the decoder's Jacobianᵀ times the pixel gradient: for
+    a 2× nearest upsampling, each latent gets half the sum of its 2×2 pixel block's."""
+    den = _LatentStub()
+    sampler = DDIMSampler(DDIMScheduler(clip_sample=False), 10)
+    torch.manual_seed(4)
+    w = torch.randn(3, 64)
+
+    class Linear:
+        size = 8
+
+        def crop_logits(self, crops):
+            return crops.flatten(1) @ w.T
+
+    g = Guidance("classifier", classifier_scale=2.0, cutouts=8, blend=False)
+    labels = torch.tensor([1, 2])
+    fn = _classifier_eps(den, sampler, Linear(), den.condition([[None] * 2]), labels, "ab", g)
+    z = torch.randn(2, 1, 4, 4)
+    step = Step(sampler.timesteps[6].repeat(2), torch.arange(2), torch.zeros(2), 6, [0, 1])
+    (guided,) = fn([z], step)
+    e = 0.1 * z + 0.09
+    sigma = float((1 - sampler.alphas[6]).sqrt())
+    x0 = (z - sigma * e) / float(sampler.alphas[6].sqrt())
+    p = torch.softmax(den.to_pixels(x0).flatten(1) @ w.T, dim=1)
+    pixel_grad = (w[labels] - p @ w).view(2, 1, 8, 8)
+    grad = F.avg_pool2d(pixel_grad, 2) * 4 / 2  # Σ over the 2×2 block, × d pixels / d z = 1/2
+    assert torch.allclose(guided, e - sigma * 2.0 * 8 * grad, atol=1e-5)
+
+
+def test_gradient_through_a_real_vae_decoder_matches_finite_differences(tiny_sd) -> None:
+    """The tiny Stable Diffusion VAE: ⟨∇, v⟩ equals the central difference along v."""
+    from oodkit.diffusion.classifier_guidance import guidance_gradient
+    from oodkit.diffusion.denoisers import load_denoiser
+
+    den = load_denoiser(str(tiny_sd))
+    torch.manual_seed(5)
+    latent = den.image_size // den.factor
+    z = torch.randn(1, 4, latent, latent) * 0.5
+    size = den.image_size
+    w = torch.randn(3, 3 * size * size) * 0.05
+
+    def classify(crops):
+        return crops.flatten(1) @ w.T
+
+    labels, boxes = torch.tensor([1]), [[(0, 0, size)]]
+    grad = guidance_gradient(classify, z, labels, boxes, size, 1.0, render=den.to_pixels)
+    assert grad.abs().sum() > 0
+
+    def objective(x):
+        with torch.no_grad():
+            return F.log_softmax(classify(den.to_pixels(x)), 1)[0, 1].double()
+
+    v = torch.randn_like(z)
+    v /= v.norm()
+    h = 1e-2
+    numeric = (objective(z + h * v) - objective(z - h * v)) / (2 * h)
+    analytic = (grad.double() * v.double()).sum()
+    assert torch.isclose(analytic, numeric, rtol=0.05, atol=1e-4), (analytic, numeric)
 
 
 def test_id_quantiles_are_scipys_mean_percentile() -> None:
