@@ -9,6 +9,7 @@ so a crash never leaves a directory that loads as a finished artifact.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from oodkit import __version__
 from oodkit.errors import OodkitError
+from oodkit.locks import claim
 
 if TYPE_CHECKING:
     import datasets
@@ -57,6 +59,7 @@ class Manifest:
     inputs: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
+    files: dict[str, int] = field(default_factory=dict)  # relative path -> size in bytes
     command: str = ""
     created: str = ""
     oodkit_version: str = __version__
@@ -68,10 +71,11 @@ class Manifest:
 
 @dataclass
 class Artifact:
-    """A complete artifact on disk."""
+    """A complete artifact on disk (``ref``: where it came from when not a local folder)."""
 
     path: Path
     manifest: Manifest
+    ref: str | None = None
 
     @property
     def kind(self) -> str:
@@ -83,15 +87,53 @@ class Artifact:
 
     def dataset(self) -> datasets.Dataset:
         """The tabular payload (memory-mapped)."""
-        import datasets
-
         if not self.has_data:
             raise OodkitError(f"{self.path} ({self.kind}) has no tabular data")
-        return datasets.load_from_disk(str(self.path / DATA_DIR))
+        return load_table(self.path / DATA_DIR)
 
     def as_input(self) -> dict[str, Any]:
         """The entry that a downstream manifest lists under ``inputs``."""
-        return {"kind": self.kind, "path": str(self.path), "fingerprint": self.manifest.fingerprint}
+        return {
+            "kind": self.kind,
+            "path": self.ref or str(self.path),
+            "fingerprint": self.manifest.fingerprint,
+        }
+
+
+def load_table(folder: Path) -> datasets.Dataset:
+    """A ``save_to_disk`` folder, memory-mapped; unreadable files are one line, not a crash."""
+    import datasets
+
+    try:
+        return datasets.load_from_disk(str(folder))
+    except Exception as exc:  # noqa: BLE001 - arrow, json and index errors of a damaged table
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise OodkitError(
+            f"{folder} cannot be read ({type(exc).__name__}{': ' + first if first else ''}); "
+            "run oodkit verify on the artifact"
+        ) from None
+
+
+def _file_sizes(root: Path) -> dict[str, int]:
+    """Every file of an artifact but its manifest, by relative POSIX path."""
+    return {
+        p.relative_to(root).as_posix(): p.stat().st_size
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
+
+
+def _check_files(path: Path, files: Mapping[str, int]) -> None:
+    """The cheap check on every load: each recorded file is there with its recorded size."""
+    for rel, size in files.items():
+        f = path / rel
+        if not f.is_file():
+            raise OodkitError(f"{path} is damaged: {rel} is missing (run oodkit verify {path})")
+        if f.stat().st_size != size:
+            raise OodkitError(
+                f"{path} is damaged: {rel} has {f.stat().st_size} bytes, the manifest records "
+                f"{size} (run oodkit verify {path})"
+            )
 
 
 def _save_dataset(ds: datasets.Dataset, folder: Path) -> None:
@@ -109,9 +151,16 @@ def _jsonable(obj: Any) -> Any:
 
 def load_artifact(path: str | Path, kind: str | Sequence[str] | None = None) -> Artifact:
     """Load an artifact's manifest, checking that it is complete and of the expected kind."""
-    path = Path(path)
     want = (kind,) if isinstance(kind, str) else tuple(kind or ())
     what = " or ".join(want) if want else "oodkit"
+    if str(path).startswith("hub:"):
+        from oodkit.hub import fetch_artifact
+
+        folder, ref = fetch_artifact(str(path))
+        art = load_artifact(folder, kind)
+        art.ref = ref
+        return art
+    path = Path(path)
     if not path.is_dir():
         raise OodkitError(f"{path}: no such directory (expected a {what} artifact)")
     mpath = path / MANIFEST_NAME
@@ -119,9 +168,17 @@ def load_artifact(path: str | Path, kind: str | Sequence[str] | None = None) -> 
         raise OodkitError(f"{path} is not an oodkit artifact: {MANIFEST_NAME} is missing")
     try:
         raw = json.loads(mpath.read_text())
-        manifest = Manifest(**raw)
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise OodkitError(f"{mpath} is corrupt: {exc}") from None
+    if not isinstance(raw, dict):
+        raise OodkitError(f"{mpath} is corrupt: not a JSON object")
+    names = {f.name for f in dataclasses.fields(Manifest)}
+    missing = sorted({"kind", "params"} - set(raw))
+    unknown = sorted(set(raw) - names)
+    if missing or unknown:
+        what_is = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
+        raise OodkitError(f"{mpath} is corrupt: {what_is}")
+    manifest = Manifest(**raw)
     if manifest.kind not in KINDS:
         raise OodkitError(f"{mpath} has unknown kind {manifest.kind!r}")
     if not isinstance(manifest.format_version, int) or manifest.format_version > FORMAT_VERSION:
@@ -131,7 +188,27 @@ def load_artifact(path: str | Path, kind: str | Sequence[str] | None = None) -> 
         )
     if want and manifest.kind not in want:
         raise OodkitError(f"{path} is a {manifest.kind} artifact, expected {what}")
+    if not isinstance(manifest.files, dict):
+        raise OodkitError(f"{mpath} is corrupt: files is not a mapping")
+    _check_files(path, manifest.files)
     return Artifact(path=path, manifest=manifest)
+
+
+def verify_artifact(path: str | Path) -> Artifact:
+    """Recompute an artifact's fingerprint and check its files; raise on any difference."""
+    art = load_artifact(path)
+    recorded = art.manifest.files
+    if recorded:
+        extra = sorted(set(_file_sizes(art.path)) - set(recorded))
+        if extra:
+            raise OodkitError(f"{art.path} fails verification: {extra[0]} is not in the manifest")
+    computed = _fingerprint_dir(art.path)
+    if computed != art.manifest.fingerprint:
+        raise OodkitError(
+            f"{art.path} fails verification: its content fingerprint is {computed[:16]}…, "
+            f"the manifest records {art.manifest.fingerprint[:16]}…"
+        )
+    return art
 
 
 def fingerprint_dataset(ds: datasets.Dataset, hasher: Any | None = None) -> str:
@@ -156,10 +233,8 @@ def _fingerprint_dir(root: Path) -> str:
     """Fingerprint an artifact directory's content: the dataset's values plus other files."""
     h = hashlib.sha256()
     if (root / DATA_DIR).is_dir():
-        import datasets
-
         h.update(b"data\0")
-        fingerprint_dataset(datasets.load_from_disk(str(root / DATA_DIR)), h)
+        fingerprint_dataset(load_table(root / DATA_DIR), h)
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = f.relative_to(root)
         if rel.parts[0] in (DATA_DIR, MANIFEST_NAME):
@@ -199,12 +274,14 @@ def check_output(
     """
     out = Path(out)
     if not out.exists():
+        claim(out, _command)
         return None
     if not out.is_dir():
         raise OodkitError(f"{out} exists and is not a directory")
     if not (out / MANIFEST_NAME).exists():
         if any(out.iterdir()):
             raise OodkitError(f"{out} exists, is not empty and is not an oodkit artifact")
+        claim(out, _command)
         return None
     existing = load_artifact(out)
     params_j, inputs_j = _jsonable(dict(params)), _jsonable(list(inputs))
@@ -213,10 +290,11 @@ def check_output(
         and existing.manifest.params == params_j
         and _input_prints(existing.manifest.inputs) == _input_prints(inputs_j)
     )
-    if overwrite:
-        return None
-    if same:
+    if same and not overwrite:
         return existing
+    if overwrite:
+        claim(out, _command)
+        return None
     if existing.kind != kind:
         why = f"it is a {existing.kind} artifact"
     elif existing.manifest.params != params_j:
@@ -274,6 +352,7 @@ def write_artifact(
     if kind not in KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}")
     out = Path(out)
+    claim(out, command or _command)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     try:
@@ -287,6 +366,7 @@ def write_artifact(
             inputs=_jsonable(list(inputs)),
             summary=_jsonable(dict(summary or {})),
             fingerprint=_fingerprint_dir(tmp),
+            files=_file_sizes(tmp),
             command=command or _command or "(python API)",
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         )
@@ -311,6 +391,7 @@ def prepare_partial(
     Returns the folder and whether earlier work was found in it.
     """
     partial = Path(out).with_name(Path(out).name + ".partial")
+    claim(out, _command)
     state = _jsonable(dict(state))
     state_file = partial / PARTIAL_STATE
     if state_file.exists():
@@ -467,7 +548,7 @@ class ShardedWriter:
         left = self.pending()
         if left:
             raise OodkitError(f"{len(left)} samples are not done yet (e.g. {left[0]!r})")
-        parts = [datasets.load_from_disk(str(s / DATA_DIR)) for s in self._shards()]
+        parts = [load_table(s / DATA_DIR) for s in self._shards()]
         if not parts:
             return None
         merged = datasets.concatenate_datasets(parts)

@@ -11,16 +11,19 @@ shows the traceback instead.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import inspect
 import shlex
 import sys
 import typing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from oodkit import __version__
 from oodkit.demo import DemoOptions
@@ -34,6 +37,74 @@ from oodkit.stages.score.options import ScoreOptions
 from oodkit.stages.train_detector.options import TrainOptions
 from oodkit.stages.train_diffusion.options import DiffusionOptions
 
+PIPELINE = (
+    "pseudo-label",
+    "train",
+    "detector",
+    "diffusion",
+    "generate",
+    "score",
+    "eval",
+    "info",
+    "verify",
+    "push",
+    "demo",
+)
+# errors of the environment rather than of oodkit: one line, like bad input
+ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+_state = {"debug": False}
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_line(text: str) -> str:
+    return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def refuse(message: str) -> NoReturn:
+    """One line on stderr and exit code 2."""
+    typer.echo(f"error: {_one_line(message)}", err=True)
+    raise typer.Exit(2)
+
+
+def _bare_flags(params: list[Any]) -> list[Any]:
+    """Flags take no value: show no ``<bool>`` placeholder after them in ``--help``."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class _Command(TyperCommand):
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _bare_flags(super().get_params(ctx))
+
+
+class _Group(TyperGroup):
+    """Commands in pipeline order, bare flags, and usage errors as one line (exit code 2)."""
+
+    def get_params(self, ctx: typer.Context) -> list[Any]:
+        return _bare_flags(super().get_params(ctx))
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        rank = {name: i for i, name in enumerate(PIPELINE)}
+        return sorted(super().list_commands(ctx), key=lambda n: rank.get(n, len(rank)))
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.Abort:
+            typer.echo("Aborted!", err=True)
+            sys.exit(1)
+        except typer.exceptions.TyperException as exc:  # usage errors: click's, vendored by typer
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+            typer.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(getattr(exc, "exit_code", 2))
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
     name="oodkit",
     help="Diffusion-based OOD detection: SONA, semantic-discrepant outliers, DiffGuard.",
@@ -41,9 +112,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
+    cls=_Group,
 )
-_state = {"debug": False}
-F = TypeVar("F", bound=Callable[..., Any])
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Output artifact directory.")]
 IdOpt = Annotated[
@@ -73,17 +143,27 @@ def _main(
 
 
 def guarded(fn: F) -> F:
-    """Turn OodkitError into one line on stderr and exit code 2 (unless --debug)."""
+    """Bad input (OodkitError) and an unwritable or full disk become one line on stderr and
+    exit code 2. Warnings raised meanwhile are held back: dropped with a refusal, shown after
+    a run that succeeds. ``--debug`` shows tracebacks and warnings as they come."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        if _state["debug"]:
             return fn(*args, **kwargs)
-        except OodkitError as exc:
-            if _state["debug"]:
-                raise
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("default")
+            try:
+                result = fn(*args, **kwargs)
+            except OodkitError as exc:
+                refuse(str(exc))
+            except OSError as exc:
+                if exc.errno not in ENVIRONMENT_ERRNOS:
+                    raise
+                refuse(f"cannot write {exc.filename or 'a file'}: {exc.strerror}")
+        for w in caught:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        return result
 
     return wrapper  # type: ignore[return-value]
 
@@ -156,7 +236,7 @@ def stage_command(
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
         command.__doc__ = run.__doc__
         command.__name__ = run.__name__
-        typer_app.command(name)(guarded(command))
+        typer_app.command(name, cls=_Command)(guarded(command))
         return run
 
     return deco
@@ -195,7 +275,7 @@ def eval_cmd(o: EvalOptions, scores: list[Path], out: Path) -> None:
     console.print(f"metrics written to {art.path}")
 
 
-@app.command("info")
+@app.command("info", cls=_Command)
 @guarded
 def info_cmd(
     artifact: Annotated[Path | None, typer.Argument(help="An artifact directory.")] = None,
@@ -222,21 +302,41 @@ def info_cmd(
         console.print(methods_info())
 
 
-@app.command("push")
+@app.command("verify", cls=_Command)
+@guarded
+def verify_cmd(
+    artifact: Annotated[Path, typer.Argument(help="An artifact directory.")],
+) -> None:
+    """Recompute an artifact's fingerprint and check its files against its manifest."""
+    from oodkit.artifacts import verify_artifact
+
+    art = verify_artifact(artifact)
+    typer.echo(f"{art.path}: {art.kind} artifact intact (fingerprint {art.manifest.fingerprint})")
+
+
+@app.command("push", cls=_Command)
 @guarded
 def push_cmd(
-    artifact: Annotated[Path, typer.Argument(help="A tabular artifact directory.")],
-    repo_id: Annotated[str, typer.Option("--repo-id", help="Hub dataset repo, OWNER/NAME.")],
+    artifact: Annotated[Path, typer.Argument(help="An artifact directory.")],
+    repo_id: Annotated[
+        str,
+        typer.Option(
+            "--repo-id", help="Hub repo, OWNER/NAME (a dataset repo; a model repo for models)."
+        ),
+    ],
+    license: Annotated[
+        str | None, typer.Option("--license", help="Hub license id for the card, e.g. cc-by-4.0.")
+    ] = None,
     private: Annotated[bool, typer.Option("--private", help="Create the repo as private.")] = False,
 ) -> None:
-    """Push an artifact's table, manifest and a dataset card to the Hugging Face Hub."""
+    """Push an artifact to the Hugging Face Hub in one commit, with a card from its manifest."""
     from oodkit.stages.push import push_artifact
 
-    typer.echo(push_artifact(artifact, repo_id, private=private))
+    typer.echo(push_artifact(artifact, repo_id, private=private, license=license))
 
 
 DEMO_OUT = Path("runs/demo")
-train_app = typer.Typer(help="Train models: detector, diffusion.", no_args_is_help=True)
+train_app = typer.Typer(help="Train models: detector, diffusion.", no_args_is_help=True, cls=_Group)
 app.add_typer(train_app, name="train")
 
 

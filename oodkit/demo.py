@@ -22,6 +22,7 @@ from typing import Any
 
 from oodkit import options as O
 from oodkit.errors import OodkitError
+from oodkit.locks import writes_output
 from oodkit.options import with_overrides
 
 DEMO_ARCH_KWARGS = {"channels": [16, 32, 64, 128], "stem_width": 16}
@@ -31,16 +32,18 @@ DEMO_ARCH_KWARGS = {"channels": [16, 32, 64, 128], "stem_width": 16}
 class DemoOptions:
     """The demo's sizes; the defaults take about 15 minutes on two CPU cores."""
 
-    seeds: int = O.option(3, "Detector seeds per method.")
-    diffusion_steps: int = O.option(800, "Diffusion training steps.")
-    epochs: int = O.option(15, "Detector training epochs.")
-    limit: int | None = O.option(None, "ID images used for generation (default: all).")
+    seeds: int = O.option(3, "Detector seeds per method.", minimum=1)
+    diffusion_steps: int = O.option(800, "Diffusion training steps.", minimum=1)
+    epochs: int = O.option(15, "Detector training epochs.", minimum=1)
+    limit: int | None = O.option(None, "ID images used for generation (default: all).", minimum=1)
     diffguard_limit: int | None = O.option(
-        100, "DiffGuard rows: first N samples of each test set (default 100; all: none given)."
+        100,
+        "DiffGuard rows: first N samples of each test set (default 100; all: none given).",
+        minimum=1,
     )
-    pretext_epochs: int = O.option(60, "Unsupervised chain: SimCLR epochs.", cli=False)
+    pretext_epochs: int = O.option(60, "Unsupervised chain: SimCLR epochs.", cli=False, minimum=1)
     # 501 images at batch 128: 3 steps an epoch
-    scan_epochs: int = O.option(60, "Unsupervised chain: SCAN epochs.", cli=False)
+    scan_epochs: int = O.option(60, "Unsupervised chain: SCAN epochs.", cli=False, minimum=1)
     overwrite: bool = O.overwrite_option()
     quiet: bool = O.quiet_option()
 
@@ -73,6 +76,7 @@ def _detector_options(o: DemoOptions, loss: str, seed: int):
     )
 
 
+@writes_output
 def run_demo(
     out: str | Path = "runs/demo",
     options: DemoOptions | None = None,
@@ -177,6 +181,7 @@ def _diffguard_rows(o: DemoOptions, out: Path, model: Path, detector: Path, seed
     return paths
 
 
+@writes_output
 def run_unsupervised_demo(
     out: str | Path = "runs/demo-unsupervised",
     options: DemoOptions | None = None,

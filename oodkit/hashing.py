@@ -13,11 +13,28 @@ import os
 from pathlib import Path
 
 from oodkit.artifacts import atomic_file
+from oodkit.errors import OodkitError
 
 
 def cache_dir() -> Path:
     """oodkit's cache folder: ``$OODKIT_CACHE`` or ``~/.cache/oodkit``."""
     return Path(os.environ.get("OODKIT_CACHE", Path.home() / ".cache" / "oodkit"))
+
+
+def writable_cache(sub: str) -> Path:
+    """``cache_dir()/sub``, created; one line when it cannot be (before a stage's work)."""
+    folder = cache_dir() / sub
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".probe-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise OodkitError(
+            f"cannot write the cache folder {folder} ({exc.strerror}): set OODKIT_CACHE to a "
+            "writable folder or pass --no-cache"
+        ) from None
+    return folder
 
 
 def _sha256(path: Path) -> str:

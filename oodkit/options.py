@@ -35,12 +35,14 @@ def option(
     parse: str | None = None,
     cli: bool = True,
     required: bool = False,
+    minimum: int | None = None,
 ) -> Any:
     """A dataclass field with its command-line description.
 
     ``flags`` default to ``--field-name``; ``parse="json"`` takes a JSON object string on
     the command line; ``required`` makes the option mandatory on the command line even where
-    the library has a default; ``cli=False`` keeps a field out of the command line.
+    the library has a default; ``cli=False`` keeps a field out of the command line;
+    ``minimum`` refuses smaller values (counts: 1; ``None`` still means "not given").
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
@@ -51,6 +53,7 @@ def option(
         "parse": parse,
         "cli": cli,
         "required": required,
+        "minimum": minimum,
     }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
@@ -83,13 +86,26 @@ def recipe(opts: Any) -> dict[str, Any]:
 
 
 def with_overrides(cls: type[T], options: T | None, overrides: dict[str, Any]) -> T:
-    """``options`` (or the defaults) with keyword overrides; unknown names are refused."""
+    """``options`` (or the defaults) with keyword overrides; unknown names are refused, and so
+    are values below a field's ``minimum`` (never replaced by a default)."""
     base = options if options is not None else cls()
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise TypeError(f"{cls.__name__} has no option {unknown[0]!r}")
-    return dataclasses.replace(base, **overrides) if overrides else base
+    out = dataclasses.replace(base, **overrides) if overrides else base
+    check_minimums(out)
+    return out
+
+
+def check_minimums(opts: Any) -> None:
+    """Refuse a value below its field's ``minimum`` with the flag's name."""
+    for f in dataclasses.fields(opts):
+        low, value = f.metadata.get("minimum"), getattr(opts, f.name)
+        if low is None or value is None or isinstance(value, bool) or value >= low:
+            continue
+        need = "be positive" if low == 1 else "not be negative" if low == 0 else f"be ≥ {low}"
+        raise OodkitError(f"{flags_of(f)[0]} must {need}, got {value}")
 
 
 def json_object(text: str | dict | None, name: str) -> dict[str, Any]:
@@ -137,7 +153,7 @@ def resume_option() -> Any:
 
 
 def num_workers_option() -> Any:
-    return option(0, "Data-loading worker processes.", role="run")
+    return option(0, "Data-loading worker processes.", role="run", minimum=0)
 
 
 def seed_option() -> Any:

@@ -72,6 +72,34 @@ SCORE_TABLE_COLUMNS = {
 }
 
 
+# What each column means, for dataset cards and ``oodkit info``.
+COLUMN_DOCS = {
+    "image": "the image",
+    "label": "class index of the image (-1: unknown, or an OOD sample)",
+    "sample_id": "stable id of the row (the key of resumable shards)",
+    "cluster": "pseudo-class assigned by clustering",
+    "confidence": "the clustering head's probability of the assigned cluster",
+    "source_id": "sample_id of the ID image the outlier was generated from",
+    "source_label": "class index of that source image",
+    "condition": "the condition the outlier was guided toward (class or prompt)",
+    "id_condition": "the source's ID condition (class or prompt); null when there is none",
+    "ood_condition": "the OOD condition used by guidance; null when there is none",
+    "t_start": "DDIM steps run from the partially noised source",
+    "start_timestep": "training timestep the source was noised to (-1: VAE round trip)",
+    "method": "generation method",
+    "seed": "per-sample seed of every random choice",
+    "ssim": "SSIM of the outlier to its source",
+    "psnr": "PSNR (dB) of the outlier to its source",
+    "dataset": "benchmark set the sample belongs to",
+    "group": "id, near or far",
+    "id_score": "OOD score, higher = more in-distribution",
+    "pred": "the detector's predicted class (-1: none)",
+    "input": "the scored input image",
+    "unguided": "re-synthesis from the inverted latent without guidance",
+    "guided": "re-synthesis guided toward the predicted class",
+}
+
+
 def image_features() -> datasets.Features:
     """The canonical schema of an image dataset."""
     return _features(IMAGE_COLUMNS)

@@ -15,6 +15,7 @@ Benchmarks are named the same way: a registered built-in (``digits``, with optio
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,6 +24,7 @@ from urllib.parse import parse_qsl
 
 from oodkit.data.benchmarks import BENCHMARKS, Benchmark, DataSet
 from oodkit.data.tables import (
+    channels_of,
     load_hub,
     load_image_folder,
     load_saved,
@@ -30,6 +32,8 @@ from oodkit.data.tables import (
     with_channels,
 )
 from oodkit.errors import OodkitError
+
+SET_NAME = re.compile(r"[\w+-][\w.+-]*")
 
 if TYPE_CHECKING:
     import datasets
@@ -113,7 +117,7 @@ def resolve_id(
     if len(train) == 0:
         raise OodkitError(f"{ref}: the ID dataset is empty")
     first = train[0]["image"]
-    channels = 1 if first.mode in ("L", "1", "I", "F", "I;16") else 3
+    channels = channels_of(first)
     train = with_channels(train, channels)
     val_ds = load_dataset_ref(val, data_root=data_root, channels=channels) if val else None
     return IdData(train, val_ds, channels, image_size or max(first.size), None, None)
@@ -163,6 +167,11 @@ def _set_from(
         group, ref = str(entry.get("group", default_group)), str(entry["data"])
     else:
         raise OodkitError(f"{where}: each set needs a 'data' reference")
+    if not SET_NAME.fullmatch(name):
+        raise OodkitError(
+            f"{where}: set name {name!r} must be letters, digits, '_', '-', '.' or '+' and not "
+            "start with '.' (it names files)"
+        )
     load = partial(load_dataset_ref, ref, base_dir=where.parent, data_root=data_root)
     return DataSet(name=name, group=group, loader=load, ref=ref)
 
@@ -194,7 +203,10 @@ def load_benchmark_file(path: str | Path, data_root: str | Path | None = None) -
         return _set_from(entry, default_name, group, path, root)
 
     id_val = spec.get("id_val")
-    return Benchmark(
+    channels = spec.get("channels")
+    if channels is not None and channels not in (1, 3):
+        raise OodkitError(f"{path}: channels must be 1 or 3, got {channels!r}")
+    bench = Benchmark(
         name=name,
         id_train=one(spec["id_train"], "id_train", "id"),
         id_test=one(spec["id_test"], name, "id"),
@@ -203,8 +215,14 @@ def load_benchmark_file(path: str | Path, data_root: str | Path | None = None) -
         ood_val=[one(e, f"ood_val{i}", "far") for i, e in enumerate(spec.get("ood_val", []))],
         class_names=spec.get("class_names"),
         image_size=spec.get("image_size"),
-        channels=int(spec.get("channels", 3)),
     )
+    if channels is None:  # from the ID images: grayscale data stays 1-channel
+        train = bench.id_train.loader()
+        if len(train) == 0:
+            raise OodkitError(f"{path}: the ID train set {bench.id_train.ref} is empty")
+        channels = channels_of(train[0]["image"])
+    bench.channels = int(channels)
+    return bench
 
 
 def benchmark_names() -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oodkit.errors import OodkitError
 from oodkit.schemas import image_features
@@ -17,6 +17,14 @@ if TYPE_CHECKING:
 def image_mode(channels: int) -> str:
     """PIL mode for a channel count: L (1) or RGB (3)."""
     return "L" if channels == 1 else "RGB"
+
+
+GRAY_MODES = ("L", "1", "I", "F", "I;16", "LA")
+
+
+def channels_of(image: Any) -> int:
+    """1 for a grayscale PIL image, else 3 (what oodkit decodes it to)."""
+    return 1 if image.mode in GRAY_MODES else 3
 
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
@@ -138,8 +146,10 @@ def load_saved(path: Path) -> datasets.Dataset:
     obj = datasets.load_from_disk(str(path))
     if isinstance(obj, datasets.DatasetDict):
         if len(obj) != 1:
+            first = next(iter(obj))
             raise OodkitError(
-                f"{path} holds several splits ({', '.join(obj)}); save the one you want on its own"
+                f"{path} holds several splits ({', '.join(obj)}); pass one of them, "
+                f"e.g. {path / first}"
             )
         obj = next(iter(obj.values()))
     return normalise_columns(obj, prefix=path.name)

@@ -26,6 +26,7 @@ revision).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 
 from oodkit.errors import OodkitError
+from oodkit.hub import PREFIX as HUB_PREFIX
 
 CLASS_MODEL_INFO = "oodkit_model.json"
 # diffusers layouts: the pipeline class in model_index.json → (layout, kind, parts)
@@ -267,6 +269,7 @@ class ModelSpec:
     scheduler_config: dict[str, Any] | None = None  # None: a Hub model
     layout: str = "oodkit"  # "oodkit" | "sd" | "ddpm" | "dit"
     class_names: list[str] | None = None
+    ref: str | None = None  # hub:OWNER/NAME@COMMIT of an artifact fetched from the Hub
 
 
 def _layout(index: dict[str, Any] | None, folder: Path | None, where: str) -> tuple:
@@ -343,9 +346,20 @@ def _hub_index(repo: str) -> dict[str, Any]:
 
 
 def describe_model(model: str | Path) -> ModelSpec:
-    """Kind, channels, image size and classes of ``model`` from its configs (no weights)."""
+    """Kind, channels, image size and classes of ``model`` from its configs (no weights).
+
+    ``hub:OWNER/NAME[@REVISION]`` is a diffusion-model artifact that ``oodkit push`` put on
+    the Hub (fetched to the local cache); a plain ``OWNER/NAME`` is a diffusers repo.
+    """
     from oodkit.artifacts import MANIFEST_NAME, load_artifact
 
+    if str(model).startswith(HUB_PREFIX):
+        from oodkit.hub import fetch_artifact
+
+        folder, ref = fetch_artifact(str(model))
+        if not (folder / MANIFEST_NAME).exists():
+            raise OodkitError(f"{model} is not an oodkit artifact (no {MANIFEST_NAME})")
+        return dataclasses.replace(describe_model(folder), ref=ref)
     folder = Path(model).expanduser()
     if folder.is_dir():
         if (folder / MANIFEST_NAME).exists():
@@ -402,7 +416,8 @@ def model_input(model: str | Path, spec: ModelSpec | None = None) -> dict[str, A
 
     spec = spec or describe_model(model)
     if spec.source == "artifact":
-        return load_artifact(spec.path, kind="diffusion-model").as_input()
+        entry = load_artifact(spec.path, kind="diffusion-model").as_input()
+        return {**entry, "path": spec.ref} if spec.ref else entry
     if spec.source == "folder":
         return {
             "kind": "diffusers-model",

@@ -20,6 +20,8 @@ import torch
 from oodkit.artifacts import atomic_file
 from oodkit.hashing import cache_dir
 
+INVERSIONS = "inversions"  # the cache's sub-folder
+
 
 def image_key(image: torch.Tensor) -> str:
     """Hash of one image's values and shape (float32)."""
@@ -34,7 +36,7 @@ class InversionCache:
 
     def __init__(self, recipe: str, root: str | Path | None = None) -> None:
         digest = hashlib.sha256(recipe.encode()).hexdigest()[:24]
-        self.dir = Path(root) if root is not None else cache_dir() / "inversions"
+        self.dir = Path(root) if root is not None else cache_dir() / INVERSIONS
         self.dir = self.dir / digest
         self.hits = self.misses = 0
 

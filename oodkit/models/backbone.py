@@ -5,6 +5,7 @@ Weights are only ever read with safetensors or ``torch.load(weights_only=True)``
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,12 @@ def create_backbone(
         if "Unknown model" in str(exc):
             raise OodkitError(f"unknown timm architecture {arch!r}") from None
         raise
+    except TypeError as exc:
+        if arch_kwargs and "argument" in str(exc):
+            raise OodkitError(
+                f"--arch-kwargs {sorted(arch_kwargs)} do not fit {arch}: {_first_line(exc)}"
+            ) from None
+        raise
     except Exception as exc:
         if pretrained:
             raise OodkitError(
@@ -43,6 +50,11 @@ def create_backbone(
     if small_input_stem:
         adapt_small_input_stem(backbone, in_chans)
     return backbone
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def adapt_small_input_stem(backbone: nn.Module, in_chans: int) -> None:
@@ -62,11 +74,25 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError
+            raise OodkitError(
+                f"cannot read weights {path}: not a valid safetensors file ({_first_line(exc)})"
+            ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle errors come in many types
-        raise OodkitError(f"cannot read weights {path} safely: {exc}") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        why = (
+            f"it is a pickle that needs {found.group(1)}, and oodkit loads only tensors"
+            if found
+            else _first_line(exc)
+        )
+        raise OodkitError(
+            f"cannot read weights {path} safely: {why} (weights_only=True; "
+            "save the state dict as safetensors)"
+        ) from None
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -59,17 +59,29 @@ def benchmark_info(ref: str, data_root: str | Path | None = None) -> RenderableT
     roles.update({s.name: "test" for s in bench.ood})
     roles.update({s.name: "val" for s in bench.ood_val})
     roles.update({s.name: "outlier pool" for s in bench.extra})
-    unavailable = None
+    notes, missing = [], []
     for key, spec in bench.all_sets().items():
-        try:
-            found = str(len(bench.load(key)))
-        except OodkitError as exc:
-            found, unavailable = "-", str(exc)
-        expected = "-" if spec.size is None else str(spec.size)
         label = key if spec.name == key else f"{key} ({spec.name})"
+        expected = "-" if spec.size is None else str(spec.size)
+        try:
+            n = len(bench.load(key))
+        except OodkitError as exc:
+            table.add_row(label, spec.group, roles[key], expected, "-")
+            missing.append(str(exc))
+            continue
+        short = spec.size is not None and n < spec.size
+        found = f"[bold red]{n}[/bold red]" if short else str(n)
         table.add_row(label, spec.group, roles[key], expected, found)
-    if unavailable:
-        table.caption = f"not loaded: {unavailable}"
+        if short:
+            notes.append(
+                f"warning: {label} has {n} of the {spec.size} samples it should have "
+                f"({n / spec.size:.0%}): an incomplete download or the wrong --data-root?"
+            )
+    if missing:
+        more = f" and {len(missing) - 1} more set(s)" if len(missing) > 1 else ""
+        notes.append(f"not loaded: {missing[0]}{more}")
+    if notes:
+        table.caption = "\n".join(notes)
     return table
 
 

@@ -1,4 +1,4 @@
-"""The console script: start-up time, lazy imports, info, push, demo, error handling."""
+"""The console script: start-up time, lazy imports, info, help layout, error handling."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from oodkit import cli
-from oodkit.artifacts import load_artifact, write_artifact
 from oodkit.cli import app, redact
-from oodkit.stages.push import dataset_card
 
 runner = CliRunner()
 SCRIPT = shutil.which("oodkit", path=str(Path(sys.executable).parent)) or shutil.which("oodkit")
@@ -98,27 +96,6 @@ def test_info_on_a_benchmark() -> None:
     assert unknown.exit_code == 2 and "unknown benchmark 'mnist'" in unknown.stderr
 
 
-def test_push_offline_fails_with_one_line(make_scores, tmp_path: Path) -> None:
-    scores = make_scores("s", {"test": ("id", [1.0]), "far": ("far", [0.0])})
-    result = runner.invoke(app, ["push", str(scores), "--repo-id", "me/scores"])
-    assert result.exit_code == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: cannot push: HF_HUB_OFFLINE is set (the Hugging Face Hub is not reachable)"
-    ]
-    bad = runner.invoke(app, ["push", str(scores), "--repo-id", "no-owner"])
-    assert bad.exit_code == 2 and "OWNER/NAME" in bad.stderr
-    write_artifact(tmp_path / "det", "detector", {"arch": "resnet18"})
-    nodata = runner.invoke(app, ["push", str(tmp_path / "det"), "--repo-id", "me/det"])
-    assert nodata.exit_code == 2 and "no tabular data" in nodata.stderr
-
-
-def test_dataset_card_comes_from_the_manifest(make_scores) -> None:
-    art = load_artifact(make_scores("s", {"test": ("id", [1.0, 2.0]), "far": ("far", [0.0])}))
-    card = dataset_card(art)
-    assert card.startswith("---\ntags:\n- oodkit\n- scores\n")
-    assert '"method": "energy"' in card and "rows: 3" in card and art.manifest.fingerprint in card
-
-
 def test_command_line_is_recorded_without_secrets(
     monkeypatch: pytest.MonkeyPatch, make_scores, tmp_path
 ) -> None:
@@ -144,39 +121,3 @@ def test_command_line_is_recorded_without_secrets(
     assert exit_info.value.code == 0
     manifest = json.loads((out / "oodkit.json").read_text())
     assert manifest["command"] == f"oodkit --debug eval {scores} --out {out} --no-plots"
-
-
-def test_push_sends_table_card_and_manifest(make_scores, monkeypatch: pytest.MonkeyPatch) -> None:
-    import datasets
-    import huggingface_hub
-
-    calls: list[tuple] = []
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(
-        datasets.Dataset,
-        "push_to_hub",
-        lambda self, repo, private=False, **kw: calls.append(
-            ("table", repo, private, len(self), kw)
-        ),
-    )
-
-    def upload_file(self, *, path_or_fileobj, path_in_repo, repo_id, repo_type, **kw):
-        data = (
-            path_or_fileobj
-            if isinstance(path_or_fileobj, bytes)
-            else Path(path_or_fileobj).read_bytes()
-        )
-        calls.append(("file", path_in_repo, repo_id, repo_type, data, kw))
-
-    monkeypatch.setattr(huggingface_hub.HfApi, "upload_file", upload_file)
-    scores = make_scores("s", {"test": ("id", [1.0, 2.0]), "far": ("far", [0.0])})
-    result = runner.invoke(app, ["push", str(scores), "--repo-id", "me/scores", "--private"])
-    assert result.exit_code == 0, result.output
-    assert "datasets/me/scores" in result.output
-    assert calls[0] == ("table", "me/scores", True, 3, {})
-    assert [c[1:4] for c in calls[1:]] == [
-        ("README.md", "me/scores", "dataset"),
-        ("oodkit.json", "me/scores", "dataset"),
-    ]
-    assert calls[1][4].decode() == dataset_card(load_artifact(scores))
-    assert all("token" not in c[-1] for c in calls[1:])  # the token is never passed through oodkit

@@ -212,6 +212,35 @@ def test_openood_image_lists(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         get_benchmark("cifar10").load("id_test")
     monkeypatch.setenv("OODKIT_OPENOOD_ROOT", str(root))
     assert len(get_benchmark("cifar10").load("id_test")) == 3
+    from oodkit.stages.info import benchmark_info
+
+    caption = benchmark_info("cifar10").caption
+    assert "warning: id_test (cifar10) has 3 of the 9000 samples it should have (0%)" in caption
+    assert "warning: mnist has 1 of the 70000" in caption
+    assert "does not exist and 7 more set(s)" in caption
+
+
+def test_channels_of_a_benchmark_file_come_from_its_images(tmp_path: Path) -> None:
+    import datasets
+
+    for mode, want in (("L", 1), ("RGB", 3)):
+        folder = tmp_path / mode
+        _save_png(folder / "imgs" / "a" / "0.png", mode, 1)
+        spec = {"id_train": "imgs", "id_test": "imgs", "ood": ["imgs/a"]}
+        (folder / "b.json").write_text(json.dumps(spec))
+        bench = get_benchmark(str(folder / "b.json"))
+        assert bench.channels == want and bench.load("id_test")[0]["image"].mode == mode
+    (tmp_path / "L" / "c.json").write_text(json.dumps({**spec, "channels": 3}))
+    assert get_benchmark(str(tmp_path / "L" / "c.json")).load("id_test")[0]["image"].mode == "RGB"
+
+    splits = datasets.DatasetDict(
+        {k: datasets.Dataset.from_dict({"label": [0]}) for k in ("train", "test")}
+    )
+    splits.save_to_disk(str(tmp_path / "dd"))
+    with pytest.raises(
+        OodkitError, match=r"several splits \(train, test\); pass one of them, e\.g\. .*dd/train"
+    ):
+        load_dataset_ref(str(tmp_path / "dd"))
 
 
 def test_class_name_lists() -> None:

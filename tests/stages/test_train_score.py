@@ -197,10 +197,40 @@ def test_sigkill_then_resume_gives_identical_weights(tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert ckpt.exists() and not out.exists()
+    assert (tmp_path / "killed.lock").exists()  # stale: its kernel lock died with the process
     resumed = train_detector("digits", out, TrainOptions(**o), resume=True, quiet=True)
+    assert not (tmp_path / "killed.lock").exists()
     whole = train_detector("digits", tmp_path / "whole", TrainOptions(**o), quiet=True)
     a, b = _weights(whole.path), _weights(resumed.path)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_two_writers_on_one_out_one_wins_with_an_uninterrupted_result(tmp_path: Path) -> None:
+    """Two real ``oodkit train detector`` runs on one --out: the second gets one line naming
+    the first, which finishes with the artifact an undisturbed run makes."""
+    o = dict(epochs=20, batch_size=64, lr=0.1, augment="crop", arch_kwargs=DEMO_ARCH_KWARGS, seed=3)
+    out = tmp_path / "det"
+    script = Path(sys.executable).parent / "oodkit"
+    args = [str(script), "train", "detector", "--id", "digits", "--quiet", "--out", str(out)]
+    args += ["--epochs", "20", "--batch-size", "64", "--lr", "0.1", "--augment", "crop"]
+    args += ["--seed", "3", "--arch-kwargs", json.dumps(DEMO_ARCH_KWARGS)]
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    first = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "det.lock").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+    assert first.wait(timeout=600) == 0, first.stderr.read()  # type: ignore[union-attr]
+    first.stderr.close()  # type: ignore[union-attr]
+    assert second.returncode == 2
+    lines = second.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"error: {out} is being written by another run (pid {first.pid} on ")
+    assert "oodkit train detector" in second.stderr and "wait for it to finish" in second.stderr
+    whole = train_detector("digits", tmp_path / "whole", TrainOptions(**o), quiet=True)
+    assert load_artifact(out).manifest.fingerprint == whole.manifest.fingerprint
+    assert not (tmp_path / "det.lock").exists() and not (tmp_path / "det.partial").exists()
 
 
 def _club_state(partial: Path) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from typing import Any
 from oodkit import report
 from oodkit.artifacts import Artifact, check_output, load_artifact, write_artifact
 from oodkit.errors import OodkitError
+from oodkit.locks import writes_output
 from oodkit.metrics import METRIC_KEYS, group_means, mean_std, ood_metrics
 from oodkit.options import with_overrides
 from oodkit.schemas import OOD_GROUPS, ScoreRun, read_scores
@@ -73,6 +74,7 @@ def _aggregate(label: str, runs: list[ScoreRun], results: list[dict[str, Any]]) 
     return block
 
 
+@writes_output
 def evaluate(
     scores: list[str | Path],
     out: str | Path,

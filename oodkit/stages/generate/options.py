@@ -16,7 +16,9 @@ class GenerateOptions:
 
     method: str = O.option("sona", f"{GENERATION.help()}.", required=True)
     labels: str | None = O.option(None, "Pseudo-labels artifact (sd).", role="input")
-    steps: int | None = O.option(None, f"DDIM steps ({GENERATION.defaults_help('steps')}).")
+    steps: int | None = O.option(
+        None, f"DDIM steps ({GENERATION.defaults_help('steps')}).", minimum=1
+    )
     t_start: int | None = O.option(
         None,
         "Fixed start: DDIM steps, or training timesteps for class-conditional methods "
@@ -27,7 +29,7 @@ class GenerateOptions:
     w: float = O.option(2.0, "SD guidance weight.")
     momentum_scale: float = O.option(0.0, "SONA momentum (official: 0.3).")
     momentum_beta: float = O.option(0.6, "SONA momentum β.")
-    warmup: int = O.option(0, "Unguided steps at each sample's start.")
+    warmup: int = O.option(0, "Unguided steps at each sample's start.", minimum=0)
     ood_classes: str | None = O.option(None, "File of OOD class names.", role="input")
     allow_leakage: bool = O.option(False, "Allow OOD names that are ID classes.")
     mode: str = O.option(
@@ -35,24 +37,27 @@ class GenerateOptions:
         "reconstruct: sdedit (re-generate from a random start) or vae (VAE round trips, "
         "SONA's extra ID set; latent models).",
     )
-    per_image: int = O.option(1, "Outliers per ID image.")
-    limit: int | None = O.option(None, "Use only the first N ID images.")
+    per_image: int = O.option(1, "Outliers per ID image.", minimum=1)
+    limit: int | None = O.option(None, "Use only the first N ID images.", minimum=1)
     resize: str = O.option(
         "crop",
         "Fit sources to the model's square: crop (centre), pad (edges, cut back after) or squash.",
     )
-    size: int | None = O.option(None, "Output size, long side (default: the model's).")
+    size: int | None = O.option(None, "Output size, long side (default: the model's).", minimum=1)
     dtype: str = O.option(
         "auto", "Model precision: auto (fp16 on CUDA, else fp32), fp32, fp16, bf16."
     )
     compile: bool = O.option(False, "torch.compile the UNet (GPU runs of many batches).")
-    save_masks: int = O.option(0, "Save SONA masks of the first N samples.", role="run")
-    batch_size: int = O.option(16, "Samples per denoising batch.")
+    save_masks: int = O.option(0, "Save SONA masks of the first N samples.", role="run", minimum=0)
+    batch_size: int = O.option(16, "Samples per denoising batch.", minimum=1)
     shard_size: int = O.option(
-        256, "Samples per resumable shard (does not change the result).", role="run"
+        256, "Samples per resumable shard (does not change the result).", role="run", minimum=1
     )
     num_workers: int | None = O.option(
-        None, "Source-decoding worker processes (default: 4 on CUDA, 0 on the CPU).", role="run"
+        None,
+        "Source-decoding worker processes (default: 4 on CUDA, 0 on the CPU).",
+        role="run",
+        minimum=0,
     )
     seed: int = O.seed_option()
     data_root: str | None = O.data_root_option()

@@ -39,6 +39,7 @@ from oodkit.diffusion.denoisers import ModelSpec
 from oodkit.diffusion.resynthesis import resynthesize
 from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
 from oodkit.errors import OodkitError
+from oodkit.locks import writes_output
 from oodkit.methods import GENERATION
 from oodkit.options import recipe, with_overrides
 from oodkit.schemas import OUTLIER_COLUMNS, outlier_features, read_pseudo_labels
@@ -370,6 +371,7 @@ def _run(
     return made
 
 
+@writes_output
 def generate(
     id_ref: str,
     model: str,

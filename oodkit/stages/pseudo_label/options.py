@@ -17,30 +17,32 @@ class PseudoLabelOptions:
 
     method: str = O.option("scan", f"{PSEUDO_LABEL.help()}.")
     num_clusters: int = O.option(
-        10, "Number of clusters C.", flags=("--num-clusters", "-c"), required=True
+        10, "Number of clusters C.", flags=("--num-clusters", "-c"), required=True, minimum=1
     )
     features: str = O.option("simclr", "simclr, or timm:NAME with --weights.")
     weights: str | None = O.option(None, "Pretrained backbone for timm:NAME.", role="input")
     arch: str = O.option("resnet18", "timm backbone for SimCLR.")
     arch_kwargs: dict[str, Any] = O.arch_kwargs_option()
-    pretext_epochs: int = O.option(200, "SimCLR epochs.")
-    pretext_batch_size: int = O.option(256, "SimCLR global batch size.")
+    pretext_epochs: int = O.option(200, "SimCLR epochs.", minimum=1)
+    pretext_batch_size: int = O.option(256, "SimCLR global batch size.", minimum=1)
     pretext_lr: float = O.option(0.2, "SimCLR learning rate.")
     temperature: float = O.option(0.1, "NT-Xent temperature.")
-    num_neighbors: int = O.option(20, "Mined neighbours (SCAN).", flags=("--num-neighbors", "-k"))
-    num_heads: int = O.option(10, "Clustering heads.")
-    scan_epochs: int = O.option(50, "SCAN epochs.")
-    scan_batch_size: int = O.option(128, "SCAN global batch size.")
+    num_neighbors: int = O.option(
+        20, "Mined neighbours (SCAN).", flags=("--num-neighbors", "-k"), minimum=1
+    )
+    num_heads: int = O.option(10, "Clustering heads.", minimum=1)
+    scan_epochs: int = O.option(50, "SCAN epochs.", minimum=1)
+    scan_batch_size: int = O.option(128, "SCAN global batch size.", minimum=1)
     scan_lr: float = O.option(1e-4, "SCAN learning rate.")
     entropy_weight: float = O.option(5.0, "SCAN entropy weight.")
-    selflabel_epochs: int = O.option(25, "0 skips self-labelling.")
+    selflabel_epochs: int = O.option(25, "0 skips self-labelling.", minimum=0)
     selflabel_lr: float = O.option(1e-4, "Self-labelling learning rate.")
     threshold: float = O.option(0.99, "Self-labelling confidence.")
     balance: bool = O.option(
         True, "Class-balanced self-labelling.", flags=("--balance/--no-balance",)
     )
     flip: str = O.option("auto", "auto (RGB only), yes or no.")
-    image_size: int | None = O.option(None, "Input size (default: the data's).")
+    image_size: int | None = O.option(None, "Input size (default: the data's).", minimum=1)
     seed: int = O.seed_option()
     data_root: str | None = O.data_root_option()
     device: str = O.device_option()

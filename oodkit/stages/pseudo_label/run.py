@@ -22,6 +22,7 @@ import torch
 
 from oodkit.artifacts import Artifact, check_output, prepare_partial, write_artifact
 from oodkit.data.tables import image_mode
+from oodkit.locks import writes_output
 from oodkit.methods import PSEUDO_LABEL
 from oodkit.metrics import clustering_metrics
 from oodkit.models.backbone import load_backbone_weights
@@ -131,6 +132,7 @@ def _network(o: PseudoLabelOptions, channels: int, image_size: int, acc) -> Feat
     return net
 
 
+@writes_output
 def pseudo_label(
     id_ref: str, out: str | Path, options: PseudoLabelOptions | None = None, **overrides: Any
 ) -> Artifact | None:

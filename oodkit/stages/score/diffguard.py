@@ -26,9 +26,13 @@ import torch
 
 from oodkit.artifacts import Artifact, ShardedWriter, check_output, load_artifact, write_artifact
 from oodkit.data.images import fit_square, tensor_to_pil
+from oodkit.diffusion.inversions import INVERSIONS
 from oodkit.errors import OodkitError
+from oodkit.hashing import writable_cache
+from oodkit.locks import writes_output
 from oodkit.schemas import SetScores, scores_dataset
 from oodkit.similarity import DISTANCES, PERCEPTUAL
+from oodkit.stages.score.features import FEATURES
 from oodkit.stages.score.options import ScoreOptions
 
 GUIDANCES = ("classifier", "cfg")
@@ -533,6 +537,7 @@ def _write(targets, table, items, o, inputs, acc, summary, base_scores) -> None:
         )
 
 
+@writes_output
 def score_diffguard(
     detector: str | Path, benchmark: str, out: str | Path, o: ScoreOptions
 ) -> list[Artifact]:
@@ -608,6 +613,9 @@ def score_diffguard(
         return [t.existing for t in targets] + ([syn_out] if syn_out else [])
 
     # 3. data, model, shards
+    if o.cache:
+        writable_cache(FEATURES)
+        writable_cache(INVERSIONS)
     loaded = {key: first(bench.load(key), o.limit) for key, _, _ in sets}
     items = plan_items(loaded, sets)
     oracle = oracle_labels(items, o.seed, config.num_classes) if o.oracle else None

@@ -25,8 +25,11 @@ if TYPE_CHECKING:
     from oodkit.models.detector import Detector
 
 
+FEATURES = "features"  # the cache's sub-folder
+
+
 def cache_root() -> Path:
-    return cache_dir() / "features"
+    return cache_dir() / FEATURES
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ class ScoreOptions:
     """Everything ``score`` takes besides the detector, benchmark, methods and output folder."""
 
     outliers: str | None = O.option(None, "Outliers for sd-vote.", role="input")
-    k: int | None = O.option(None, f"Neighbours ({SCORE.defaults_help('k')}).")
+    k: int | None = O.option(None, f"Neighbours ({SCORE.defaults_help('k')}).", minimum=1)
     alpha: float = O.option(0.3, "sd-vote outlier weight.")
     temperature: float = O.option(1.0, "For msp and energy.")
     # --- diffguard (docs/diffguard.md) --------------------------------------------------------
@@ -23,7 +23,7 @@ class ScoreOptions:
         None, "diffguard: diffusion model (folder, artifact or Hub id).", role="input"
     )
     guidance: str = O.option("classifier", "diffguard: classifier (any model) or cfg.")
-    steps: int | None = O.option(None, "diffguard: DDIM steps (classifier 100, cfg 25).")
+    steps: int | None = O.option(None, "diffguard: DDIM steps (classifier 100, cfg 25).", minimum=1)
     stop: str | None = O.option(
         None, "diffguard: inversion depth, aes or a fraction (classifier aes, cfg 1)."
     )
@@ -47,7 +47,7 @@ class ScoreOptions:
         "unguided", "diffguard: compare with the unguided synthesis or the input."
     )
     classifier_scale: float = O.option(3.0, "diffguard classifier guidance scale.")
-    cutouts: int = O.option(8, "diffguard cut-outs per step.")
+    cutouts: int = O.option(8, "diffguard cut-outs per step.", minimum=1)
     blend: bool = O.option(
         True,
         "diffguard: classifier sees f·x̂₀ + (1 − f)·x_t, not x̂₀.",
@@ -70,13 +70,19 @@ class ScoreOptions:
     trust_above: float = O.option(
         0.95, "diffguard combination: trust the baseline above this ID-val quantile."
     )
-    limit: int | None = O.option(None, "Score only the first N samples of each test set.")
-    diffusion_batch: int = O.option(16, "diffguard: samples per diffusion batch.")
+    limit: int | None = O.option(
+        None, "Score only the first N samples of each test set.", minimum=1
+    )
+    diffusion_batch: int = O.option(16, "diffguard: samples per diffusion batch.", minimum=1)
     dtype: str = O.option("auto", "diffguard model precision: auto, fp32, fp16, bf16.")
     seed: int = O.option(0, "diffguard: seed of cut-outs and oracle labels.")
-    save_syntheses: int = O.option(0, "diffguard: preview of N ID and N OOD syntheses.", role="run")
-    shard_size: int = O.option(256, "diffguard: samples per resumable shard.", role="run")
-    batch_size: int = O.option(256, "Images per forward.", role="run")
+    save_syntheses: int = O.option(
+        0, "diffguard: preview of N ID and N OOD syntheses.", role="run", minimum=0
+    )
+    shard_size: int = O.option(
+        256, "diffguard: samples per resumable shard.", role="run", minimum=1
+    )
+    batch_size: int = O.option(256, "Images per forward.", role="run", minimum=1)
     device: str = O.device_option()
     num_workers: int = O.num_workers_option()
     data_root: str | None = O.data_root_option()

@@ -17,9 +17,12 @@ import torch
 from oodkit.artifacts import Artifact, check_output, load_artifact
 from oodkit.devices import resolve_device
 from oodkit.errors import OodkitError
+from oodkit.hashing import writable_cache
+from oodkit.locks import writes_output
 from oodkit.methods import SCORE, Method
 from oodkit.options import with_overrides
 from oodkit.schemas import SetScores, write_scores
+from oodkit.stages.score.features import FEATURES
 from oodkit.stages.score.methods import References
 from oodkit.stages.score.options import ScoreOptions
 
@@ -119,6 +122,7 @@ def _rows(sets, loaded, feats, scores, clusters: bool) -> list[SetScores]:
     return rows
 
 
+@writes_output
 def score(
     detector: str | Path,
     benchmark: str,
@@ -166,6 +170,8 @@ def score(
     todo = [t for t in targets if t.existing is None]
     if not todo:
         return [t.existing for t in targets]
+    if o.cache:
+        writable_cache(FEATURES)
 
     def run(ds) -> dict[str, torch.Tensor]:
         return cached_extract(

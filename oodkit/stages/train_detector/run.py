@@ -23,6 +23,7 @@ import torch
 from oodkit.artifacts import Artifact, check_output, training_checkpoint, write_artifact
 from oodkit.data.images import ImageTable
 from oodkit.errors import OodkitError
+from oodkit.locks import writes_output
 from oodkit.methods import DETECTOR_LOSS
 from oodkit.models.detector import Detector, DetectorConfig, load_detector_backbone, save_detector
 from oodkit.options import recipe, with_overrides
@@ -102,8 +103,9 @@ class _Run:
     log: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _build(o: TrainOptions, data: TrainingData, acc, ckpt: Path) -> _Run:
-    """Detector, objective, SGD + per-step cosine; restored from the checkpoint on --resume."""
+def _model(o: TrainOptions, data: TrainingData) -> Detector:
+    """The detector with its initial weights: built before anything is written, so a bad
+    architecture, --arch-kwargs or --weights file is refused with nothing on disk."""
     method = DETECTOR_LOSS.get(o.loss).load()
     config = DetectorConfig.for_data(
         o.arch,
@@ -119,6 +121,17 @@ def _build(o: TrainOptions, data: TrainingData, acc, ckpt: Path) -> _Run:
     model = Detector(config, pretrained=o.pretrained)
     if o.weights:
         load_detector_backbone(model, o.weights)
+    steps_per_epoch = len(data.id_table) // o.batch_size
+    if steps_per_epoch < 1:
+        raise OodkitError(
+            f"--batch-size {o.batch_size} exceeds the {len(data.id_table)} ID samples"
+        )
+    return model
+
+
+def _build(o: TrainOptions, data: TrainingData, acc, ckpt: Path, model: Detector) -> _Run:
+    """Objective, SGD + per-step cosine; restored from the checkpoint on --resume."""
+    method = DETECTOR_LOSS.get(o.loss).load()
     if acc.device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     objective = method(o, model, acc.device)
@@ -130,10 +143,6 @@ def _build(o: TrainOptions, data: TrainingData, acc, ckpt: Path) -> _Run:
         weight_decay=o.weight_decay,
     )
     steps_per_epoch = len(data.id_table) // o.batch_size
-    if steps_per_epoch < 1:
-        raise OodkitError(
-            f"--batch-size {o.batch_size} exceeds the {len(data.id_table)} ID samples"
-        )
     total = steps_per_epoch * o.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _cosine(s, total, o.lr, o.min_lr)
@@ -240,6 +249,7 @@ def _train(o: TrainOptions, data: TrainingData, run: _Run, ckpt: Path, acc) -> b
     return True
 
 
+@writes_output
 def train_detector(
     id_ref: str, out: str | Path, options: TrainOptions | None = None, **overrides: Any
 ) -> Artifact | None:
@@ -261,6 +271,7 @@ def train_detector(
     acc = make_accelerator(o.device)
     check_world(o.batch_size, "--batch-size", acc.num_processes)
     check_world(o.outlier_batch_size or o.batch_size, "--outlier-batch-size", acc.num_processes)
+    model = _model(o, data)
     ckpt = main_first(
         acc,
         lambda overwrite: training_checkpoint(
@@ -268,7 +279,7 @@ def train_detector(
         ),
         o.overwrite,
     )
-    run = _build(o, data, acc, ckpt)
+    run = _build(o, data, acc, ckpt, model)
     started = time.perf_counter()
     if not _train(o, data, run, ckpt, acc) or not acc.is_main_process:
         return None

@@ -27,6 +27,7 @@ from oodkit.diffusion.denoisers import CLASS_MODEL_INFO, PixelClassDenoiser
 from oodkit.diffusion.quality import sample_grid
 from oodkit.diffusion.unets import BETAS, build_unet
 from oodkit.errors import OodkitError
+from oodkit.locks import writes_output
 from oodkit.options import recipe, with_overrides
 from oodkit.schemas import read_pseudo_labels
 from oodkit.seeding import seed_int, torch_generator
@@ -169,6 +170,7 @@ def _train(o, run: _Run, data, classes: _Classes, ckpt: Path, denoiser, acc) -> 
     return True
 
 
+@writes_output
 def train_diffusion(
     id_ref: str, out: str | Path, options: DiffusionOptions | None = None, **overrides: Any
 ) -> Artifact | None:

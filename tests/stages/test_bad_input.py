@@ -1,0 +1,528 @@
+"""The bad-input catalogue: every refusal is exit code 2, one line on stderr, no traceback, no
+warning, and nothing new on disk.
+
+Each row is a command line (``{name}`` fields are filled from the fixtures below), an optional
+setup that plants the bad input, and a fragment of the one line expected. Rows run in process
+through Typer's ``CliRunner`` (the same error handling as the console script); a few run
+through the real console script, where third-party warnings and log lines would show.
+New stages add their rows here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from oodkit.artifacts import MANIFEST_NAME, write_artifact
+from oodkit.cli import app
+from oodkit.schemas import outlier_features
+
+runner = CliRunner()
+SCRIPT = Path(sys.executable).parent / "oodkit"
+UNWRITABLE = "/proc/oodkit-nowhere"  # no process can create anything here, root included
+
+
+@dataclass
+class Case:
+    id: str
+    args: str
+    message: str
+    setup: Callable[[dict[str, Path]], None] | None = None
+    env: dict[str, str] | None = None
+
+
+def _scores_table(case: str) -> datasets.Dataset:
+    cols = {
+        "sample_id": ["i0", "i1", "o0"],
+        "dataset": ["test", "test", "ood"],
+        "group": ["id", "id", "near"],
+        "id_score": [1.0, 2.0, 0.5],
+    }
+    if case == "nan":
+        cols["id_score"][1] = float("nan")
+    elif case == "inf":
+        cols["id_score"][2] = float("inf")
+    elif case == "no-id":
+        cols["group"] = ["near"] * 3
+    elif case == "no-ood":
+        cols["group"] = ["id"] * 3
+    elif case == "empty":
+        cols = {k: v[:0] for k, v in cols.items()}
+    return datasets.Dataset.from_dict(
+        cols,
+        features=datasets.Features(
+            {
+                "sample_id": datasets.Value("string"),
+                "dataset": datasets.Value("string"),
+                "group": datasets.Value("string"),
+                "id_score": datasets.Value("float64"),
+            }
+        ),
+    )
+
+
+def _bench(folder: Path, spec: dict | str, name: str = "bench.json") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    text = spec if isinstance(spec, str) else json.dumps(spec)
+    (folder / name).write_text(text)
+    return folder / name
+
+
+def _images(folder: Path, classes: int, mode: str, size: int) -> Path:
+    for c in range(classes):
+        d = folder / f"c{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(2):
+            Image.new(mode, (size, size), 20 * c + i).save(d / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, ce_detector, class_model, tiny_sd) -> dict[str, Path]:
+    """Valid and broken inputs shared by every row (the rows must never change them)."""
+    from oodkit.testing import build_tiny_ddpm
+
+    root = tmp_path_factory.mktemp("catalogue")
+    good = write_artifact(
+        root / "scores", "scores", {"method": "energy"}, dataset=_scores_table("")
+    )
+    for case in ("nan", "inf", "no-id", "no-ood", "empty"):
+        write_artifact(
+            root / f"scores-{case}", "scores", {"method": "x"}, dataset=_scores_table(case)
+        )
+    write_artifact(root / "no-shard", "scores", {"method": "x"}, dataset=_scores_table(""))
+    for f in (root / "no-shard" / "data").glob("*.arrow"):
+        f.unlink()
+    write_artifact(root / "truncated", "scores", {"method": "x"}, dataset=_scores_table(""))
+    arrow = next((root / "truncated" / "data").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[:200])
+    (root / "not-artifact").mkdir()
+    for name, text in {
+        "garbage": "{not json",
+        "list": "[1, 2]",
+        "future": None,
+        "unknown-kind": None,
+        "no-kind": '{"params": {}}',
+    }.items():
+        folder = root / f"manifest-{name}"
+        folder.mkdir()
+        manifest = json.loads((good.path / MANIFEST_NAME).read_text())
+        if name == "future":
+            manifest["format_version"] = 99
+            text = json.dumps(manifest)
+        elif name == "unknown-kind":
+            manifest["kind"] = "weights"
+            text = json.dumps(manifest)
+        (folder / MANIFEST_NAME).write_text(text)
+    images = _images(root / "imgs", 2, "L", 16)
+    outliers = datasets.Dataset.from_dict(
+        {
+            "image": [Image.new("L", (16, 16), i) for i in range(2)],
+            "sample_id": ["a", "b"],
+            **{k: [None, None] for k in ("source_id", "condition", "id_condition")},
+            **{k: [None, None] for k in ("ood_condition", "method")},
+            **{k: [0, 0] for k in ("source_label", "t_start", "start_timestep", "seed")},
+            **{k: [1.0, 1.0] for k in ("ssim", "psnr")},
+        },
+        features=outlier_features(),
+    )
+    write_artifact(root / "outliers", "outliers", {"method": "sd"}, dataset=outliers)
+    write_artifact(root / "empty-outliers", "outliers", {}, dataset=outliers.select([]))
+    (root / "garbage.safetensors").write_bytes(b"\x00" * 64)
+    # an old-style checkpoint: tensors plus the training arguments (a pickled Namespace)
+    torch.save({"model": {}, "args": argparse.Namespace(lr=0.1)}, root / "pickled.pt")
+    torch.save({"conv1.weight": torch.zeros(1)}, root / "misfit.pt")
+    corrupt = root / "corrupt-imgs" / "c0"
+    corrupt.mkdir(parents=True)
+    (corrupt / "0.png").write_bytes(b"not a png")
+    (root / "empty-dir").mkdir()
+    bench = root / "bench"
+    _images(bench / "imgs", 2, "L", 16)
+    rgb = _bench(
+        root / "rgb",
+        {
+            "id_train": "imgs",
+            "id_test": "imgs",
+            "ood": [{"name": "o", "group": "far", "data": "imgs/c0"}],
+            "image_size": 16,
+        },
+    )
+    _images(root / "rgb" / "imgs", 2, "RGB", 16)
+    ok = {"id_train": "imgs", "id_test": "imgs", "ood": [{"name": "o", "data": "imgs/c0"}]}
+    benches = {
+        "bad-json": "[1, 2",
+        "missing": '{"id_train": "imgs"}',
+        "no-ood": '{"id_train": "imgs", "id_test": "imgs", "ood": []}',
+        "traversal": {**ok, "ood": [{"name": "../../evil", "data": "imgs/c0"}]},
+        "group": {**ok, "ood": [{"name": "o", "group": "middle", "data": "imgs/c0"}]},
+        "nowhere": {**ok, "ood": [{"name": "o", "data": "no-such-folder"}]},
+        "list": "[]",
+        "channels": {**ok, "channels": 2},
+    }
+    for name, spec in benches.items():
+        _bench(bench, spec, f"{name}.json")
+    _bench(bench, "id_train: !!python/object/apply:os.system ['true']\n", "tag.yaml")
+    partial_det = root / "det-without-weights"
+    write_artifact(partial_det, "detector", {"arch": "resnet18"})
+    manifest = json.loads((ce_detector / MANIFEST_NAME).read_text())
+    partial_det.joinpath(MANIFEST_NAME).write_text(json.dumps(manifest))
+    for f in ce_detector.iterdir():
+        if f.name != MANIFEST_NAME and not f.name.endswith(".safetensors"):
+            (partial_det / f.name).write_bytes(f.read_bytes())
+    return {
+        "det": ce_detector,
+        "model": class_model,
+        "sd": tiny_sd,
+        "ddpm": build_tiny_ddpm(root / "ddpm", image_size=16, channels=1),
+        "small": build_tiny_ddpm(root / "small", image_size=8, channels=1),
+        "root": root,
+        "scores": good.path,
+        "images": images,
+        "outliers": root / "outliers",
+        "bench": bench,
+        "rgb": rgb,
+        "nodet": partial_det,
+    }
+
+
+def _hold_lock(paths: dict[str, Path]) -> None:
+    """Another process is writing {out}: its lock is held, its holder recorded."""
+    script = (
+        "import json, os, sys, time\n"
+        "from filelock import FileLock\n"
+        "def rec(fd):\n"
+        "    os.write(fd, json.dumps({'pid': os.getpid(), 'host': 'elsewhere', "
+        "'started': 'now', 'command': 'oodkit eval other'}).encode())\n"
+        "lock = FileLock(sys.argv[1], timeout=0, on_acquired=rec)\n"
+        "lock.acquire(); print('held', flush=True); time.sleep(120)\n"
+    )
+    out = paths["out"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, str(out.with_name(out.name + ".lock"))],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    paths["holder"] = proc  # type: ignore[assignment]
+
+
+TRAIN = "train detector --id digits --epochs 1 --quiet --out {out}"
+DIFF = "train diffusion --id digits --steps 2 --quiet --out {out}"
+PSEUDO = "pseudo-label --id digits --method kmeans --num-clusters 5 --quiet --out {out}"
+GEN_SD = "generate --method sd --id digits --model {model} --quiet --out {out}"
+SCORE = "score --detector {det} --benchmark digits --method energy --quiet --out {out}"
+DG = "score --detector {det} --benchmark digits --method diffguard --model {model} --quiet"
+DG += " --out {out}"
+EVAL = "eval --no-plots --quiet --out {out}"
+
+CASES = [
+    # --- the command line itself ------------------------------------------------------------
+    Case("unknown-command", "nonsense", "No such command 'nonsense'"),
+    Case("missing-argument", "eval --out {out}", "Missing argument 'scores'"),
+    Case("not-an-integer", f"{TRAIN} --epochs abc", "Input should be a valid integer"),
+    Case("unknown-option", f"{TRAIN} --bogus", "No such option: --bogus"),
+    Case("missing-value", "score --detector", "Option '--detector' requires an argument"),
+    Case("info-nothing", "info", "give one of"),
+    Case("info-two", "info {scores} --methods", "give one of"),
+    Case("info-unknown-benchmark", "info --benchmark mnist", "unknown benchmark 'mnist'"),
+    Case("info-missing", "info {root}/nope", "no such directory"),
+    # --- artifacts as inputs ----------------------------------------------------------------
+    Case("eval-missing", f"{EVAL} {{root}}/nope", "no such directory"),
+    Case("eval-unicode-missing", f"{EVAL} {{root}}/naïve-données", "naïve-données: no such"),
+    Case("eval-not-artifact", f"{EVAL} {{root}}/not-artifact", "oodkit.json is missing"),
+    Case("eval-manifest-garbage", f"{EVAL} {{root}}/manifest-garbage", "is corrupt"),
+    Case("eval-manifest-list", f"{EVAL} {{root}}/manifest-list", "is corrupt: not a JSON object"),
+    Case("eval-manifest-no-kind", f"{EVAL} {{root}}/manifest-no-kind", "is corrupt: missing"),
+    Case("eval-future-version", f"{EVAL} {{root}}/manifest-future", "upgrade oodkit"),
+    Case("eval-unknown-kind", f"{EVAL} {{root}}/manifest-unknown-kind", "unknown kind 'weights'"),
+    Case("eval-wrong-kind", f"{EVAL} {{det}}", "is a detector artifact, expected scores"),
+    Case("eval-nan", f"{EVAL} {{root}}/scores-nan", "1 NaN value"),
+    Case("eval-inf", f"{EVAL} {{root}}/scores-inf", "1 infinite value"),
+    Case("eval-empty", f"{EVAL} {{root}}/scores-empty", "is empty"),
+    Case("eval-no-id", f"{EVAL} {{root}}/scores-no-id", "ID set is empty"),
+    Case("eval-no-ood", f"{EVAL} {{root}}/scores-no-ood", "OOD set is empty"),
+    Case("eval-no-shard", f"{EVAL} {{root}}/no-shard", "missing"),
+    Case("eval-truncated", f"{EVAL} {{root}}/truncated", "oodkit verify"),
+    Case(
+        "eval-out-is-file",
+        "eval --no-plots --out {root}/garbage.safetensors {scores}",
+        "not a directory",
+    ),
+    Case(
+        "eval-out-foreign",
+        "eval --no-plots --out {root}/imgs {scores}",
+        "is not an oodkit artifact",
+    ),
+    Case("eval-out-other", "eval --no-plots --out {root}/outliers {scores}", "--overwrite"),
+    Case("eval-out-unwritable", f"eval --no-plots --out {UNWRITABLE}/m {{scores}}", "cannot write"),
+    Case("eval-locked", f"{EVAL} {{scores}}", "being written by another run (pid", _hold_lock),
+    # --- train detector ---------------------------------------------------------------------
+    Case("train-loss", f"{TRAIN} --loss nope", "--loss must be one of"),
+    Case("train-oe-no-outliers", f"{TRAIN} --loss oe", "--loss oe needs --outliers"),
+    Case("train-ce-outliers", f"{TRAIN} --outliers {{outliers}}", "--loss ce ignores outliers"),
+    Case("train-outliers-kind", f"{TRAIN} --loss oe --outliers {{scores}}", "expected outliers"),
+    Case(
+        "train-outliers-empty",
+        f"{TRAIN} --loss oe --outliers {{root}}/empty-outliers",
+        "is empty",
+    ),
+    Case("train-outliers-missing", f"{TRAIN} --loss oe --outliers {{root}}/nope", "nope"),
+    Case("train-arch", f"{TRAIN} --arch no_such_net", "unknown timm architecture"),
+    Case("train-arch-kwargs-key", f"{TRAIN} --arch-kwargs '{{{{\"nope\": 1}}}}'", "--arch-kwargs"),
+    Case("train-arch-kwargs-json", f"{TRAIN} --arch-kwargs 'not json'", "must be a JSON object"),
+    Case("train-arch-kwargs-list", f"{TRAIN} --arch-kwargs '[1]'", "must be a JSON object"),
+    Case("train-weights-missing", f"{TRAIN} --weights {{root}}/nope.safetensors", "does not exist"),
+    Case("train-weights-garbage", f"{TRAIN} --weights {{root}}/garbage.safetensors", "cannot read"),
+    Case(
+        "train-weights-pickle",
+        f"{TRAIN} --weights {{root}}/pickled.pt",
+        "is a pickle that needs argparse.Namespace",
+    ),
+    Case("train-weights-misfit", f"{TRAIN} --weights {{root}}/misfit.pt", "do not fit resnet18"),
+    Case("train-epochs-0", f"{TRAIN} --epochs 0", "--epochs must be positive, got 0"),
+    Case("train-batch-0", f"{TRAIN} --batch-size 0", "--batch-size must be positive, got 0"),
+    Case("train-outlier-batch-0", f"{TRAIN} --outlier-batch-size 0", "must be positive"),
+    Case("train-image-size-0", f"{TRAIN} --image-size 0", "--image-size must be positive"),
+    Case("train-club-steps", f"{TRAIN} --club-steps -1", "--club-steps must not be negative"),
+    Case("train-workers-negative", f"{TRAIN} --num-workers -1", "must not be negative"),
+    Case("train-stop-after-0", f"{TRAIN} --stop-after-epochs 0", "must be positive"),
+    Case("train-cuda", f"{TRAIN} --device cuda", "no CUDA device"),
+    Case("train-device", f"{TRAIN} --device tpu", "--device"),
+    Case("train-augment", f"{TRAIN} --augment bogus", "--augment must be one of"),
+    Case("train-id-missing", "train detector --id {root}/nope --out {out}", "unknown dataset"),
+    Case("train-id-empty", "train detector --id {root}/empty-dir --out {out}", "no image files"),
+    Case("train-id-corrupt", "train detector --id {root}/corrupt-imgs --out {out}", "0.png"),
+    Case("train-id-hub", "train detector --id hub:someone/data --out {out}", "hub:someone/data"),
+    Case("train-val-missing", f"{TRAIN} --val {{root}}/nope", "unknown dataset reference"),
+    Case("train-labels-kind", f"{TRAIN} --labels {{scores}}", "expected pseudo-labels"),
+    Case("train-lock", TRAIN, "being written by another run (pid", _hold_lock),
+    # --- train diffusion --------------------------------------------------------------------
+    Case("diffusion-steps-0", f"{DIFF} --steps 0", "--steps must be positive, got 0"),
+    Case("diffusion-batch-0", f"{DIFF} --batch-size 0", "--batch-size must be positive"),
+    Case("diffusion-every-0", f"{DIFF} --checkpoint-every 0", "must be positive"),
+    Case("diffusion-uncond", f"{DIFF} --p-uncond 1.5", "--p-uncond"),
+    Case("diffusion-id", "train diffusion --id mnist --out {out}", "unknown dataset reference"),
+    # --- pseudo-label -----------------------------------------------------------------------
+    Case("pseudo-method", f"{PSEUDO} --method bogus", "--method must be one of"),
+    Case("pseudo-clusters-0", f"{PSEUDO} --num-clusters 0", "--num-clusters must be"),
+    Case("pseudo-clusters-1", f"{PSEUDO} --num-clusters 1", "--num-clusters must be"),
+    Case("pseudo-epochs-0", f"{PSEUDO} --scan-epochs 0", "--scan-epochs must be positive"),
+    Case(
+        "pseudo-empty",
+        "pseudo-label --id {root}/empty-dir --num-clusters 2 --out {out}",
+        "no image files",
+    ),
+    # --- generate ---------------------------------------------------------------------------
+    Case("gen-method", f"{GEN_SD} --method bogus", "--method must be one of"),
+    Case(
+        "gen-model-missing",
+        "generate --method sd --id digits --model {root}/nope --out {out}",
+        "nope",
+    ),
+    Case(
+        "gen-model-kind", "generate --method sd --id digits --model {scores} --out {out}", "scores"
+    ),
+    Case(
+        "gen-model-hub",
+        "generate --method sd --id digits --model someone/model --out {out}",
+        "someone/model",
+    ),
+    Case("gen-steps-0", f"{GEN_SD} --steps 0", "--steps must be positive, got 0"),
+    Case("gen-limit-0", f"{GEN_SD} --limit 0", "--limit must be positive, got 0"),
+    Case("gen-per-image-0", f"{GEN_SD} --per-image 0", "--per-image must be positive"),
+    Case("gen-batch-0", f"{GEN_SD} --batch-size 0", "--batch-size must be positive"),
+    Case("gen-shard-0", f"{GEN_SD} --shard-size 0", "--shard-size must be positive"),
+    Case("gen-t-start", f"{GEN_SD} --t-start 99", "not on the 100-step DDIM grid"),
+    Case("gen-dtype", f"{GEN_SD} --dtype fp8", "--dtype must be one of"),
+    Case("gen-resize", f"{GEN_SD} --resize stretch", "--resize must be one of"),
+    Case("gen-text-model", "generate --method sd --id digits --model {sd} --out {out}", "prompts"),
+    Case("gen-cuda", f"{GEN_SD} --device cuda", "no CUDA device"),
+    # --- score ------------------------------------------------------------------------------
+    Case("score-k-0", f"{SCORE} --method knn --k 0", "--k must be positive, got 0"),
+    Case("score-batch-0", f"{SCORE} --batch-size 0", "--batch-size must be positive, got 0"),
+    Case("score-limit-0", f"{SCORE} --limit 0", "--limit must be positive, got 0"),
+    Case("score-temperature", f"{SCORE} --temperature 0", "--temperature must be positive"),
+    Case("score-method", f"{SCORE} --method wrong", "--method must be one of"),
+    Case("score-sd-vote", f"{SCORE} --method sd-vote", "sd-vote needs --outliers"),
+    Case(
+        "score-detector-missing",
+        "score --detector {root}/nope -b digits --method energy --out {out}",
+        "no such directory",
+    ),
+    Case(
+        "score-detector-kind",
+        "score --detector {scores} -b digits --method energy --out {out}",
+        "expected detector",
+    ),
+    Case(
+        "score-detector-files",
+        "score --detector {nodet} -b digits --method energy --out {out}",
+        "is missing",
+    ),
+    Case("score-bench-unknown", f"{SCORE} -b mnist", "unknown benchmark 'mnist'"),
+    Case("score-bench-file-missing", f"{SCORE} -b {{root}}/nope.json", "does not exist"),
+    Case("score-bench-json", f"{SCORE} -b {{bench}}/bad-json.json", "cannot parse"),
+    Case("score-bench-list", f"{SCORE} -b {{bench}}/list.json", "holds one mapping"),
+    Case("score-bench-yaml-tag", f"{SCORE} -b {{bench}}/tag.yaml", "cannot parse"),
+    Case("score-bench-fields", f"{SCORE} -b {{bench}}/missing.json", "missing field"),
+    Case("score-bench-no-ood", f"{SCORE} -b {{bench}}/no-ood.json", "non-empty list"),
+    Case("score-bench-traversal", f"{SCORE} -b {{bench}}/traversal.json", "set name"),
+    Case("score-bench-group", f"{SCORE} -b {{bench}}/group.json", "group must be one of"),
+    Case("score-bench-nowhere", f"{SCORE} -b {{bench}}/nowhere.json", "no-such-folder"),
+    Case("score-bench-channels", f"{SCORE} -b {{bench}}/channels.json", "channels"),
+    Case("score-bench-rgb", f"{SCORE} -b {{rgb}}", "takes 1-channel images but benchmark"),
+    Case(
+        "score-cache-unwritable",
+        SCORE,
+        "cannot write",
+        env={"OODKIT_CACHE": f"{UNWRITABLE}/cache"},
+    ),
+    Case("score-lock", SCORE, "being written by another run (pid", _hold_lock),
+    Case(
+        "dg-cfg-uncond",
+        "score --detector {det} -b digits --method diffguard --model {ddpm} "
+        "--guidance cfg --out {out}",
+        "this model is unconditional",
+    ),
+    Case(
+        "dg-size",
+        "score --detector {det} -b digits --method diffguard --model {small} --out {out}",
+        "need detector ≤ model",
+    ),
+    Case("dg-distance", f"{DG} --distance ssim,dist", "unknown distance 'dist'"),
+    Case(
+        "dg-dists-weights", f"{DG} --distance dists --perceptual-weights {{root}}", "local weights"
+    ),
+    Case("dg-steps-0", f"{DG} --steps 0", "--steps must be positive"),
+    Case("dg-cutouts-0", f"{DG} --cutouts 0", "--cutouts must be positive"),
+    Case("dg-batch-0", f"{DG} --diffusion-batch 0", "--diffusion-batch must be positive"),
+    Case("dg-stop", f"{DG} --stop deep", "--stop must be aes or a fraction"),
+    # --- push / verify / demo ---------------------------------------------------------------
+    Case("push-repo-id", "push {scores} --repo-id no-owner", "OWNER/NAME"),
+    Case("push-offline", "push {scores} --repo-id me/scores", "HF_HUB_OFFLINE is set"),
+    Case("push-model-offline", "push {det} --repo-id me/det", "HF_HUB_OFFLINE is set"),
+    Case("push-license", "push {scores} --repo-id me/s --license free", "--license must be"),
+    Case("push-missing", "push {root}/nope --repo-id me/s", "no such directory"),
+    Case("push-no-data", "push {root}/not-artifact --repo-id me/s", "oodkit.json is missing"),
+    Case("verify-missing", "verify {root}/nope", "no such directory"),
+    Case("verify-truncated", "verify {root}/truncated", "has 200 bytes, the manifest records"),
+    Case("verify-not-artifact", "verify {root}/not-artifact", "oodkit.json is missing"),
+    Case("demo-seeds-0", "demo --seeds 0 --out {out}", "--seeds must be positive"),
+    Case("demo-epochs-0", "demo --epochs 0 --out {out}", "--epochs must be positive"),
+    Case("demo-limit-0", "demo --limit 0 --out {out}", "--limit must be positive"),
+]
+
+
+def _tree(*roots: Path) -> dict[str, tuple[int, int]]:
+    """Every path under ``roots``; files with their size and modification time (a folder's
+    own time changes when a lock file comes and goes)."""
+    out = {}
+    for root in roots:
+        for p in [root, *root.rglob("*")]:
+            st = p.lstat()
+            out[str(p)] = (st.st_size, st.st_mtime_ns) if p.is_file() else (0, 0)
+    return out
+
+
+def refused(args: list[str], roots: list[Path], env: dict[str, str] | None = None) -> str:
+    """Run ``oodkit ARGS`` in process; assert the promise; return the one line."""
+    before = _tree(*roots)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = runner.invoke(app, args, env=env)
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "Traceback" not in result.output
+    assert [str(w.message) for w in caught] == []
+    assert _tree(*roots) == before
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_refused_with_one_line(case: Case, env, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    paths = {**env, "out": tmp_path / "out"}
+    if case.setup is not None:
+        case.setup(paths)
+    try:
+        args = shlex.split(case.args.format(**{k: str(v) for k, v in paths.items()}))
+        line = refused(args, [tmp_path, env["root"]], case.env)
+    finally:
+        holder = paths.get("holder")
+        if holder is not None:
+            holder.kill()  # type: ignore[attr-defined]
+            holder.wait()  # type: ignore[attr-defined]
+            holder.stdout.close()  # type: ignore[attr-defined]
+    assert case.message in line, line
+
+
+def test_the_catalogue_is_large_and_covers_every_stage() -> None:
+    assert len(CASES) >= 90
+    commands = {shlex.split(c.args)[0] for c in CASES}
+    assert {"train", "pseudo-label", "generate", "score", "eval", "info", "push"} <= commands
+    assert {"verify", "demo"} <= commands
+
+
+CONSOLE_CASES = [
+    ("pickle-weights", f"{TRAIN} --weights {{root}}/pickled.pt", "needs argparse.Namespace"),
+    ("yaml-python-tag", f"{SCORE} -b {{bench}}/tag.yaml", "cannot parse"),
+    (
+        "hub-id-offline",
+        "generate --method sd --id digits --model someone/model --out {out}",
+        "someone/model",
+    ),
+    ("manifest-list", f"{EVAL} {{root}}/manifest-list", "not a JSON object"),
+    ("unwritable-out", f"eval --out {UNWRITABLE}/m {{scores}}", "cannot write"),
+    ("usage", f"{TRAIN} --epochs abc", "Input should be a valid integer"),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"), CONSOLE_CASES, ids=[c[0] for c in CONSOLE_CASES]
+)
+def test_the_console_script_prints_one_line(name, args, message, env, tmp_path) -> None:
+    """Through the installed script: third-party warnings and log lines would show here."""
+    paths = {**env, "out": tmp_path / "out"}
+    argv = shlex.split(args.format(**{k: str(v) for k, v in paths.items()}))
+    before = _tree(tmp_path, env["root"])
+    proc = subprocess.run(
+        [str(SCRIPT), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "default"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert _tree(tmp_path, env["root"]) == before
+
+
+def test_debug_keeps_the_traceback_and_the_warnings(env, tmp_path) -> None:
+    proc = subprocess.run(
+        [str(SCRIPT), "--debug", *shlex.split(TRAIN.format(out=tmp_path / "o"))]
+        + ["--weights", str(env["root"] / "pickled.pt")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "OodkitError" in proc.stderr
+    assert np.all([not p.name.startswith("o") for p in tmp_path.iterdir()])
