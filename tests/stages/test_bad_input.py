@@ -316,12 +316,16 @@ CASES = [
     Case("diffusion-batch-0", f"{DIFF} --batch-size 0", "--batch-size must be positive"),
     Case("diffusion-every-0", f"{DIFF} --checkpoint-every 0", "must be positive"),
     Case("diffusion-uncond", f"{DIFF} --p-uncond 1.5", "--p-uncond"),
+    Case("diffusion-cuda", f"{DIFF} --device cuda", "no CUDA device"),
     Case("diffusion-id", "train diffusion --id mnist --out {out}", "unknown dataset reference"),
     # --- pseudo-label -----------------------------------------------------------------------
     Case("pseudo-method", f"{PSEUDO} --method bogus", "--method must be one of"),
     Case("pseudo-clusters-0", f"{PSEUDO} --num-clusters 0", "--num-clusters must be"),
     Case("pseudo-clusters-1", f"{PSEUDO} --num-clusters 1", "--num-clusters must be"),
     Case("pseudo-epochs-0", f"{PSEUDO} --scan-epochs 0", "--scan-epochs must be positive"),
+    Case("pseudo-arch", f"{PSEUDO} --arch no_such_net", "unknown timm architecture"),
+    Case("pseudo-arch-kwargs", f"{PSEUDO} --arch-kwargs '{{{{\"nope\": 1}}}}'", "do not fit"),
+    Case("pseudo-cuda", f"{PSEUDO} --device cuda", "no CUDA device"),
     Case(
         "pseudo-empty",
         "pseudo-label --id {root}/empty-dir --num-clusters 2 --out {out}",

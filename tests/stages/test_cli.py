@@ -121,3 +121,63 @@ def test_command_line_is_recorded_without_secrets(
     assert exit_info.value.code == 0
     manifest = json.loads((out / "oodkit.json").read_text())
     assert manifest["command"] == f"oodkit --debug eval {scores} --out {out} --no-plots"
+
+
+def test_warnings_are_dropped_with_a_refusal_kept_with_debug_and_after_success(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import warnings
+
+    import oodkit.stages.info as info
+    from oodkit.errors import OodkitError
+
+    def refusing(*args, **kwargs):
+        warnings.warn("third-party noise", FutureWarning, stacklevel=1)
+        raise OodkitError("bad input")
+
+    def working():
+        warnings.warn("worth knowing", UserWarning, stacklevel=1)
+        return "all methods"
+
+    monkeypatch.setattr(info, "benchmark_info", refusing)
+    monkeypatch.setattr(info, "methods_info", working)
+    runs = {}
+    for name, args in {
+        "refused": ["info", "--benchmark", "x"],
+        "debug": ["--debug", "info", "--benchmark", "x"],
+        "ok": ["info", "--methods"],
+    }.items():
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = runner.invoke(app, args)
+        runs[name] = (result, [str(w.message) for w in caught])
+    refused, debug, ok = runs["refused"], runs["debug"], runs["ok"]
+    assert refused[0].exit_code == 2 and refused[0].stderr == "error: bad input\n"
+    assert refused[1] == []
+    assert debug[0].exit_code == 1 and debug[1] == ["third-party noise"]
+    assert ok[0].exit_code == 0 and "all methods" in ok[0].output and ok[1] == ["worth knowing"]
+
+
+def test_help_lists_commands_in_pipeline_order_and_flags_without_a_value() -> None:
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "120"})
+    order = [line.split()[1] for line in result.output.splitlines() if line.startswith("│ ")]
+    commands = [
+        c
+        for c in order
+        if c
+        in {"pseudo-label", "train", "generate", "score", "eval", "info", "verify", "push", "demo"}
+    ]
+    assert commands == [
+        "pseudo-label",
+        "train",
+        "generate",
+        "score",
+        "eval",
+        "info",
+        "verify",
+        "push",
+        "demo",
+    ]
+    detector = runner.invoke(app, ["train", "detector", "--help"], env={"COLUMNS": "160"})
+    flags = [line for line in detector.output.splitlines() if "--overwrite" in line]
+    assert flags and "<bool>" not in detector.output and "<int>" in detector.output

@@ -170,12 +170,12 @@ def pseudo_label(
     existing = check_output(out, "pseudo-labels", params, inputs, o.overwrite)
     if existing is not None:
         return existing if main else None
+    net = _network(o, idd.channels, idd.image_size, acc)  # a bad arch or weights: nothing made
     state = {"kind": "pseudo-labels", "params": params}
     partial, _ = main_first(
         acc, lambda overwrite: prepare_partial(out, state, overwrite), o.overwrite
     )
     flip = idd.channels == 3 if o.flip == "auto" else o.flip == "yes"
-    net = _network(o, idd.channels, idd.image_size, acc)
     started = time.perf_counter()
     console = Console(quiet=o.quiet or not main, stderr=True)
     log_file = partial / "log.json"  # kept with the stages, so a resumed run reports them too
