@@ -177,6 +177,17 @@ def env(tmp_path_factory, ce_detector, class_model, tiny_sd) -> dict[str, Path]:
     for name, spec in benches.items():
         _bench(bench, spec, f"{name}.json")
     _bench(bench, "id_train: !!python/object/apply:os.system ['true']\n", "tag.yaml")
+    for name, classes, size in (("gray8", 8, 16), ("gray32", 5, 32)):
+        _images(root / name / "imgs", classes, "L", size)
+        _bench(root / name, {**ok, "image_size": size})
+    other = _scores_table("").to_dict()
+    other["dataset"] = ["test", "test", "other"]
+    write_artifact(
+        root / "scores-other-sets",
+        "scores",
+        {"method": "energy"},
+        dataset=datasets.Dataset.from_dict(other, features=_scores_table("").features),
+    )
     partial_det = root / "det-without-weights"
     write_artifact(partial_det, "detector", {"arch": "resnet18"})
     manifest = json.loads((ce_detector / MANIFEST_NAME).read_text())
@@ -256,6 +267,11 @@ CASES = [
     Case("eval-empty", f"{EVAL} {{root}}/scores-empty", "is empty"),
     Case("eval-no-id", f"{EVAL} {{root}}/scores-no-id", "ID set is empty"),
     Case("eval-no-ood", f"{EVAL} {{root}}/scores-no-ood", "OOD set is empty"),
+    Case(
+        "eval-different-sets",
+        f"{EVAL} {{scores}} {{root}}/scores-other-sets",
+        "cover different OOD sets",
+    ),
     Case("eval-no-shard", f"{EVAL} {{root}}/no-shard", "missing"),
     Case("eval-truncated", f"{EVAL} {{root}}/truncated", "oodkit verify"),
     Case(
@@ -389,6 +405,16 @@ CASES = [
     Case("score-bench-group", f"{SCORE} -b {{bench}}/group.json", "group must be one of"),
     Case("score-bench-nowhere", f"{SCORE} -b {{bench}}/nowhere.json", "no-such-folder"),
     Case("score-bench-channels", f"{SCORE} -b {{bench}}/channels.json", "channels"),
+    Case(
+        "score-bench-classes",
+        f"{SCORE} -b {{root}}/gray8/bench.json",
+        "the detector has 5 classes but the ID labels",
+    ),
+    Case(
+        "score-bench-size",
+        f"{SCORE} -b {{root}}/gray32/bench.json",
+        "the detector takes 16px images but benchmark",
+    ),
     Case("score-bench-rgb", f"{SCORE} -b {{rgb}}", "takes 1-channel images but benchmark"),
     Case(
         "score-cache-unwritable",
