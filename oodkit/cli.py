@@ -98,9 +98,11 @@ class _Group(TyperGroup):
             typer.echo("Aborted!", err=True)
             sys.exit(1)
         except typer.exceptions.TyperException as exc:  # usage errors: click's, vendored by typer
-            ctx = getattr(exc, "ctx", None)
-            hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
-            typer.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+            message = _one_line(exc.format_message())
+            if message:  # empty: the help was shown (no arguments given)
+                ctx = getattr(exc, "ctx", None)
+                hint = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+                typer.echo(f"error: {message}{hint}", err=True)
             sys.exit(getattr(exc, "exit_code", 2))
         sys.exit(code if isinstance(code, int) else 0)
 

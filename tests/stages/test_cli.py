@@ -181,3 +181,9 @@ def test_help_lists_commands_in_pipeline_order_and_flags_without_a_value() -> No
     detector = runner.invoke(app, ["train", "detector", "--help"], env={"COLUMNS": "160"})
     flags = [line for line in detector.output.splitlines() if "--overwrite" in line]
     assert flags and "<bool>" not in detector.output and "<int>" in detector.output
+
+
+def test_no_arguments_show_the_help_without_an_error_line() -> None:
+    for args in ([], ["train"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "Usage" in result.output and result.stderr == ""
