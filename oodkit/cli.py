@@ -274,6 +274,12 @@ def eval_cmd(o: EvalOptions, scores: list[Path], out: Path) -> None:
     console = _console(o.quiet)
     for table in report.rich_tables(blocks):
         console.print(table)
+    for low in [] if o.quiet else report.below_chance(blocks):
+        typer.echo(
+            f"warning: {low['method']} ranks OOD set {low['set']} below chance "
+            f"(AUROC {100 * low['auroc']:.2f})",
+            err=True,
+        )
     console.print(f"metrics written to {art.path}")
 
 

@@ -36,6 +36,35 @@ def fmt(value: Any, scale: float = 100.0) -> str:
     return f"{value * scale:.2f}"
 
 
+CHANCE = 0.5
+BELOW_CHANCE_MARK = "⚠"
+BELOW_CHANCE_NOTE = (
+    f"{BELOW_CHANCE_MARK} AUROC below 50: the scores rank these OOD samples as more "
+    "in-distribution than the ID test set (worse than chance); inspect the detector and score."
+)
+
+
+def _mean(value: Any) -> float:
+    return value["mean"] if isinstance(value, dict) else value
+
+
+def below_chance(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every (method, OOD set or group mean) whose AUROC (mean over runs) is below 0.5."""
+    found = []
+    for b in blocks:
+        rows = [*b["datasets"].items(), *((f"{g} mean", v) for g, v in b["groups"].items())]
+        for name, row in rows:
+            if row.get("auroc") is not None and _mean(row["auroc"]) < CHANCE:
+                found.append({"method": b["method"], "set": name, "auroc": _mean(row["auroc"])})
+    return found
+
+
+def _flagged(value: Any, metric: str) -> str:
+    text = fmt(value)
+    low = metric == "auroc" and value is not None and _mean(value) < CHANCE
+    return f"{text} {BELOW_CHANCE_MARK}" if low else text
+
+
 def _columns(blocks: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """OpenOOD column order: near sets, near mean, far sets, far mean."""
     cols: list[tuple[str, str]] = []
@@ -51,7 +80,7 @@ def _columns(blocks: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def _cell(block: dict[str, Any], col: tuple[str, str], metric: str) -> str:
     kind, name = col
     entry = (block["datasets"] if kind == "dataset" else block["groups"]).get(name)
-    return fmt(entry[metric]) if entry else "-"
+    return _flagged(entry[metric], metric) if entry else "-"
 
 
 def markdown(blocks: list[dict[str, Any]]) -> str:
@@ -68,6 +97,8 @@ def markdown(blocks: list[dict[str, Any]]) -> str:
             if metric == "auroc":
                 cells.append(fmt(b.get("id_accuracy")))
             lines.append("| " + " | ".join(cells) + " |")
+        if metric == "auroc" and below_chance(blocks):
+            lines += ["", BELOW_CHANCE_NOTE]
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
@@ -88,17 +119,25 @@ def rich_tables(blocks: list[dict[str, Any]]) -> list[RenderableType]:
         for grp in ("near", "far"):
             for name, row in b["datasets"].items():
                 if row["group"] == grp:
-                    t.add_row(name, grp, str(row["n"]), *(fmt(row[m]) for m in METRIC_TITLES))
+                    cells = [_rich_flagged(row[m], m) for m in METRIC_TITLES]
+                    t.add_row(name, grp, str(row["n"]), *cells)
             if grp in b["groups"]:
                 g = b["groups"][grp]
                 t.add_row(
                     f"[bold]{grp} mean[/bold]",
                     grp,
                     "",
-                    *(f"[bold]{fmt(g[m])}[/bold]" for m in METRIC_TITLES),
+                    *(f"[bold]{_rich_flagged(g[m], m)}[/bold]" for m in METRIC_TITLES),
                 )
+        if below_chance([b]):
+            t.caption = BELOW_CHANCE_NOTE
         tables.append(t)
     return tables
+
+
+def _rich_flagged(value: Any, metric: str) -> str:
+    text = _flagged(value, metric)
+    return f"[red]{text}[/red]" if text.endswith(BELOW_CHANCE_MARK) else text
 
 
 def summary_table(blocks: list[dict[str, Any]]) -> RenderableType:
@@ -121,12 +160,14 @@ def summary_table(blocks: list[dict[str, Any]]) -> RenderableType:
         t.add_row(
             b["method"],
             str(b["runs"]),
-            fmt(g.get("near", {}).get("auroc")),
-            fmt(g.get("far", {}).get("auroc")),
+            _rich_flagged(g.get("near", {}).get("auroc"), "auroc"),
+            _rich_flagged(g.get("far", {}).get("auroc"), "auroc"),
             fmt(g.get("near", {}).get("fpr95")),
             fmt(g.get("far", {}).get("fpr95")),
             fmt(b.get("id_accuracy")),
         )
+    if below_chance(blocks):
+        t.caption = BELOW_CHANCE_NOTE
     return t
 
 

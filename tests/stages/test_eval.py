@@ -62,7 +62,7 @@ def test_eval_reproduces_hand_computed_numbers(make_scores, tmp_path: Path) -> N
         "aupr_out"
     ] == pytest.approx(0.1833333333)
     md = (out / "metrics.md").read_text()
-    assert "| energy (1 run) | 75.00 | 75.00 | 0.00 | 0.00 | 75.00 |" in md
+    assert "| energy (1 run) | 75.00 | 75.00 | 0.00 ⚠ | 0.00 ⚠ | 75.00 |" in md
     assert (
         "### FPR@95-classic" in md and "| energy (1 run) | 50.00 | 50.00 | 100.00 | 100.00 |" in md
     )
@@ -182,3 +182,33 @@ def test_debug_shows_the_exception(tmp_path: Path) -> None:
         app, ["--debug", "eval", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]
     )
     assert result.exit_code == 1 and type(result.exception).__name__ == "OodkitError"
+
+
+def test_an_ood_set_below_chance_is_flagged_everywhere(make_scores, tmp_path: Path) -> None:
+    """OOD samples scored as more in-distribution than the ID set: AUROC < 50 is a finding."""
+    scores = make_scores(
+        "s",
+        {
+            "test": ("id", [0.1, 0.2, 0.3, 0.4]),
+            "good": ("near", [0.0, 0.05]),
+            "inverted": ("far", [0.9, 0.35]),
+        },
+    )
+    out = tmp_path / "m"
+    result = runner.invoke(app, ["eval", str(scores), "--out", str(out), "--no-plots"])
+    assert result.exit_code == 0, result.output
+    # inverted: 0.9 beats every ID score, 0.35 beats 3 of 4 → P(OOD > ID) = 7/8 → AUROC 12.5
+    assert result.stderr.splitlines() == [
+        "warning: energy ranks OOD set inverted below chance (AUROC 12.50)",
+        "warning: energy ranks OOD set far mean below chance (AUROC 12.50)",
+    ]
+    md = (out / "metrics.md").read_text()
+    assert "| 12.50 ⚠ |" in md and "AUROC below 50" in md and "| 100.00 |" in md
+    low = load_artifact(out).manifest.summary["below_chance"]
+    assert [(x["set"], round(x["auroc"], 4)) for x in low] == [
+        ("inverted", 0.125),
+        ("far mean", 0.125),
+    ]
+    fine = make_scores("t", {"test": ("id", [1.0, 2.0]), "o": ("far", [0.0])})
+    ok = runner.invoke(app, ["eval", str(fine), "--out", str(tmp_path / "n"), "--no-plots"])
+    assert ok.stderr == "" and "⚠" not in (tmp_path / "n" / "metrics.md").read_text()

@@ -128,6 +128,6 @@ def evaluate(
         inputs,
         dataset=datasets.Dataset.from_list(table_rows),
         write_files=write_files,
-        summary={"auroc": summary},
+        summary={"auroc": summary, "below_chance": report.below_chance(blocks)},
     )
     return art, blocks
