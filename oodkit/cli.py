@@ -29,7 +29,14 @@ from oodkit import __version__
 from oodkit.demo import DemoOptions
 from oodkit.errors import OodkitError
 from oodkit.methods import SCORE
-from oodkit.options import cli_fields, data_root_option, flags_of, json_object
+from oodkit.options import (
+    cli_fields,
+    config_options,
+    data_root_option,
+    flags_of,
+    json_object,
+    read_config,
+)
 from oodkit.stages.evaluate.options import EvalOptions
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.pseudo_label.options import PseudoLabelOptions
@@ -222,17 +229,48 @@ def _options(options_cls: type, values: dict[str, Any]) -> Any:
     return options_cls(**kwargs)
 
 
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="YAML / JSON file of this command's options (or a section named after it); "
+        "options given on the command line win.",
+    ),
+]
+
+
+def _with_config(
+    ctx: typer.Context, options_cls: type, values: dict[str, Any], config: Path, section: str
+) -> None:
+    """Fill ``values`` from the config file wherever the command line gave nothing."""
+    raw = read_config(config, section)
+    for field, value in config_options(options_cls, raw, str(config)).items():
+        source = ctx.get_parameter_source(field)
+        if source is None or source.name not in ("COMMANDLINE", "ENVIRONMENT"):
+            values[field] = value
+
+
 def stage_command(
-    typer_app: typer.Typer, name: str, options_cls: type, fixed: list[inspect.Parameter]
+    typer_app: typer.Typer,
+    name: str,
+    options_cls: type,
+    fixed: list[inspect.Parameter],
+    section: str | None = None,
 ) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Register ``run(options, **fixed)`` as command ``name`` with one CLI option per field."""
+    """Register ``run(options, **fixed)`` as command ``name`` with one CLI option per field
+    and ``--config FILE`` (its ``section``, default ``name``, holds this command's options)."""
     hints = typing.get_type_hints(options_cls)
 
     def deco(run: Callable[..., None]) -> Callable[..., None]:
-        params = fixed + [_option_param(f, hints[f.name]) for f in cli_fields(options_cls)]
+        context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        params = [context, *fixed, _fixed("config", ConfigOpt, None)]
+        params += [_option_param(f, hints[f.name]) for f in cli_fields(options_cls)]
 
         def command(**values: Any) -> None:
+            ctx, config = values.pop("ctx"), values.pop("config")
             given = {p.name: values.pop(p.name) for p in fixed}
+            if config is not None:
+                _with_config(ctx, options_cls, values, config, section or name)
             run(_options(options_cls, values), **given)
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -349,7 +387,11 @@ app.add_typer(train_app, name="train")
 
 
 @stage_command(
-    train_app, "detector", TrainOptions, [_fixed("id_ref", IdOpt), _fixed("out", OutOpt)]
+    train_app,
+    "detector",
+    TrainOptions,
+    [_fixed("id_ref", IdOpt), _fixed("out", OutOpt)],
+    section="train detector",
 )
 def train_detector_cmd(o: TrainOptions, id_ref: str, out: Path) -> None:
     """Train a detector (SGD nesterov + per-step cosine) with a registered loss."""
@@ -368,7 +410,11 @@ def train_detector_cmd(o: TrainOptions, id_ref: str, out: Path) -> None:
 
 
 @stage_command(
-    train_app, "diffusion", DiffusionOptions, [_fixed("id_ref", IdOpt), _fixed("out", OutOpt)]
+    train_app,
+    "diffusion",
+    DiffusionOptions,
+    [_fixed("id_ref", IdOpt), _fixed("out", OutOpt)],
+    section="train diffusion",
 )
 def train_diffusion_cmd(o: DiffusionOptions, id_ref: str, out: Path) -> None:
     """Train a class-conditional CFG pixel diffusion model (EMA, diffusers layout)."""

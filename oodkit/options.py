@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 from oodkit.errors import OodkitError
@@ -164,3 +167,111 @@ def arch_kwargs_option() -> Any:
     return option(
         help="JSON for timm.create_model, e.g. '{\"drop_rate\": 0.1}'.", factory=dict, parse="json"
     )
+
+
+# --- config files: every stage's options from YAML / JSON (``--config FILE``) ----------------
+
+
+def _key(name: str) -> str:
+    return name.strip().lstrip("-").replace("-", "_").replace(" ", "_")
+
+
+def read_config(path: str | Path, command: str) -> dict[str, Any]:
+    """The mapping a config file holds for ``command`` (``train detector``, ``generate``, …).
+
+    A file is either one stage's options (``{batch_size: 64, ...}``) or sections named after
+    commands (``{generate: {...}, train detector: {...}}``), of which ``command``'s is taken.
+    YAML is read with ``safe_load`` (no Python tags).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise OodkitError(f"--config {path} does not exist")
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(path.read_text())
+        else:
+            data = json.loads(path.read_text())
+    except Exception as exc:  # noqa: BLE001 - yaml and json raise different types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OodkitError(f"--config {path}: cannot parse: {first}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise OodkitError(f"--config {path}: a config file holds one mapping")
+    sections = {_key(k): v for k, v in data.items() if isinstance(v, dict)}
+    if sections and len(sections) == len(data):
+        section = sections.get(_key(command), {})
+        return dict(section)
+    return dict(data)
+
+
+def _plain(hint: Any) -> tuple[Any, bool]:
+    """``X | None`` → (X, True); anything else → (hint, False)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return hint, False
+
+
+def _coerce(f: dataclasses.Field, hint: Any, value: Any, where: str) -> Any:
+    base, optional = _plain(hint)
+    flag = flags_of(f)[0]
+
+    def bad(what: str) -> OodkitError:
+        return OodkitError(f"--config {where}: {flag} must be {what}, got {value!r}")
+
+    if value is None:
+        if optional or f.default is None:
+            return None
+        raise bad("given")
+    if base is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if base is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if base is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad("a number")
+        return float(value)
+    if base is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise bad("a string")
+        return str(value)
+    if typing.get_origin(base) is list:
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise bad("a list of strings")
+        return list(items)
+    if typing.get_origin(base) is dict or base is dict:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return dict(value)
+    return value
+
+
+def config_options(options_cls: type, raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Validated ``{field: value}`` from a config mapping (keys: field names or flags)."""
+    fields = {f.name: f for f in cli_fields(options_cls)}
+    by_flag = {_key(flag): f.name for f in fields.values() for flag in flags_of(f)}
+    hints = typing.get_type_hints(options_cls)
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = by_flag.get(_key(str(key)), _key(str(key)))
+        if name not in fields:
+            raise OodkitError(f"--config {where}: unknown option {key!r}")
+        out[name] = _coerce(fields[name], hints[name], value, where)
+    return out
+
+
+def config_of(opts: Any, roles: tuple[str, ...] = ROLES) -> dict[str, Any]:
+    """An options object as a config mapping (the command-line fields of ``roles``)."""
+    full = dataclasses.asdict(opts)
+    return {
+        f.name: full[f.name] for f in cli_fields(opts) if f.metadata.get("role", "recipe") in roles
+    }

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import runpy
+import typing
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 from oodkit.cli import app
 from oodkit.demo import DemoOptions
 from oodkit.methods import REGISTRIES
-from oodkit.options import cli_fields
+from oodkit.options import cli_fields, flags_of
 from oodkit.stages.evaluate.options import EvalOptions
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.pseudo_label.options import PseudoLabelOptions
@@ -102,3 +103,109 @@ def test_command_line_equals_the_snapshot() -> None:
     assert snapshot.keys() == expected.keys()
     for command in expected:
         assert snapshot[command] == expected[command], command
+
+
+LIBRARY = {
+    ("train", "detector"): ("oodkit.stages.train_detector.run", "train_detector"),
+    ("train", "diffusion"): ("oodkit.stages.train_diffusion.run", "train_diffusion"),
+    ("generate",): ("oodkit.stages.generate.run", "generate"),
+    ("pseudo-label",): ("oodkit.stages.pseudo_label.run", "pseudo_label"),
+    ("score",): ("oodkit.stages.score.run", "score"),
+    ("eval",): ("oodkit.stages.evaluate.run", "evaluate"),
+    ("demo",): ("oodkit.demo", "run_demo"),
+}
+FIXED = {
+    ("train", "detector"): ["--id", "digits", "--out", "o"],
+    ("train", "diffusion"): ["--id", "digits", "--out", "o"],
+    ("generate",): ["--id", "digits", "--model", "m", "--out", "o"],
+    ("pseudo-label",): ["--id", "digits", "--out", "o"],
+    ("score",): ["--detector", "d", "-b", "digits", "--method", "energy", "--out", "o"],
+    ("eval",): ["s", "--out", "o"],
+    ("demo",): [],
+}
+
+
+def _other_value(f: dataclasses.Field, hint) -> object:
+    """A value of the field's type that differs from its default."""
+    from oodkit.options import _plain
+
+    base, _ = _plain(hint)
+    default = _library_default(f)
+    if base is bool:
+        return not default
+    if base is int:
+        return (default or 0) + 3
+    if base is float:
+        return (default or 0.0) * 2 + 0.25
+    if base is str:
+        return f"{default or 'x'}-other"
+    if typing.get_origin(base) is list:
+        return ["a", "b"]
+    return {"drop_rate": 0.1}
+
+
+def _capture(monkeypatch, path) -> list:
+    import importlib
+    from types import SimpleNamespace
+
+    module, name = LIBRARY[path]
+    seen: list = []
+
+    def fake(*args, **kwargs):
+        seen.append(next(a for a in args if dataclasses.is_dataclass(a)))
+        if name in ("evaluate", "run_demo"):
+            return SimpleNamespace(path="o"), []
+        return [] if name == "score" else None
+
+    monkeypatch.setattr(importlib.import_module(module), name, fake)
+    return seen
+
+
+@pytest.mark.parametrize("path", list(COMMANDS), ids=lambda p: " ".join(p))
+def test_config_files_round_trip_every_option(path, tmp_path, monkeypatch) -> None:
+    import yaml
+
+    from oodkit.options import config_of
+
+    options_cls = COMMANDS[path]
+    hints = typing.get_type_hints(options_cls)
+    opts = options_cls(**{f.name: _other_value(f, hints[f.name]) for f in cli_fields(options_cls)})
+    required = [
+        arg
+        for f in cli_fields(options_cls)
+        if f.metadata.get("required")
+        for arg in (flags_of(f)[0], str(getattr(opts, f.name)))
+    ]
+    seen = _capture(monkeypatch, path)
+    for suffix, dump in ((".yaml", yaml.safe_dump), (".json", json.dumps)):
+        config = tmp_path / f"c{suffix}"
+        config.write_text(dump({" ".join(path): config_of(opts)}))  # a section per command
+        args = [*path, *FIXED[path], *required, "--config", str(config)]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        assert seen.pop() == opts
+
+
+def test_the_command_line_wins_over_the_config_and_bad_configs_are_one_line(
+    tmp_path, monkeypatch
+) -> None:
+    seen = _capture(monkeypatch, ("train", "detector"))
+    config = tmp_path / "c.yaml"
+    config.write_text("batch-size: 64\nepochs: 7\nnesterov: false\nouts: 1\n")
+    base = ["train", "detector", "--id", "digits", "--out", "o", "--config", str(config)]
+    bad = CliRunner().invoke(app, base)
+    assert bad.exit_code == 2 and bad.stderr == f"error: --config {config}: unknown option 'outs'\n"
+    config.write_text("batch-size: 64\nepochs: 7\nnesterov: false\n")
+    ok = CliRunner().invoke(app, [*base, "--epochs", "2"])
+    assert ok.exit_code == 0, ok.output
+    o = seen.pop()
+    assert (o.batch_size, o.epochs, o.nesterov) == (64, 2, False)
+    for text, message in (
+        ("epochs: many\n", "--epochs must be an integer, got 'many'"),
+        ("[1, 2]\n", "a config file holds one mapping"),
+        ("a: !!python/object/apply:os.system ['true']\n", "cannot parse"),
+    ):
+        config.write_text(text)
+        result = CliRunner().invoke(app, base)
+        assert result.exit_code == 2 and message in result.stderr, result.stderr
+        assert len(result.stderr.splitlines()) == 1
