@@ -162,7 +162,8 @@ def load_artifact(path: str | Path, kind: str | Sequence[str] | None = None) -> 
         return art
     path = Path(path)
     if not path.is_dir():
-        raise OodkitError(f"{path}: no such directory (expected a {what} artifact)")
+        article = "an" if what[0] in "aeiou" else "a"
+        raise OodkitError(f"{path}: no such directory (expected {article} {what} artifact)")
     mpath = path / MANIFEST_NAME
     if not mpath.is_file():
         raise OodkitError(f"{path} is not an oodkit artifact: {MANIFEST_NAME} is missing")
@@ -172,6 +173,12 @@ def load_artifact(path: str | Path, kind: str | Sequence[str] | None = None) -> 
         raise OodkitError(f"{mpath} is corrupt: {exc}") from None
     if not isinstance(raw, dict):
         raise OodkitError(f"{mpath} is corrupt: not a JSON object")
+    version = raw.get("format_version", FORMAT_VERSION)
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise OodkitError(
+            f"{path} has format_version {version!r}; this oodkit "
+            f"({__version__}) reads up to {FORMAT_VERSION}: upgrade oodkit"
+        )
     names = {f.name for f in dataclasses.fields(Manifest)}
     missing = sorted({"kind", "params"} - set(raw))
     unknown = sorted(set(raw) - names)
@@ -197,12 +204,13 @@ def load_artifact(path: str | Path, kind: str | Sequence[str] | None = None) -> 
 def verify_artifact(path: str | Path) -> Artifact:
     """Recompute an artifact's fingerprint and check its files; raise on any difference."""
     art = load_artifact(path)
+    skip = HUB_FILES if art.ref else ()
     recorded = art.manifest.files
     if recorded:
-        extra = sorted(set(_file_sizes(art.path)) - set(recorded))
+        extra = sorted(set(_file_sizes(art.path)) - set(recorded) - set(skip))
         if extra:
             raise OodkitError(f"{art.path} fails verification: {extra[0]} is not in the manifest")
-    computed = _fingerprint_dir(art.path)
+    computed = _fingerprint_dir(art.path, skip)
     if computed != art.manifest.fingerprint:
         raise OodkitError(
             f"{art.path} fails verification: its content fingerprint is {computed[:16]}…, "
@@ -229,15 +237,19 @@ def fingerprint_dataset(ds: datasets.Dataset, hasher: Any | None = None) -> str:
     return h.hexdigest()
 
 
-def _fingerprint_dir(root: Path) -> str:
-    """Fingerprint an artifact directory's content: the dataset's values plus other files."""
+HUB_FILES = ("README.md", ".gitattributes")  # added by the Hub to a pushed artifact
+
+
+def _fingerprint_dir(root: Path, skip: tuple[str, ...] = ()) -> str:
+    """Fingerprint an artifact directory's content: the dataset's values plus other files
+    (``skip``: top-level files that are not part of it)."""
     h = hashlib.sha256()
     if (root / DATA_DIR).is_dir():
         h.update(b"data\0")
         fingerprint_dataset(load_table(root / DATA_DIR), h)
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = f.relative_to(root)
-        if rel.parts[0] in (DATA_DIR, MANIFEST_NAME):
+        if rel.parts[0] in (DATA_DIR, MANIFEST_NAME, *skip):
             continue
         h.update(str(rel).encode() + b"\0")
         with f.open("rb") as fh:
@@ -273,15 +285,16 @@ def check_output(
     something else and ``overwrite`` is not set.
     """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OodkitError(f"{out} exists and is not a directory")
+    claim(out, _command)  # before looking: a writer finishing meanwhile is seen below
     if not out.exists():
-        claim(out, _command)
         return None
     if not out.is_dir():
         raise OodkitError(f"{out} exists and is not a directory")
     if not (out / MANIFEST_NAME).exists():
         if any(out.iterdir()):
             raise OodkitError(f"{out} exists, is not empty and is not an oodkit artifact")
-        claim(out, _command)
         return None
     existing = load_artifact(out)
     params_j, inputs_j = _jsonable(dict(params)), _jsonable(list(inputs))
@@ -293,7 +306,6 @@ def check_output(
     if same and not overwrite:
         return existing
     if overwrite:
-        claim(out, _command)
         return None
     if existing.kind != kind:
         why = f"it is a {existing.kind} artifact"

@@ -160,19 +160,24 @@ def guarded(fn: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         if _state["debug"]:
             return fn(*args, **kwargs)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("default")
-            try:
-                result = fn(*args, **kwargs)
-            except OodkitError as exc:
-                refuse(str(exc))
-            except OSError as exc:
-                if exc.errno not in ENVIRONMENT_ERRNOS:
-                    raise
-                refuse(f"cannot write {exc.filename or 'a file'}: {exc.strerror}")
-        for w in caught:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        return result
+        refused = False
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("default")
+                try:
+                    return fn(*args, **kwargs)
+                except OodkitError as exc:
+                    refused = True
+                    refuse(str(exc))
+                except OSError as exc:
+                    if exc.errno not in ENVIRONMENT_ERRNOS:
+                        raise
+                    refused = True
+                    refuse(f"cannot access {exc.filename or 'a file'}: {exc.strerror}")
+        finally:
+            if not refused:  # success or a crash: the warnings may explain it
+                for w in caught:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
 
     return wrapper  # type: ignore[return-value]
 

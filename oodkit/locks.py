@@ -128,13 +128,13 @@ def claim(out: str | Path, command: str | None = None) -> None:
         os.write(fd, info)
 
     missing = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+    made = _made.get()
+    if made is not None:  # before mkdir: a partial failure is cleaned up too
+        made.extend(reversed(missing))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OodkitError(f"cannot write {out}: {exc.strerror}") from None
-    made = _made.get()
-    if made is not None:
-        made.extend(reversed(missing))
     lock = FileLock(str(path), timeout=0, is_singleton=False, on_acquired=record)
     try:
         lock.acquire()

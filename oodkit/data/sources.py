@@ -15,6 +15,7 @@ Benchmarks are named the same way: a registered built-in (``digits``, with optio
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from functools import partial
@@ -24,6 +25,7 @@ from urllib.parse import parse_qsl
 
 from oodkit.data.benchmarks import BENCHMARKS, Benchmark, DataSet
 from oodkit.data.tables import (
+    IMAGE_EXTENSIONS,
     channels_of,
     load_hub,
     load_image_folder,
@@ -217,12 +219,35 @@ def load_benchmark_file(path: str | Path, data_root: str | Path | None = None) -
         image_size=spec.get("image_size"),
     )
     if channels is None:  # from the ID images: grayscale data stays 1-channel
-        train = bench.id_train.loader()
-        if len(train) == 0:
-            raise OodkitError(f"{path}: the ID train set {bench.id_train.ref} is empty")
-        channels = channels_of(train[0]["image"])
+        channels = _first_channels(bench.id_train, path)
     bench.channels = int(channels)
     return bench
+
+
+def _first_channels(id_train: DataSet, where: Path) -> int:
+    """The channel count of an ID train set's first image: read from one file when the set is
+    an image folder (no need to index it all), else from the loaded set's first row."""
+    from PIL import Image
+
+    folder = Path(id_train.ref or "")
+    if not folder.is_absolute():
+        folder = where.parent / folder
+    if folder.is_dir() and not any((folder / f).exists() for f in ("oodkit.json", "state.json")):
+        for dirpath, dirs, names in os.walk(folder):
+            dirs.sort()
+            images = sorted(n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
+            if images:
+                try:
+                    with Image.open(Path(dirpath) / images[0]) as im:
+                        return channels_of(im)
+                except OSError as exc:
+                    raise OodkitError(
+                        f"{Path(dirpath) / images[0]}: not an image ({exc})"
+                    ) from None
+    train = id_train.loader()
+    if len(train) == 0:
+        raise OodkitError(f"{where}: the ID train set {id_train.ref} is empty")
+    return channels_of(train[0]["image"])
 
 
 def benchmark_names() -> list[str]:

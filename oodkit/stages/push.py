@@ -212,7 +212,7 @@ def push_artifact(
         raise OodkitError(
             "cannot push: HF_HUB_OFFLINE is set (the Hugging Face Hub is not reachable)"
         )
-    from huggingface_hub import CommitOperationAdd
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     card = build_card(art, license)
     with _parquet_shards(art.dataset()) if repo_type == "dataset" else _none() as shards:
@@ -222,6 +222,10 @@ def push_artifact(
         try:
             api = client()
             api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+            ops += [
+                CommitOperationDelete(path_in_repo=f)
+                for f in stale_files(api.list_repo_files(repo_id, repo_type=repo_type), ops)
+            ]
             api.create_commit(
                 repo_id,
                 operations=ops,
@@ -232,6 +236,14 @@ def push_artifact(
             raise OodkitError(f"cannot push to {repo_id}: {first_line(exc)}") from None
     prefix = "" if repo_type == "model" else "datasets/"
     return f"https://huggingface.co/{prefix}{repo_id}"
+
+
+def stale_files(existing: list[str], ops: list[Any]) -> list[str]:
+    """Files of an earlier push that this one does not rewrite (old shards, old weights): the
+    commit deletes them, so a re-push never mixes old and new rows. The Hub's own
+    ``.gitattributes`` stays."""
+    new = {op.path_in_repo for op in ops}
+    return sorted(f for f in existing if f not in new and f != ".gitattributes")
 
 
 @contextmanager

@@ -122,14 +122,16 @@ def env(tmp_path_factory, ce_detector, class_model, tiny_sd) -> dict[str, Path]:
         folder = root / f"manifest-{name}"
         folder.mkdir()
         manifest = json.loads((good.path / MANIFEST_NAME).read_text())
-        if name == "future":
+        if name == "future":  # a newer oodkit: newer version and a field this one lacks
             manifest["format_version"] = 99
+            manifest["lineage"] = {"parents": []}
             text = json.dumps(manifest)
         elif name == "unknown-kind":
             manifest["kind"] = "weights"
             text = json.dumps(manifest)
         (folder / MANIFEST_NAME).write_text(text)
     images = _images(root / "imgs", 2, "L", 16)
+    _images(root / "img30", 2, "L", 30)
     outliers = datasets.Dataset.from_dict(
         {
             "image": [Image.new("L", (16, 16), i) for i in range(2)],
@@ -332,6 +334,11 @@ CASES = [
     Case("diffusion-batch-0", f"{DIFF} --batch-size 0", "--batch-size must be positive"),
     Case("diffusion-every-0", f"{DIFF} --checkpoint-every 0", "must be positive"),
     Case("diffusion-uncond", f"{DIFF} --p-uncond 1.5", "--p-uncond"),
+    Case(
+        "diffusion-size",
+        "train diffusion --id {root}/img30 --steps 2 --out {out}",
+        "the tiny UNet needs an image size divisible by 4, got 30px",
+    ),
     Case("diffusion-cuda", f"{DIFF} --device cuda", "no CUDA device"),
     Case("diffusion-id", "train diffusion --id mnist --out {out}", "unknown dataset reference"),
     # --- pseudo-label -----------------------------------------------------------------------

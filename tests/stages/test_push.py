@@ -15,7 +15,7 @@ from huggingface_hub import DatasetCard, ModelCard
 from PIL import Image
 from typer.testing import CliRunner
 
-from oodkit.artifacts import load_artifact, write_artifact
+from oodkit.artifacts import load_artifact, verify_artifact, write_artifact
 from oodkit.cli import app
 from oodkit.diffusion.denoisers import describe_model, load_denoiser, model_input
 from oodkit.schemas import outlier_features
@@ -37,9 +37,18 @@ class StubHub:
             def create_repo(self, repo_id, *, repo_type=None, private=False, exist_ok=False):
                 hub.calls.append(("create_repo", repo_id, repo_type, private, exist_ok))
 
+            def list_repo_files(self, repo_id, *, repo_type=None):
+                folder = hub.latest(repo_id, repo_type)
+                if folder is None:
+                    return []
+                return [p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()]
+
             def create_commit(self, repo_id, *, operations, commit_message, repo_type=None):
-                files = {}
+                files, deleted = {}, []
                 for op in operations:
+                    if not hasattr(op, "path_or_fileobj"):
+                        deleted.append(op.path_in_repo)
+                        continue
                     src = op.path_or_fileobj
                     if isinstance(src, (str, Path)):
                         data = Path(src).read_bytes()
@@ -54,17 +63,23 @@ class StubHub:
                     (folder / rel).parent.mkdir(parents=True, exist_ok=True)
                     (folder / rel).write_bytes(data)
                 hub.calls.append(("create_commit", repo_id, repo_type, commit_message))
-                hub.commits.append(SimpleNamespace(repo=repo_id, type=repo_type, files=files))
+                hub.commits.append(
+                    SimpleNamespace(repo=repo_id, type=repo_type, files=files, deleted=deleted)
+                )
                 return SimpleNamespace(oid=sha)
 
         return Api
 
-    def snapshot_download(self, repo_id, *, revision=None, repo_type=None, **kwargs):
+    def latest(self, repo_id: str, repo_type: str | None) -> Path | None:
         repo = self.root / (repo_type or "model") / repo_id
         shas = sorted(repo.iterdir(), key=lambda p: p.stat().st_mtime) if repo.exists() else []
-        if not shas:
+        return shas[-1] if shas else None
+
+    def snapshot_download(self, repo_id, *, revision=None, repo_type=None, **kwargs):
+        folder = self.latest(repo_id, repo_type)
+        if folder is None:
             raise FileNotFoundError(f"404 Client Error: {repo_id} not found")
-        return str(repo / revision) if revision else str(shas[-1])
+        return str(folder.parent / revision) if revision else str(folder)
 
 
 @pytest.fixture
@@ -159,7 +174,8 @@ def test_a_table_is_one_commit_with_parquet_card_manifest_and_preview(hub, tmp_p
         art.manifest.fingerprint,
     ):
         assert text in card.text, text
-    assert art.path.joinpath("data").is_dir() and load_artifact(art.path)  # left intact
+    assert verify_artifact(art.path)  # the push left the artifact intact (no cache files)
+    assert commit.deleted == []
 
 
 def test_size_categories_follow_the_hub_bins() -> None:
@@ -197,6 +213,25 @@ def test_a_detector_pushes_as_a_model_and_scores_identically_from_the_hub(
     (det_input,) = [i for i in b.manifest.inputs if i["kind"] == "detector"]
     assert det_input["path"].startswith("hub:me/det@") and len(det_input["path"]) == 51
     assert det_input["fingerprint"] == load_artifact(ce_detector).manifest.fingerprint
+    assert b.manifest.params["detector"] == det_input["path"]  # no local cache path recorded
+    assert verify_artifact("hub:me/det").ref == det_input["path"]  # card and all, intact
+
+
+def test_a_second_push_deletes_what_the_first_left(hub, tmp_path) -> None:
+    old = hub.root / "dataset" / "me" / "outliers" / ("0" * 40)
+    for rel in ("data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"):
+        (old / rel).parent.mkdir(parents=True, exist_ok=True)
+        (old / rel).write_bytes(b"old rows")
+    (old / ".gitattributes").write_text("*.parquet filter=lfs\n")
+    art = _outliers(tmp_path)
+    result = runner.invoke(app, ["push", str(art), "--repo-id", "me/outliers"])
+    assert result.exit_code == 0, result.output
+    (commit,) = hub.commits
+    assert commit.deleted == [
+        "data/train-00000-of-00002.parquet",
+        "data/train-00001-of-00002.parquet",
+    ]
+    assert "data/train-00000-of-00001.parquet" in commit.files
 
 
 def test_a_diffusion_model_pushes_and_loads_back_by_hub_reference(hub, class_model) -> None:

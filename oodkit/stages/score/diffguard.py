@@ -357,7 +357,13 @@ def _baseline(o: ScoreOptions, det, benchmark: str):
             f"--combine-with {o.combine_with} scores benchmark {p.get('benchmark')!r}, "
             f"not {benchmark!r}"
         )
-    if Path(str(p.get("detector"))).resolve() != Path(det.path).resolve():
+    recorded = str(p.get("detector"))
+    same = (
+        recorded == det.ref
+        if det.ref or recorded.startswith("hub:")
+        else Path(recorded).resolve() == Path(det.path).resolve()
+    )
+    if not same:
         raise OodkitError(
             f"--combine-with {o.combine_with} was made with another detector ({p.get('detector')})"
         )
@@ -577,7 +583,7 @@ def score_diffguard(
     params = {
         "method": "diffguard",
         "label": detector_label(det) + (f"[first {o.limit}]" if o.limit else ""),
-        "detector": str(det.path),
+        "detector": det.ref or str(det.path),
         "benchmark": benchmark,
         "model": str(o.model),
         "guidance": r.guidance,

@@ -78,7 +78,7 @@ def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs) -> list
         params = {
             "method": m.name,
             "label": f"{det_label}+{m.name}" + (f"[first {o.limit}]" if o.limit else ""),
-            "detector": str(det.path),
+            "detector": det.ref or str(det.path),
             "benchmark": benchmark,
             **method_params(m, o),
             "seed": det.manifest.params.get("seed"),

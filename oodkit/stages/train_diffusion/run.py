@@ -25,7 +25,7 @@ from oodkit.data.images import to_tensor
 from oodkit.data.sources import IdData, dataset_input, resolve_id
 from oodkit.diffusion.denoisers import CLASS_MODEL_INFO, PixelClassDenoiser
 from oodkit.diffusion.quality import sample_grid
-from oodkit.diffusion.unets import BETAS, build_unet
+from oodkit.diffusion.unets import BETAS, PRESETS, build_unet
 from oodkit.errors import OodkitError
 from oodkit.locks import writes_output
 from oodkit.options import recipe, with_overrides
@@ -179,6 +179,12 @@ def train_diffusion(
     o = with_overrides(DiffusionOptions, options, overrides)
     o.check()
     idd = resolve_id(id_ref, data_root=o.data_root)
+    factor = 2 ** (len(PRESETS[o.preset]["block_out_channels"]) - 1)
+    if idd.image_size % factor:
+        raise OodkitError(
+            f"the {o.preset} UNet needs an image size divisible by {factor}, got "
+            f"{idd.image_size}px: resize the data"
+        )
     classes = _classes(id_ref, idd, o.labels)
     params = {
         **recipe(o),
