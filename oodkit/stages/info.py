@@ -32,6 +32,9 @@ def artifact_info(path: str | Path) -> list[RenderableType]:
         for name, feat in ds.features.items():
             schema.add_row(name, repr(feat))
         parts.append(schema)
+    per = art.manifest.summary.get("by_start_step")
+    if isinstance(per, dict) and per:
+        parts.append(_diagnostics_table(per, art.manifest.summary.get("judge")))
     others = sorted(
         p.relative_to(art.path).as_posix()
         for p in art.path.rglob("*")
@@ -40,6 +43,29 @@ def artifact_info(path: str | Path) -> list[RenderableType]:
     if others:
         parts.append("files: " + ", ".join(others))
     return parts
+
+
+def _diagnostics_table(per: dict, judge: str | None) -> RenderableType:
+    """An outliers artifact's diagnostics per start-step bucket."""
+    from rich.table import Table
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f} %"
+
+    title = "diagnostics per start step" + (f" (judge: {judge})" if judge else " (no --judge)")
+    table = Table(title=title)
+    for col in ("start steps", "n", "SSIM", "PSNR", "left source class", "reached target"):
+        table.add_column(col, justify="left" if col == "start steps" else "right")
+    for name, row in per.items():
+        table.add_row(
+            name,
+            str(row.get("n", "")),
+            f"{row['ssim']:.3f}" if row.get("ssim") is not None else "-",
+            f"{row['psnr']:.1f}" if row.get("psnr") is not None else "-",
+            pct(row.get("left_source")),
+            pct(row.get("reached_target")),
+        )
+    return table
 
 
 def benchmark_info(ref: str, data_root: str | Path | None = None) -> RenderableType:

@@ -379,6 +379,8 @@ CASES = [
     Case("gen-resize", f"{GEN_SD} --resize stretch", "--resize must be one of"),
     Case("gen-text-model", "generate --method sd --id digits --model {sd} --out {out}", "prompts"),
     Case("gen-cuda", f"{GEN_SD} --device cuda", "no CUDA device"),
+    Case("gen-judge-kind", f"{GEN_SD} --judge {{scores}}", "expected detector"),
+    Case("gen-judge-missing", f"{GEN_SD} --judge {{root}}/nope", "no such directory"),
     # --- score ------------------------------------------------------------------------------
     Case("score-k-0", f"{SCORE} --method knn --k 0", "--k must be positive, got 0"),
     Case("score-batch-0", f"{SCORE} --batch-size 0", "--batch-size must be positive, got 0"),

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from oodkit.artifacts import load_artifact
 from oodkit.cli import app
 from oodkit.diffusion import denoisers
+from oodkit.errors import OodkitError
 from oodkit.stages.generate.run import GenerateOptions, generate
 from oodkit.testing import build_tiny_ddpm, build_tiny_dit
 
@@ -435,3 +437,51 @@ def test_wrong_class_outliers_with_a_dit_model(bench, tmp_path) -> None:
     vae = generate(ref, str(dit), tmp_path / "v", method="reconstruct", mode="vae", quiet=True)
     assert set(vae.dataset()["start_timestep"]) == {-1}
     assert art.manifest.inputs[-1]["kind"] == "diffusers-model"
+
+
+def test_semantic_shift_per_start_step_is_the_hand_count() -> None:
+    """A stub judge's predictions: the shares are counted by hand."""
+    from oodkit.stages.generate.judge import semantic_summary, targets
+
+    start = np.array([1, 2, 3, 9, 10, 10])  # buckets of 10 steps / 5: 1-2, 3-4, 9-10
+    source = np.array([0, 1, 2, 3, -1, 4])  # one source without a known class
+    target = targets(["1", "cat", None, "2", "0", "dog"], ["zero", "cat", "x", "y", "dog"])
+    assert target.tolist() == [1, 1, -1, 2, 0, 4]
+    pred = np.array([1, 1, 0, 2, 0, 4])
+    s = semantic_summary(start, source, target, pred, steps=10)
+    # left source: rows 0 (1≠0), 2 (0≠2), 3 (2≠3) of the 5 known → 3/5; row 5 stays
+    assert s["left_source"] == pytest.approx(3 / 5)
+    # reached target: rows 0, 1, 3, 4, 5 of the 5 aimed → 5/5
+    assert s["reached_target"] == pytest.approx(1.0)
+    assert s["by_start_step"] == {
+        "1-2": {"left_source": 0.5, "reached_target": 1.0},
+        "3-4": {"left_source": 1.0, "reached_target": None},
+        "9-10": {"left_source": 0.5, "reached_target": 1.0},
+    }
+
+
+def test_a_judge_adds_semantic_shift_to_the_diagnostics(class_model, ce_detector, tmp_path):
+    from oodkit.data.images import eval_transform
+    from oodkit.models.detector import load_detector
+
+    opts = GenerateOptions(method="sd", limit=6, batch_size=6, judge=str(ce_detector))
+    art = generate("digits", str(class_model), tmp_path / "sd", opts, quiet=True, device="cpu")
+    s = art.manifest.summary
+    assert s["judge"] == str(ce_detector) and (art.path / "diagnostics.png").is_file()
+    assert any(i["kind"] == "detector" for i in art.manifest.inputs)
+    ds = art.dataset()
+    model = load_detector(ce_detector)
+    t = eval_transform(model.config)
+    with torch.no_grad():
+        pred = model(torch.stack([t(im) for im in ds["image"]]))["logits"].argmax(1).numpy()
+    src = np.asarray(ds["source_label"])
+    cond = np.asarray([int(c) for c in ds["condition"]])
+    assert s["left_source"] == pytest.approx(float((pred != src).mean()))
+    assert s["reached_target"] == pytest.approx(float((pred == cond).mean()))
+    (bucket,) = s["by_start_step"].values()  # sd: one fixed start
+    assert {"n", "ssim", "psnr", "left_source", "reached_target"} <= set(bucket)
+    info = CliRunner().invoke(app, ["info", str(art.path)], env={"COLUMNS": "200"})
+    assert "diagnostics per start step" in info.output and "left source class" in info.output
+    wrong = GenerateOptions(method="sd", limit=6, judge=str(class_model))
+    with pytest.raises(OodkitError, match="is a diffusion-model artifact, expected detector"):
+        generate("digits", str(class_model), tmp_path / "x", wrong, quiet=True, device="cpu")

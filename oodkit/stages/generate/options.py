@@ -31,6 +31,11 @@ class GenerateOptions:
     momentum_beta: float = O.option(0.6, "SONA momentum β.")
     warmup: int = O.option(0, "Unguided steps at each sample's start.", minimum=0)
     ood_classes: str | None = O.option(None, "File of OOD class names.", role="input")
+    judge: str | None = O.option(
+        None,
+        "Detector artifact that judges the outliers' semantic shift (diagnostics).",
+        role="input",
+    )
     allow_leakage: bool = O.option(False, "Allow OOD names that are ID classes.")
     mode: str = O.option(
         "sdedit",

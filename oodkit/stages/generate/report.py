@@ -2,32 +2,30 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from oodkit.stages.generate.judge import buckets
 
 if TYPE_CHECKING:
     import datasets
     import torch
 
 
-def quality_summary(ds: datasets.Dataset, steps: int, buckets: int = 5) -> dict[str, Any]:
+def quality_summary(ds: datasets.Dataset, steps: int) -> dict[str, Any]:
     """Mean SSIM and PSNR (outlier vs source) overall and per start-step bucket."""
     start = np.asarray(ds["t_start"])
     ssim, psnr = np.asarray(ds["ssim"], dtype=float), np.asarray(ds["psnr"], dtype=float)
-    width = max(1, math.ceil(steps / buckets))
-    per: dict[str, dict[str, float]] = {}
-    for lo in range(1, steps + 1, width):
-        hi = min(steps, lo + width - 1)
-        sel = (start >= lo) & (start <= hi)
-        if sel.any():
-            per[f"{lo}-{hi}"] = {
-                "n": int(sel.sum()),
-                "ssim": float(np.nanmean(ssim[sel])),
-                "psnr": float(np.nanmean(psnr[sel])),
-            }
+    per: dict[str, dict[str, Any]] = {
+        name: {
+            "n": int(sel.sum()),
+            "ssim": float(np.nanmean(ssim[sel])),
+            "psnr": float(np.nanmean(psnr[sel])),
+        }
+        for name, sel in buckets(start, steps)
+    }
     return {
         "mean_ssim": float(np.nanmean(ssim)) if len(ssim) else None,
         "mean_psnr": float(np.nanmean(psnr)) if len(psnr) else None,

@@ -45,6 +45,7 @@ from oodkit.options import recipe, with_overrides
 from oodkit.schemas import OUTLIER_COLUMNS, outlier_features, read_pseudo_labels
 from oodkit.seeding import sample_generators
 from oodkit.similarity import ssim_psnr
+from oodkit.stages.generate.judge import check_judge, diagnostics_figure, judged_summary
 from oodkit.stages.generate.methods import GenerationMethod, method_class
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.generate.plans import Plan, check_leakage, plan_samples, read_class_list
@@ -416,8 +417,10 @@ def generate(
     state = PartialState(cpu=device == "cpu")
     say = Console(quiet=o.quiet or not state.is_main_process).print
 
+    judge = check_judge(o.judge, src.num_classes) if o.judge else None
+
     # 2. the recipe and fingerprinted inputs (the model's content included)
-    inputs = [*src.inputs, model_input(model, spec)]
+    inputs = [*src.inputs, model_input(model, spec)] + ([judge.as_input()] if judge else [])
     params = {
         **recipe(o),
         "dtype": dtype_name,
@@ -439,7 +442,7 @@ def generate(
 
     # 3. the model, then the shards
     dev = state.device if device.startswith("cuda") else torch.device("cpu")
-    revision = inputs[-1]["fingerprint"] if spec.source == "hub" else None
+    revision = inputs[len(src.inputs)]["fingerprint"] if spec.source == "hub" else None
     denoiser = load_denoiser(model, dev, dtype, revision=revision, spec=spec)
     if o.compile:
         denoiser.compile()
@@ -470,19 +473,33 @@ def generate(
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    return _finalize(writer, runner.masks, src.train, o, len(plans), made, seconds)
+    return _finalize(writer, runner.masks, src.train, o, len(plans), made, seconds, judge)
 
 
-def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds) -> Artifact:
-    """Merge the shards; preview grid, SONA masks and quality figures into the artifact."""
+def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds, judge) -> Artifact:
+    """Merge the shards; preview grid, SONA masks, diagnostics (nuisance preservation per
+    start step, and semantic shift under ``--judge``) and their figure into the artifact."""
     import datasets
 
     from oodkit.stages.generate.report import preview_grid, quality_summary, save_mask_figure
+
+    diagnostics: dict[str, Any] = {}
+
+    def summarize(ds) -> dict[str, Any]:
+        summary = quality_summary(ds, o.steps)
+        if judge is not None:
+            shift = judged_summary(ds, judge.path, o.steps)
+            for name, row in shift.pop("by_start_step").items():
+                summary["by_start_step"][name].update(row)
+            summary.update(shift, judge=judge.as_input()["path"])
+        diagnostics.update(summary)
+        return summary
 
     def write_files(folder: Path) -> None:
         preview_grid(folder / "preview.png", datasets.load_from_disk(str(folder / "data")), train)
         if masks:
             save_mask_figure(folder / "masks.png", masks)
+        diagnostics_figure(folder / "diagnostics.png", diagnostics)
 
     return writer.finalize(
         summary={
@@ -490,6 +507,6 @@ def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds) ->
             "seconds_this_run": round(seconds, 2),
             "images_per_s_this_run": round(made / seconds, 3) if made and seconds else None,
         },
-        summarize=lambda ds: quality_summary(ds, o.steps),
+        summarize=summarize,
         write_files=write_files,
     )

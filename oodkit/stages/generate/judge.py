@@ -1,0 +1,158 @@
+"""Outlier diagnostics: how far each start-step bucket moved from its source.
+
+Two axes, as in the papers' analyses: *nuisance preservation* (SSIM / PSNR of the outlier to
+its source, computed at generation) and *semantic shift*, judged by an ID classifier (a
+detector artifact passed with ``--judge``): the share of outliers it no longer assigns to the
+source's class, and the share it assigns to the class the outlier was guided toward.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from oodkit.errors import OodkitError
+
+if TYPE_CHECKING:
+    import datasets
+
+
+def buckets(start: np.ndarray, steps: int, n: int = 5) -> Iterator[tuple[str, np.ndarray]]:
+    """``("lo-hi", mask)`` for ``n`` equal ranges of start steps 1..steps that hold rows."""
+    width = max(1, math.ceil(steps / n))
+    for lo in range(1, steps + 1, width):
+        hi = min(steps, lo + width - 1)
+        sel = (start >= lo) & (start <= hi)
+        if sel.any():
+            yield f"{lo}-{hi}", sel
+
+
+def targets(conditions: Sequence[str | None], class_names: Sequence[str] | None) -> np.ndarray:
+    """The judge's class index of each guided-toward condition (−1 when it has none): a class
+    index as a string, or one of the judge's class names."""
+    names = {n.lower(): i for i, n in enumerate(class_names or [])}
+    out = np.full(len(conditions), -1, dtype=np.int64)
+    for i, c in enumerate(conditions):
+        if c is None:
+            continue
+        text = str(c).strip()
+        if text.lstrip("-").isdigit():
+            out[i] = int(text)
+        elif text.lower() in names:
+            out[i] = names[text.lower()]
+    return out
+
+
+def _share(hit: np.ndarray, valid: np.ndarray) -> float | None:
+    return float(hit[valid].mean()) if valid.any() else None
+
+
+def semantic_summary(
+    start: np.ndarray,
+    source_label: np.ndarray,
+    target: np.ndarray,
+    pred: np.ndarray,
+    steps: int,
+) -> dict[str, Any]:
+    """Overall and per start-step bucket: ``left_source`` = P(pred ≠ source class) over
+    outliers with a known source class, ``reached_target`` = P(pred = target) over outliers
+    with a target the judge knows."""
+    known, aimed = source_label >= 0, target >= 0
+    left, reached = pred != source_label, pred == target
+    per = {
+        name: {
+            "left_source": _share(left[sel], known[sel]),
+            "reached_target": _share(reached[sel], aimed[sel]),
+        }
+        for name, sel in buckets(start, steps)
+    }
+    return {
+        "left_source": _share(left, known),
+        "reached_target": _share(reached, aimed),
+        "by_start_step": per,
+    }
+
+
+def judge_predictions(judge: Path, images: Sequence[Any], batch_size: int = 256) -> np.ndarray:
+    """The judge detector's class for each PIL image (its eval transform, on the CPU)."""
+    import torch
+
+    from oodkit.data.images import eval_transform
+    from oodkit.models.detector import load_detector
+
+    model = load_detector(judge, "cpu")
+    transform = eval_transform(model.config)
+    mode = "L" if model.config.in_chans == 1 else "RGB"
+    preds = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            batch = torch.stack([transform(im.convert(mode)) for im in images[i : i + batch_size]])
+            preds.append(model(batch)["logits"].argmax(1))
+    return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
+
+
+def judged_summary(ds: datasets.Dataset, judge: Path, steps: int) -> dict[str, Any]:
+    """``semantic_summary`` of an outliers table under the judge detector."""
+    from oodkit.models.detector import DetectorConfig
+
+    config = DetectorConfig.load(judge)
+    pred = judge_predictions(judge, ds["image"])
+    tgt = targets(ds["condition"], config.class_names)
+    return semantic_summary(
+        np.asarray(ds["t_start"]),
+        np.asarray(ds["source_label"], dtype=np.int64),
+        tgt,
+        pred,
+        steps,
+    )
+
+
+def check_judge(judge: str, num_classes: int | None) -> Any:
+    """The judge detector artifact, refused when its classes are not the ID data's (images
+    are converted to its channel count, so any outliers fit)."""
+    from oodkit.artifacts import load_artifact
+    from oodkit.models.detector import DetectorConfig
+
+    art = load_artifact(judge, kind="detector")
+    config = DetectorConfig.load(art.path)
+    if num_classes is not None and config.num_classes != num_classes:
+        raise OodkitError(
+            f"--judge {judge} has {config.num_classes} classes but the ID data has {num_classes}"
+        )
+    return art
+
+
+def diagnostics_figure(path: Path, summary: dict[str, Any]) -> None:
+    """Per start-step bucket: SSIM to the source next to the semantic-shift shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per = summary.get("by_start_step", {})
+    if not per:
+        return
+    names = list(per)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 3, 3.2))
+    series = {
+        "SSIM to source (nuisance kept)": "ssim",
+        "left the source class": "left_source",
+        "reached the target class": "reached_target",
+    }
+    for label, key in series.items():
+        ys = [per[n].get(key) for n in names]
+        if any(y is not None for y in ys):
+            ax.plot(x, [np.nan if y is None else y for y in ys], marker="o", label=label)
+    ax.set_xticks(x, names)
+    ax.set_xlabel("start step (DDIM steps run)")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
