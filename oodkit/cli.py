@@ -43,6 +43,7 @@ from oodkit.stages.pseudo_label.options import PseudoLabelOptions
 from oodkit.stages.score.options import ScoreOptions
 from oodkit.stages.train_detector.options import TrainOptions
 from oodkit.stages.train_diffusion.options import DiffusionOptions
+from oodkit.sweep import SweepOptions
 
 PIPELINE = (
     "pseudo-label",
@@ -52,6 +53,7 @@ PIPELINE = (
     "generate",
     "score",
     "eval",
+    "sweep",
     "info",
     "verify",
     "push",
@@ -249,7 +251,7 @@ def _with_config(
 ) -> None:
     """Fill ``values`` from the config file wherever the command line gave nothing."""
     raw = read_config(config, section)
-    for field, value in config_options(options_cls, raw, str(config)).items():
+    for field, value in config_options(options_cls, raw, f"--config {config}").items():
         source = ctx.get_parameter_source(field)
         if source is None or source.name not in ("COMMANDLINE", "ENVIRONMENT"):
             values[field] = value
@@ -551,6 +553,41 @@ def demo_cmd(o: DemoOptions, out: Path, unsupervised: bool) -> None:
         console.print(table)
     console.print(report.summary_table(blocks))
     console.print(f"artifacts in {Path(out)}; metrics in {art.path}")
+
+
+@stage_command(
+    app,
+    "sweep",
+    SweepOptions,
+    [
+        _fixed("id_ref", IdOpt),
+        _fixed(
+            "model",
+            Annotated[
+                str, typer.Option("--model", help="Diffusion model for the generate section.")
+            ],
+        ),
+        _fixed(
+            "grid",
+            Annotated[
+                Path,
+                typer.Option("--grid", help="YAML / JSON grid: generate, train detector, score."),
+            ],
+        ),
+        _fixed("out", OutOpt),
+    ],
+)
+def sweep_cmd(o: SweepOptions, id_ref: str, model: str, grid: Path, out: Path) -> None:
+    """Choose a generation + detector recipe on validation sets only; write recipe.yaml."""
+    from oodkit.sweep import sweep
+
+    doc = sweep(id_ref, model, grid, out, o)
+    best = doc["cells"][doc["chosen"]]
+    _console(o.quiet).print(
+        f"{len(doc['cells'])} cells on validation sets; chosen: cell {best['cell']} "
+        f"(val AUROC {o.select} {100 * best['score']:.2f}); recipe in {Path(out) / 'recipe.yaml'}, "
+        f"table in {Path(out) / 'results.md'}"
+    )
 
 
 def redact(argv: list[str]) -> list[str]:

@@ -176,7 +176,7 @@ def _key(name: str) -> str:
     return name.strip().lstrip("-").replace("-", "_").replace(" ", "_")
 
 
-def read_config(path: str | Path, command: str) -> dict[str, Any]:
+def read_config(path: str | Path, command: str, flag: str = "--config") -> dict[str, Any]:
     """The mapping a config file holds for ``command`` (``train detector``, ``generate``, …).
 
     A file is either one stage's options (``{batch_size: 64, ...}``) or sections named after
@@ -185,7 +185,7 @@ def read_config(path: str | Path, command: str) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise OodkitError(f"--config {path} does not exist")
+        raise OodkitError(f"{flag} {path} does not exist")
     try:
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -195,11 +195,11 @@ def read_config(path: str | Path, command: str) -> dict[str, Any]:
             data = json.loads(path.read_text())
     except Exception as exc:  # noqa: BLE001 - yaml and json raise different types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OodkitError(f"--config {path}: cannot parse: {first}") from None
+        raise OodkitError(f"{flag} {path}: cannot parse: {first}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise OodkitError(f"--config {path}: a config file holds one mapping")
+        raise OodkitError(f"{flag} {path}: a config file holds one mapping")
     sections = {_key(k): v for k, v in data.items() if isinstance(v, dict)}
     if sections and len(sections) == len(data):
         section = sections.get(_key(command), {})
@@ -217,11 +217,12 @@ def _plain(hint: Any) -> tuple[Any, bool]:
 
 
 def _coerce(f: dataclasses.Field, hint: Any, value: Any, where: str) -> Any:
+    """``value`` as the field's type; ``where`` names the file (``--config FILE``)."""
     base, optional = _plain(hint)
     flag = flags_of(f)[0]
 
     def bad(what: str) -> OodkitError:
-        return OodkitError(f"--config {where}: {flag} must be {what}, got {value!r}")
+        return OodkitError(f"{where}: {flag} must be {what}, got {value!r}")
 
     if value is None:
         if optional or f.default is None:
@@ -256,7 +257,8 @@ def _coerce(f: dataclasses.Field, hint: Any, value: Any, where: str) -> Any:
 
 
 def config_options(options_cls: type, raw: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """Validated ``{field: value}`` from a config mapping (keys: field names or flags)."""
+    """Validated ``{field: value}`` from a config mapping (keys: field names or flags);
+    ``where`` names the file in messages (``--config FILE``)."""
     fields = {f.name: f for f in cli_fields(options_cls)}
     by_flag = {_key(flag): f.name for f in fields.values() for flag in flags_of(f)}
     hints = typing.get_type_hints(options_cls)
@@ -264,7 +266,7 @@ def config_options(options_cls: type, raw: Mapping[str, Any], where: str) -> dic
     for key, value in raw.items():
         name = by_flag.get(_key(str(key)), _key(str(key)))
         if name not in fields:
-            raise OodkitError(f"--config {where}: unknown option {key!r}")
+            raise OodkitError(f"{where}: unknown option {key!r}")
         out[name] = _coerce(fields[name], hints[name], value, where)
     return out
 

@@ -190,6 +190,15 @@ def env(tmp_path_factory, ce_detector, class_model, tiny_sd) -> dict[str, Path]:
         {"method": "energy"},
         dataset=datasets.Dataset.from_dict(other, features=_scores_table("").features),
     )
+    grids = {
+        "grid": {"train detector": {"epochs": 1}},
+        "grid-type": {"train detector": {"epochs": ["one", 2]}},
+        "grid-empty-axis": {"train detector": {"beta": []}},
+        "grid-unknown": {"generate": {"nope": 1}, "train detector": {"epochs": 1}},
+        "grid-no-detector": {"generate": {"method": "sd"}},
+    }
+    for name, spec in grids.items():
+        (root / f"{name}.json").write_text(json.dumps(spec))
     partial_det = root / "det-without-weights"
     write_artifact(partial_det, "detector", {"arch": "resnet18"})
     manifest = json.loads((ce_detector / MANIFEST_NAME).read_text())
@@ -242,6 +251,7 @@ SCORE = "score --detector {det} --benchmark digits --method energy --quiet --out
 DG = "score --detector {det} --benchmark digits --method diffguard --model {model} --quiet"
 DG += " --out {out}"
 EVAL = "eval --no-plots --quiet --out {out}"
+SWEEP = "sweep --id digits --model {model} --quiet --out {out}"
 
 CASES = [
     # --- the command line itself ------------------------------------------------------------
@@ -451,6 +461,15 @@ CASES = [
     Case("dg-cutouts-0", f"{DG} --cutouts 0", "--cutouts must be positive"),
     Case("dg-batch-0", f"{DG} --diffusion-batch 0", "--diffusion-batch must be positive"),
     Case("dg-stop", f"{DG} --stop deep", "--stop must be aes or a fraction"),
+    # --- sweep ------------------------------------------------------------------------------
+    Case("sweep-grid-missing", f"{SWEEP} --grid {{root}}/nope.yaml", "--grid"),
+    Case("sweep-grid-type", f"{SWEEP} --grid {{root}}/grid-type.json", "must be an integer"),
+    Case("sweep-grid-empty", f"{SWEEP} --grid {{root}}/grid-empty-axis.json", "empty list"),
+    Case("sweep-grid-unknown", f"{SWEEP} --grid {{root}}/grid-unknown.json", "unknown option"),
+    Case("sweep-grid-sections", f"{SWEEP} --grid {{root}}/grid-no-detector.json", "section"),
+    Case("sweep-no-validation", f"{SWEEP} --grid {{root}}/grid.json --id {{rgb}}", "no validation"),
+    Case("sweep-select", f"{SWEEP} --grid {{root}}/grid.json --select best", "--select must be"),
+    Case("sweep-seeds-0", f"{SWEEP} --grid {{root}}/grid.json --seeds 0", "must be positive"),
     # --- push / verify / demo ---------------------------------------------------------------
     Case("push-repo-id", "push {scores} --repo-id no-owner", "OWNER/NAME"),
     Case("push-offline", "push {scores} --repo-id me/scores", "HF_HUB_OFFLINE is set"),
@@ -515,7 +534,7 @@ def test_the_catalogue_is_large_and_covers_every_stage() -> None:
     assert len(CASES) >= 90
     commands = {shlex.split(c.args)[0] for c in CASES}
     assert {"train", "pseudo-label", "generate", "score", "eval", "info", "push"} <= commands
-    assert {"verify", "demo"} <= commands
+    assert {"verify", "demo", "sweep"} <= commands
 
 
 CONSOLE_CASES = [

@@ -23,6 +23,7 @@ from oodkit.stages.pseudo_label.options import PseudoLabelOptions
 from oodkit.stages.score.options import ScoreOptions
 from oodkit.stages.train_detector.options import TrainOptions
 from oodkit.stages.train_diffusion.options import DiffusionOptions
+from oodkit.sweep import SweepOptions
 
 COMMANDS = {
     ("train", "detector"): TrainOptions,
@@ -32,6 +33,7 @@ COMMANDS = {
     ("score",): ScoreOptions,
     ("eval",): EvalOptions,
     ("demo",): DemoOptions,
+    ("sweep",): SweepOptions,
 }
 
 
@@ -113,6 +115,7 @@ LIBRARY = {
     ("score",): ("oodkit.stages.score.run", "score"),
     ("eval",): ("oodkit.stages.evaluate.run", "evaluate"),
     ("demo",): ("oodkit.demo", "run_demo"),
+    ("sweep",): ("oodkit.sweep", "sweep"),
 }
 FIXED = {
     ("train", "detector"): ["--id", "digits", "--out", "o"],
@@ -122,6 +125,7 @@ FIXED = {
     ("score",): ["--detector", "d", "-b", "digits", "--method", "energy", "--out", "o"],
     ("eval",): ["s", "--out", "o"],
     ("demo",): [],
+    ("sweep",): ["--id", "digits", "--model", "m", "--grid", "g.yaml", "--out", "o"],
 }
 
 
@@ -155,6 +159,8 @@ def _capture(monkeypatch, path) -> list:
         seen.append(next(a for a in args if dataclasses.is_dataclass(a)))
         if name in ("evaluate", "run_demo"):
             return SimpleNamespace(path="o"), []
+        if name == "sweep":
+            return {"chosen": 0, "cells": [{"cell": 0, "score": 0.5}]}
         return [] if name == "score" else None
 
     monkeypatch.setattr(importlib.import_module(module), name, fake)

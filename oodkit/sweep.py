@@ -1,0 +1,301 @@
+"""``oodkit sweep``: choose a generation + detector recipe on validation sets only.
+
+A grid file names options per command; a list is an axis (``t_start: [100, 300]``), anything
+else is fixed::
+
+    generate: {method: sd, t_start: [100, 300], w: [2, 4]}
+    train detector: {loss: oe, epochs: 10, beta: [0.5, 1.0]}
+    score: {method: energy}
+
+Every cell is a normal chain of artifacts (outliers → detector per seed → scores → metrics),
+each in a folder named by a hash of the options that shape it, so cells that share a
+generation share its artifact, and a rerun reuses every finished artifact (interrupted
+trainings resume). Scores are taken on the benchmark's **validation** sets only, through a
+benchmark file that holds the ID val set as its test set and the ``ood_val`` sets as its OOD
+sets; the test sets are never loaded. The best cell by the ``--select`` metric is written as
+``recipe.yaml``, which every stage takes with ``--config``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from oodkit import options as O
+from oodkit.artifacts import atomic_file
+from oodkit.errors import OodkitError
+from oodkit.locks import claim, writes_output
+from oodkit.options import read_config, with_overrides
+
+SECTIONS = ("generate", "train detector", "score")
+SELECT = ("near", "far", "all")
+
+
+@dataclass(kw_only=True)
+class SweepOptions:
+    """What ``sweep`` takes besides the benchmark, model, grid file and output folder."""
+
+    seeds: int = O.option(1, "Detector seeds per cell (their mean is compared).", minimum=1)
+    select: str = O.option("near", "Choose by mean validation AUROC over near, far or all sets.")
+    data_root: str | None = O.data_root_option()
+    quiet: bool = O.quiet_option()
+
+    def check(self) -> None:
+        if self.select not in SELECT:
+            raise OodkitError(f"--select must be one of {', '.join(SELECT)}, got {self.select!r}")
+
+
+def read_grid(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The grid file's sections (``generate``, ``train detector``, ``score``), options checked."""
+    from oodkit.options import config_options
+    from oodkit.stages.generate.options import GenerateOptions
+    from oodkit.stages.score.options import ScoreOptions
+    from oodkit.stages.train_detector.options import TrainOptions
+
+    classes = {"generate": GenerateOptions, "train detector": TrainOptions, "score": ScoreOptions}
+    grid: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS:
+        raw = read_config(path, section, flag="--grid")
+        method = raw.pop("method", None) if section == "score" else None
+        opts: dict[str, Any] = {}
+        for name, value in raw.items():  # every value of an axis must be a valid option value
+            axis = isinstance(value, list) and _key(name) not in _LIST_OPTIONS
+            if axis and not value:
+                raise OodkitError(f"--grid {path}: {section}.{name} is an empty list")
+            checked = [
+                config_options(classes[section], {name: v}, f"--grid {path}")
+                for v in (value if axis else [value])
+            ]
+            field = next(iter(checked[0]))
+            opts[field] = [c[field] for c in checked] if axis else checked[0][field]
+        if method is not None:
+            opts["method"] = str(method)
+        grid[section] = opts
+    if not grid["train detector"]:
+        raise OodkitError(f"--grid {path}: no 'train detector' section")
+    return grid
+
+
+def _key(name: str) -> str:
+    return str(name).strip().lstrip("-").replace("-", "_")
+
+
+_LIST_OPTIONS = {"outliers", "extra_id"}  # options whose value is itself a list
+
+
+def cells(grid: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
+    """Every combination of the axes (list values), in file order."""
+    axes = [
+        (section, name, value)
+        for section, opts in grid.items()
+        for name, value in opts.items()
+        if isinstance(value, list) and name not in _LIST_OPTIONS
+    ]
+    out = []
+    for combo in itertools.product(*(values for _, _, values in axes)):
+        cell = {section: dict(opts) for section, opts in grid.items()}
+        for (section, name, _), value in zip(axes, combo, strict=True):
+            cell[section][name] = value
+        out.append(cell)
+    return out
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def validation_benchmark(ref: str, folder: Path, data_root: str | None) -> Path:
+    """A benchmark file whose test sets are ``ref``'s validation sets (refused without them)."""
+    from oodkit.data.sources import benchmark_names, get_benchmark
+
+    bench = get_benchmark(ref, data_root=data_root)
+    if bench.id_val is None or not bench.ood_val:
+        raise OodkitError(
+            f"benchmark {bench.name!r} has no validation sets (id_val and ood_val): a sweep "
+            "never chooses on test sets; add them to the benchmark file"
+        )
+    builtin = ref.partition("?")[0] in benchmark_names()
+    base = Path(ref).parent
+
+    def where(s) -> str:
+        if builtin:
+            return f"{ref}:{s.name if s is not bench.id_val else 'id_val'}"
+        r = str(s.ref)
+        return r if r.startswith("hub:") or Path(r).is_absolute() else str(base / r)
+
+    spec = {
+        "name": f"{bench.name}-validation",
+        "id_train": f"{ref}" if builtin else where(bench.id_train),
+        "id_test": {"name": "id_val", "group": "id", "data": where(bench.id_val)},
+        "ood": [{"name": s.name, "group": s.group, "data": where(s)} for s in bench.ood_val],
+        "channels": bench.channels,
+    }
+    if bench.image_size is not None:
+        spec["image_size"] = bench.image_size
+    if bench.class_names is not None:
+        spec["class_names"] = list(bench.class_names)
+    path = folder / "validation-benchmark.json"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_file(path, lambda tmp: tmp.write_text(json.dumps(spec, indent=2) + "\n"))
+    return path
+
+
+def _mean_auroc(block: dict[str, Any], select: str) -> float | None:
+    groups = block["groups"]
+    picked = [g for g in (("near", "far") if select == "all" else (select,)) if g in groups]
+    if not picked and select == "near" and "far" in groups:
+        picked = ["far"]  # no near validation set: the far ones decide
+    values = [groups[g]["auroc"] for g in picked]
+    values = [v["mean"] if isinstance(v, dict) else v for v in values]
+    return sum(values) / len(values) if values else None
+
+
+def _run_cell(cell, i, ref, model, val_bench, out: Path, o: SweepOptions) -> dict[str, Any]:
+    """One chain: outliers (shared by hash), a detector per seed, validation scores, metrics."""
+    from oodkit.stages.evaluate.run import evaluate
+    from oodkit.stages.generate.run import GenerateOptions, generate
+    from oodkit.stages.score.run import score
+    from oodkit.stages.train_detector.run import TrainOptions, train_detector
+
+    started = time.perf_counter()
+    common = {"quiet": True, "data_root": o.data_root}
+    outliers = None
+    if cell["generate"]:
+        gen = GenerateOptions(**(cell["generate"] | common))
+        path = out / f"outliers-{_digest(model, cell['generate'])}"
+        outliers = generate(ref, model, path, gen).path
+    score_opts = dict(cell["score"])
+    method = score_opts.pop("method", "energy")
+    paths = []
+    for seed in range(o.seeds):
+        det_opts = cell["train detector"] | {"seed": seed}
+        tag = _digest(model if outliers else None, cell["generate"], det_opts)
+        det = train_detector(
+            ref,
+            out / f"detector-{tag}",
+            TrainOptions(**(det_opts | common)),
+            outliers=[str(outliers)] if outliers else (),
+            resume=True,
+        )
+        arts = score(
+            det.path,
+            str(val_bench),
+            [method],
+            out / f"scores-{tag}-{_digest(score_opts, method)}",
+            outliers=str(outliers) if method == "sd-vote" else None,
+            quiet=True,
+            **score_opts,
+        )
+        paths += [a.path for a in arts]
+    metrics, blocks = evaluate(
+        paths, out / f"metrics-cell{i}-{_digest(cell, o.seeds)}", plots=False
+    )
+    block = blocks[0]
+    return {
+        "cell": i,
+        "options": cell,
+        "metrics": str(metrics.path),
+        "val_auroc": {g: v["auroc"] for g, v in block["groups"].items()},
+        "val_fpr95": {g: v["fpr95"] for g, v in block["groups"].items()},
+        "id_val_accuracy": block.get("id_accuracy"),
+        "score": _mean_auroc(block, o.select),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _write_results(out: Path, rows: list[dict[str, Any]], best: dict[str, Any], o) -> None:
+    import yaml
+
+    doc = {"select": o.select, "seeds": o.seeds, "chosen": best["cell"], "cells": rows}
+    atomic_file(out / "results.json", lambda t: t.write_text(json.dumps(doc, indent=2) + "\n"))
+    axes = sorted(
+        {
+            f"{s}.{k}"
+            for r in rows
+            for s, opts in r["options"].items()
+            for k, v in opts.items()
+            if len({json.dumps(x["options"][s].get(k), sort_keys=True) for x in rows}) > 1
+        }
+    )
+    lines = [
+        f"Sweep on validation sets only; chosen by mean val AUROC ({o.select}), "
+        f"{o.seeds} seed(s) per cell.",
+        "",
+        "| cell | " + " | ".join(axes) + " | val AUROC | seconds |",
+        "|" + "---|" * (len(axes) + 3),
+    ]
+    for r in rows:
+        vals = [str(r["options"][a.split(".")[0]].get(a.split(".", 1)[1])) for a in axes]
+        mark = " **(chosen)**" if r is best else ""
+        score = "-" if r["score"] is None else f"{100 * r['score']:.2f}"
+        lines.append(
+            f"| {r['cell']}{mark} | " + " | ".join(vals) + f" | {score} | {r['seconds']} |"
+        )
+    atomic_file(out / "results.md", lambda t: t.write_text("\n".join(lines) + "\n"))
+    recipe = {s: dict(v) for s, v in best["options"].items() if v}
+    method = recipe.get("score", {}).pop("method", "energy")  # an argument of score, not an option
+    recipe = {s: v for s, v in recipe.items() if v}
+    head = (
+        f"# chosen by oodkit sweep on validation sets (cell {best['cell']}); "
+        f"score with --method {method}\n"
+    )
+    text = head + yaml.safe_dump(recipe, sort_keys=False)
+    atomic_file(out / "recipe.yaml", lambda t: t.write_text(text))
+    _plot(out / "results.png", rows, best)
+
+
+def _plot(path: Path, rows: list[dict[str, Any]], best: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(0.6 * len(rows) + 3, 3))
+    scores = [100 * (r["score"] or 0) for r in rows]
+    colors = ["tab:orange" if r is best else "tab:blue" for r in rows]
+    ax.bar([str(r["cell"]) for r in rows], scores, color=colors)
+    ax.set_xlabel("cell")
+    ax.set_ylabel("validation AUROC (×100)")
+    ax.set_ylim(min(scores + [50]) - 5, 100)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@writes_output
+def sweep(
+    ref: str,
+    model: str,
+    grid_file: str | Path,
+    out: str | Path,
+    options: SweepOptions | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """Run every cell of the grid on ``ref``'s validation sets; return the results document
+    (also in ``out/results.json``, with ``results.md``, ``results.png`` and ``recipe.yaml``)."""
+    o = with_overrides(SweepOptions, options, overrides)
+    o.check()
+    grid = read_grid(grid_file)
+    out = Path(out)
+    from oodkit.data.sources import get_benchmark
+
+    bench = get_benchmark(ref, data_root=o.data_root)  # refused here, before anything is made
+    if bench.id_val is None or not bench.ood_val:
+        raise OodkitError(
+            f"benchmark {bench.name!r} has no validation sets (id_val and ood_val): a sweep "
+            "never chooses on test sets; add them to the benchmark file"
+        )
+    claim(out)
+    val_bench = validation_benchmark(ref, out, o.data_root)
+    rows = [_run_cell(c, i, ref, model, val_bench, out, o) for i, c in enumerate(cells(grid))]
+    scored = [r for r in rows if r["score"] is not None]
+    if not scored:
+        raise OodkitError("no cell has a validation AUROC to compare")
+    best = max(scored, key=lambda r: r["score"])  # first of equals: file order
+    _write_results(out, rows, best, o)
+    return {"select": o.select, "chosen": best["cell"], "cells": rows}
