@@ -226,7 +226,7 @@ def _write_results(out: Path, rows: list[dict[str, Any]], best: dict[str, Any], 
         f"Sweep on validation sets only; chosen by mean val AUROC ({o.select}), "
         f"{o.seeds} seed(s) per cell.",
         "",
-        "| cell | " + " | ".join(axes) + " | val AUROC | seconds |",
+        "| " + " | ".join(["cell", *axes, "val AUROC", "seconds"]) + " |",
         "|" + "---|" * (len(axes) + 3),
     ]
     for r in rows:

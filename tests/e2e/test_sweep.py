@@ -125,3 +125,24 @@ def test_a_benchmark_without_validation_sets_is_refused(class_model, tmp_path: P
     )
     assert result.exit_code == 2 and "has no validation sets (id_val and ood_val)" in result.stderr
     assert not (tmp_path / "s").exists()
+
+
+def test_the_results_table_lists_only_the_axes(tmp_path: Path) -> None:
+    from oodkit.sweep import SweepOptions, _write_results
+
+    rows = [
+        {
+            "cell": i,
+            "options": {"train detector": {"loss": "ce", "beta": b}},
+            "score": s,
+            "seconds": 1,
+        }
+        for i, (b, s) in enumerate([(0.5, 0.9), (1.0, 0.95)])
+    ]
+    _write_results(tmp_path, rows, rows[1], SweepOptions())
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    assert lines[2] == "| cell | train detector.beta | val AUROC | seconds |"
+    assert lines[5] == "| 1 **(chosen)** | 1.0 | 95.00 | 1 |"
+    single = [dict(rows[0], options={"train detector": {"loss": "ce"}})]
+    _write_results(tmp_path, single, single[0], SweepOptions())
+    assert (tmp_path / "results.md").read_text().splitlines()[2] == "| cell | val AUROC | seconds |"
