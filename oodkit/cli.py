@@ -613,7 +613,18 @@ def main() -> None:
     if "--debug" in argv:
         argv = ["--debug", *[a for a in argv if a != "--debug"]]
     set_command(" ".join(shlex.quote(a) for a in ["oodkit", *redact(argv)]))
-    app(args=argv, prog_name="oodkit")
+    try:
+        app(args=argv, prog_name="oodkit")
+    finally:
+        _end_process_group()
+
+
+def _end_process_group() -> None:
+    """Shut a distributed run's process group down before exiting (a rank that exits with
+    its communication threads alive can abort with "terminate called ...")."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
