@@ -14,9 +14,11 @@ same run write their shards under the main process's lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
+import warnings
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from datetime import datetime, timezone
@@ -144,5 +146,13 @@ def claim(out: str | Path, command: str | None = None) -> None:
             "wait for it to finish or stop it"
         ) from None
     except OSError as exc:
+        if exc.errno == errno.ENOSYS:  # a filesystem without flock (Lustre noflock, some FUSE)
+            warnings.warn(
+                f"{path.parent} does not support file locks: {out} is not protected from a "
+                "second writer",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            return
         raise OodkitError(f"cannot write {out}: {exc.strerror}") from None
     held[path] = lock

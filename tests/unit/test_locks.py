@@ -89,3 +89,17 @@ def test_a_refused_stage_removes_the_folders_its_claim_made(tmp_path: Path) -> N
 def test_an_unwritable_place_is_one_line() -> None:
     with pytest.raises(OodkitError, match="cannot write /proc/oodkit-x/out: "), output_scope():
         claim("/proc/oodkit-x/out")
+
+
+def test_a_filesystem_without_flock_runs_unprotected_with_a_warning(tmp_path, monkeypatch):
+    import errno
+
+    import filelock
+
+    def no_flock(self, *args, **kwargs):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(filelock.FileLock, "acquire", no_flock)
+    with pytest.warns(RuntimeWarning, match="does not support file locks"), output_scope():
+        claim(tmp_path / "out")
+    assert not lock_path(tmp_path / "out").exists()
