@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from oodkit import __version__
-from oodkit.errors import OodkitError
+from oodkit.errors import OodkitError, first_line
 from oodkit.locks import claim
 
 if TYPE_CHECKING:
@@ -107,9 +107,8 @@ def load_table(folder: Path) -> datasets.Dataset:
     try:
         return datasets.load_from_disk(str(folder))
     except Exception as exc:  # noqa: BLE001 - arrow, json and index errors of a damaged table
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise OodkitError(
-            f"{folder} cannot be read ({type(exc).__name__}{': ' + first if first else ''}); "
+            f"{folder} cannot be read ({first_line(exc, with_type=True)}); "
             "run oodkit verify on the artifact"
         ) from None
 
@@ -173,8 +172,8 @@ def load_artifact(path: str | Path, kind: str | Sequence[str] | None = None) -> 
         raise OodkitError(f"{mpath} is corrupt: {exc}") from None
     if not isinstance(raw, dict):
         raise OodkitError(f"{mpath} is corrupt: not a JSON object")
-    version = raw.get("format_version", FORMAT_VERSION)
-    if isinstance(version, int) and version > FORMAT_VERSION:
+    version = raw.get("format_version", FORMAT_VERSION)  # before the fields: newer ones add some
+    if not isinstance(version, int) or version > FORMAT_VERSION:
         raise OodkitError(
             f"{path} has format_version {version!r}; this oodkit "
             f"({__version__}) reads up to {FORMAT_VERSION}: upgrade oodkit"
@@ -188,11 +187,6 @@ def load_artifact(path: str | Path, kind: str | Sequence[str] | None = None) -> 
     manifest = Manifest(**raw)
     if manifest.kind not in KINDS:
         raise OodkitError(f"{mpath} has unknown kind {manifest.kind!r}")
-    if not isinstance(manifest.format_version, int) or manifest.format_version > FORMAT_VERSION:
-        raise OodkitError(
-            f"{path} has format_version {manifest.format_version!r}; this oodkit "
-            f"({__version__}) reads up to {FORMAT_VERSION}: upgrade oodkit"
-        )
     if want and manifest.kind not in want:
         raise OodkitError(f"{path} is a {manifest.kind} artifact, expected {what}")
     if not isinstance(manifest.files, dict):

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from oodkit import options as O
-from oodkit.errors import OodkitError
 from oodkit.locks import writes_output
 from oodkit.options import with_overrides
 
@@ -47,17 +46,10 @@ class DemoOptions:
     overwrite: bool = O.overwrite_option()
     quiet: bool = O.quiet_option()
 
-    def check(self) -> None:
-        if self.seeds < 1 or self.diffusion_steps < 1 or self.epochs < 1:
-            raise OodkitError("--seeds, --diffusion-steps and --epochs must be at least 1")
-        if self.diffguard_limit is not None and self.diffguard_limit < 1:
-            raise OodkitError(f"--diffguard-limit must be positive, got {self.diffguard_limit}")
-
 
 def _setup(options: DemoOptions | None, overrides: dict[str, Any]):
     """The checked options and what every stage of the demo shares (overwrite, quiet)."""
-    o = with_overrides(DemoOptions, options, overrides)
-    o.check()
+    o = with_overrides(DemoOptions, options, overrides)  # counts checked by their minimum
     return o, {"overwrite": o.overwrite, "quiet": o.quiet}
 
 

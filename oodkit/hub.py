@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from oodkit.errors import OodkitError
+from oodkit.errors import OodkitError, first_line
 
 PREFIX = "hub:"
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
@@ -122,12 +122,6 @@ def check_license(license: str | None) -> str | None:
     return license
 
 
-def first_line(exc: BaseException) -> str:
-    """``Type: first line of the message`` (Hub and HTTP errors span many lines)."""
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
 def client() -> Any:
     """A ``huggingface_hub.HfApi`` (looked up at call time, so tests can stub the class)."""
     import huggingface_hub
@@ -157,7 +151,7 @@ def fetch_artifact(ref: str) -> tuple[Path, str]:
         )
     except Exception as exc:  # noqa: BLE001 - network, auth and cache errors come in many types
         why = " (HF_HUB_OFFLINE is set and it is not in the local cache)" if offline() else ""
-        raise OodkitError(f"cannot fetch {ref}{why}: {first_line(exc)}") from None
+        raise OodkitError(f"cannot fetch {ref}{why}: {first_line(exc, with_type=True)}") from None
     folder = Path(folder)
     commit = folder.name if re.fullmatch(r"[0-9a-f]{40}", folder.name) else revision
     return folder, f"{PREFIX}{repo_id}" + (f"@{commit}" if commit else "")

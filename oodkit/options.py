@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from oodkit.errors import OodkitError
+from oodkit.errors import OodkitError, first_line
 
 ROLES = ("recipe", "input", "run")
 T = TypeVar("T")
@@ -172,8 +172,9 @@ def arch_kwargs_option() -> Any:
 # --- config files: every stage's options from YAML / JSON (``--config FILE``) ----------------
 
 
-def _key(name: str) -> str:
-    return name.strip().lstrip("-").replace("-", "_").replace(" ", "_")
+def option_key(name: str) -> str:
+    """A field name from a flag or field spelling (``--t-start``, ``t-start``, ``t_start``)."""
+    return str(name).strip().lstrip("-").replace("-", "_").replace(" ", "_")
 
 
 def read_config(path: str | Path, command: str, flag: str = "--config") -> dict[str, Any]:
@@ -194,15 +195,14 @@ def read_config(path: str | Path, command: str, flag: str = "--config") -> dict[
         else:
             data = json.loads(path.read_text())
     except Exception as exc:  # noqa: BLE001 - yaml and json raise different types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OodkitError(f"{flag} {path}: cannot parse: {first}") from None
+        raise OodkitError(f"{flag} {path}: cannot parse: {first_line(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise OodkitError(f"{flag} {path}: a config file holds one mapping")
-    sections = {_key(k): v for k, v in data.items() if isinstance(v, dict)}
+    sections = {option_key(k): v for k, v in data.items() if isinstance(v, dict)}
     if sections and len(sections) == len(data):
-        section = sections.get(_key(command), {})
+        section = sections.get(option_key(command), {})
         return dict(section)
     return dict(data)
 
@@ -260,11 +260,11 @@ def config_options(options_cls: type, raw: Mapping[str, Any], where: str) -> dic
     """Validated ``{field: value}`` from a config mapping (keys: field names or flags);
     ``where`` names the file in messages (``--config FILE``)."""
     fields = {f.name: f for f in cli_fields(options_cls)}
-    by_flag = {_key(flag): f.name for f in fields.values() for flag in flags_of(f)}
+    by_flag = {option_key(flag): f.name for f in fields.values() for flag in flags_of(f)}
     hints = typing.get_type_hints(options_cls)
     out: dict[str, Any] = {}
     for key, value in raw.items():
-        name = by_flag.get(_key(str(key)), _key(str(key)))
+        name = by_flag.get(option_key(str(key)), option_key(str(key)))
         if name not in fields:
             raise OodkitError(f"{where}: unknown option {key!r}")
         out[name] = _coerce(fields[name], hints[name], value, where)

@@ -30,7 +30,7 @@ from oodkit import options as O
 from oodkit.artifacts import atomic_file
 from oodkit.errors import OodkitError
 from oodkit.locks import claim, writes_output
-from oodkit.options import read_config, with_overrides
+from oodkit.options import option_key, read_config, with_overrides
 
 SECTIONS = ("generate", "train detector", "score")
 SELECT = ("near", "far", "all")
@@ -64,7 +64,7 @@ def read_grid(path: str | Path) -> dict[str, dict[str, Any]]:
         method = raw.pop("method", None) if section == "score" else None
         opts: dict[str, Any] = {}
         for name, value in raw.items():  # every value of an axis must be a valid option value
-            axis = isinstance(value, list) and _key(name) not in _LIST_OPTIONS
+            axis = isinstance(value, list) and option_key(name) not in _LIST_OPTIONS
             if axis and not value:
                 raise OodkitError(f"--grid {path}: {section}.{name} is an empty list")
             checked = [
@@ -79,10 +79,6 @@ def read_grid(path: str | Path) -> dict[str, dict[str, Any]]:
     if not grid["train detector"]:
         raise OodkitError(f"--grid {path}: no 'train detector' section")
     return grid
-
-
-def _key(name: str) -> str:
-    return str(name).strip().lstrip("-").replace("-", "_")
 
 
 _LIST_OPTIONS = {"outliers", "extra_id"}  # options whose value is itself a list
@@ -109,9 +105,9 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def validation_benchmark(ref: str, folder: Path, data_root: str | None) -> Path:
-    """A benchmark file whose test sets are ``ref``'s validation sets (refused without them)."""
-    from oodkit.data.sources import benchmark_names, get_benchmark
+def benchmark_with_validation(ref: str, data_root: str | None) -> Any:
+    """The benchmark ``ref``, refused when it has no ID and OOD validation sets."""
+    from oodkit.data.sources import get_benchmark
 
     bench = get_benchmark(ref, data_root=data_root)
     if bench.id_val is None or not bench.ood_val:
@@ -119,6 +115,13 @@ def validation_benchmark(ref: str, folder: Path, data_root: str | None) -> Path:
             f"benchmark {bench.name!r} has no validation sets (id_val and ood_val): a sweep "
             "never chooses on test sets; add them to the benchmark file"
         )
+    return bench
+
+
+def validation_benchmark(bench: Any, ref: str, folder: Path) -> Path:
+    """A benchmark file whose test sets are ``bench``'s validation sets (``ref`` names it)."""
+    from oodkit.data.sources import benchmark_names
+
     builtin = ref.partition("?")[0] in benchmark_names()
     base = Path(ref).parent
 
@@ -282,16 +285,9 @@ def sweep(
     o.check()
     grid = read_grid(grid_file)
     out = Path(out)
-    from oodkit.data.sources import get_benchmark
-
-    bench = get_benchmark(ref, data_root=o.data_root)  # refused here, before anything is made
-    if bench.id_val is None or not bench.ood_val:
-        raise OodkitError(
-            f"benchmark {bench.name!r} has no validation sets (id_val and ood_val): a sweep "
-            "never chooses on test sets; add them to the benchmark file"
-        )
+    bench = benchmark_with_validation(ref, o.data_root)  # refused before anything is made
     claim(out)
-    val_bench = validation_benchmark(ref, out, o.data_root)
+    val_bench = validation_benchmark(bench, ref, out)
     rows = [_run_cell(c, i, ref, model, val_bench, out, o) for i, c in enumerate(cells(grid))]
     scored = [r for r in rows if r["score"] is not None]
     if not scored:

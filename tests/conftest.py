@@ -125,6 +125,39 @@ def perceptual_weights(tmp_path_factory) -> Path:
     return root
 
 
+def scores_table(case: str = ""):
+    """A tiny scores table (ID rows i0, i1 in set ``test``, near row o0 in set ``ood``) broken
+    as ``case`` says: nan, inf, no-id, no-ood, empty or missing-column ("" = intact)."""
+    import datasets
+
+    cols = {
+        "sample_id": ["i0", "i1", "o0"],
+        "dataset": ["test", "test", "ood"],
+        "group": ["id", "id", "near"],
+        "id_score": [1.0, 2.0, 0.5],
+    }
+    if case == "nan":
+        cols["id_score"][1] = float("nan")
+    elif case == "inf":
+        cols["id_score"][2] = float("inf")
+    elif case == "no-id":
+        cols["group"] = ["near"] * 3
+    elif case == "no-ood":
+        cols["group"] = ["id"] * 3
+    elif case == "empty":
+        cols = {k: v[:0] for k, v in cols.items()}
+    elif case == "missing-column":
+        del cols["id_score"]
+    features = {k: datasets.Value("float64" if k == "id_score" else "string") for k in cols}
+    return datasets.Dataset.from_dict(cols, features=datasets.Features(features))
+
+
+@pytest.fixture(scope="session")
+def broken_scores():
+    """``scores_table`` for tests (conftest helpers are reached through fixtures)."""
+    return scores_table
+
+
 @pytest.fixture
 def make_scores(tmp_path: Path):
     """Write a scores artifact from {dataset: (group, scores)} plus optional ID preds/labels."""

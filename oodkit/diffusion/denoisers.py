@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from oodkit.errors import OodkitError
+from oodkit.errors import OodkitError, first_line
 from oodkit.hub import PREFIX as HUB_PREFIX
 
 CLASS_MODEL_INFO = "oodkit_model.json"
@@ -341,7 +341,7 @@ def _hub_index(repo: str) -> dict[str, Any]:
             if (constants.HF_HUB_OFFLINE)
             else ""
         )
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise OodkitError(f"cannot read the Hub model {repo}{offline}: {first}") from None
 
 
@@ -401,7 +401,7 @@ def hub_revision(repo: str) -> str:
     try:
         return str(HfApi().model_info(repo).sha)
     except Exception as exc:  # noqa: BLE001 - any Hub failure is one line for the user
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         raise OodkitError(f"cannot resolve the Hub model {repo}: {first}") from None
 
 
@@ -504,7 +504,7 @@ def _load_diffusers(source: str, spec: ModelSpec, device, dtype, revision: str |
     except OSError as exc:
         from huggingface_hub import constants as hub_constants
 
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc)
         offline = (
             " (HF_HUB_OFFLINE is set: the Hub is not reachable)"
             if hub_constants.HF_HUB_OFFLINE

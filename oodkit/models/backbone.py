@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from oodkit.errors import OodkitError
+from oodkit.errors import OodkitError, first_line
 
 
 def create_backbone(
@@ -37,7 +37,7 @@ def create_backbone(
     except TypeError as exc:
         if arch_kwargs and "argument" in str(exc):
             raise OodkitError(
-                f"--arch-kwargs {sorted(arch_kwargs)} do not fit {arch}: {_first_line(exc)}"
+                f"--arch-kwargs {sorted(arch_kwargs)} do not fit {arch}: {first_line(exc)}"
             ) from None
         raise
     except Exception as exc:
@@ -50,11 +50,6 @@ def create_backbone(
     if small_input_stem:
         adapt_small_input_stem(backbone, in_chans)
     return backbone
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def adapt_small_input_stem(backbone: nn.Module, in_chans: int) -> None:
@@ -78,7 +73,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError
             raise OodkitError(
-                f"cannot read weights {path}: not a valid safetensors file ({_first_line(exc)})"
+                f"cannot read weights {path}: not a valid safetensors file ({first_line(exc)})"
             ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -87,7 +82,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         why = (
             f"it is a pickle that needs {found.group(1)}, and oodkit loads only tensors"
             if found
-            else _first_line(exc)
+            else first_line(exc)
         )
         raise OodkitError(
             f"cannot read weights {path} safely: {why} (weights_only=True; "

@@ -14,13 +14,13 @@ import json
 import math
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 from oodkit.artifacts import DATA_DIR, Artifact, load_artifact
-from oodkit.errors import OodkitError
-from oodkit.hub import PREFIX, check_license, check_repo_id, client, first_line, offline
+from oodkit.errors import OodkitError, first_line
+from oodkit.hub import PREFIX, check_license, check_repo_id, client, offline, parse_ref
 from oodkit.schemas import COLUMN_DOCS
 
 MODEL_KINDS = ("detector", "diffusion-model")
@@ -91,7 +91,7 @@ def _provenance(art: Artifact) -> list[str]:
 def _link(path: str) -> str:
     """A Hub reference as a link; a local path as code."""
     if path.startswith(PREFIX):
-        repo, _, rev = path[len(PREFIX) :].partition("@")
+        repo, rev = parse_ref(path)
         url = f"https://huggingface.co/{repo}" + (f"/tree/{rev}" if rev else "")
         return f"[{path}]({url})"
     if "/" in path and not path.startswith((".", "/", "~")) and not Path(path).exists():
@@ -162,7 +162,8 @@ def _datasets_metadata(ds: Any, data: Any) -> None:
 
 @contextmanager
 def _parquet_shards(ds: Any) -> Iterator[list[tuple[str, Path]]]:
-    """The table as ``data/train-XXXXX-of-NNNNN.parquet`` files with images embedded."""
+    """The table as Parquet shards ``data/train-{i:05d}-of-{n:05d}.parquet`` (the layout
+    ``push_to_hub`` writes) with images embedded."""
     from datasets.table import embed_table_storage
 
     n = max(1, math.ceil(ds.data.nbytes / SHARD_BYTES))
@@ -215,7 +216,7 @@ def push_artifact(
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     card = build_card(art, license)
-    with _parquet_shards(art.dataset()) if repo_type == "dataset" else _none() as shards:
+    with _parquet_shards(art.dataset()) if repo_type == "dataset" else nullcontext([]) as shards:
         ops = [CommitOperationAdd(path_in_repo=r, path_or_fileobj=str(f)) for r, f in shards]
         ops += [CommitOperationAdd(path_in_repo=r, path_or_fileobj=str(f)) for r, f in files]
         ops.append(CommitOperationAdd(path_in_repo="README.md", path_or_fileobj=card.encode()))
@@ -233,7 +234,9 @@ def push_artifact(
                 repo_type=repo_type,
             )
         except Exception as exc:  # noqa: BLE001 - network, auth and HTTP errors come in many types
-            raise OodkitError(f"cannot push to {repo_id}: {first_line(exc)}") from None
+            raise OodkitError(
+                f"cannot push to {repo_id}: {first_line(exc, with_type=True)}"
+            ) from None
     prefix = "" if repo_type == "model" else "datasets/"
     return f"https://huggingface.co/{prefix}{repo_id}"
 
@@ -244,8 +247,3 @@ def stale_files(existing: list[str], ops: list[Any]) -> list[str]:
     ``.gitattributes`` stays."""
     new = {op.path_in_repo for op in ops}
     return sorted(f for f in existing if f not in new and f != ".gitattributes")
-
-
-@contextmanager
-def _none() -> Iterator[list[tuple[str, Path]]]:
-    yield []

@@ -46,36 +46,6 @@ class Case:
     env: dict[str, str] | None = None
 
 
-def _scores_table(case: str) -> datasets.Dataset:
-    cols = {
-        "sample_id": ["i0", "i1", "o0"],
-        "dataset": ["test", "test", "ood"],
-        "group": ["id", "id", "near"],
-        "id_score": [1.0, 2.0, 0.5],
-    }
-    if case == "nan":
-        cols["id_score"][1] = float("nan")
-    elif case == "inf":
-        cols["id_score"][2] = float("inf")
-    elif case == "no-id":
-        cols["group"] = ["near"] * 3
-    elif case == "no-ood":
-        cols["group"] = ["id"] * 3
-    elif case == "empty":
-        cols = {k: v[:0] for k, v in cols.items()}
-    return datasets.Dataset.from_dict(
-        cols,
-        features=datasets.Features(
-            {
-                "sample_id": datasets.Value("string"),
-                "dataset": datasets.Value("string"),
-                "group": datasets.Value("string"),
-                "id_score": datasets.Value("float64"),
-            }
-        ),
-    )
-
-
 def _bench(folder: Path, spec: dict | str, name: str = "bench.json") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     text = spec if isinstance(spec, str) else json.dumps(spec)
@@ -93,22 +63,22 @@ def _images(folder: Path, classes: int, mode: str, size: int) -> Path:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory, ce_detector, class_model, tiny_sd) -> dict[str, Path]:
+def env(tmp_path_factory, ce_detector, class_model, tiny_sd, broken_scores) -> dict[str, Path]:
     """Valid and broken inputs shared by every row (the rows must never change them)."""
     from oodkit.testing import build_tiny_ddpm
 
     root = tmp_path_factory.mktemp("catalogue")
     good = write_artifact(
-        root / "scores", "scores", {"method": "energy"}, dataset=_scores_table("")
+        root / "scores", "scores", {"method": "energy"}, dataset=broken_scores("")
     )
     for case in ("nan", "inf", "no-id", "no-ood", "empty"):
         write_artifact(
-            root / f"scores-{case}", "scores", {"method": "x"}, dataset=_scores_table(case)
+            root / f"scores-{case}", "scores", {"method": "x"}, dataset=broken_scores(case)
         )
-    write_artifact(root / "no-shard", "scores", {"method": "x"}, dataset=_scores_table(""))
+    write_artifact(root / "no-shard", "scores", {"method": "x"}, dataset=broken_scores(""))
     for f in (root / "no-shard" / "data").glob("*.arrow"):
         f.unlink()
-    write_artifact(root / "truncated", "scores", {"method": "x"}, dataset=_scores_table(""))
+    write_artifact(root / "truncated", "scores", {"method": "x"}, dataset=broken_scores(""))
     arrow = next((root / "truncated" / "data").glob("*.arrow"))
     arrow.write_bytes(arrow.read_bytes()[:200])
     (root / "not-artifact").mkdir()
@@ -182,13 +152,13 @@ def env(tmp_path_factory, ce_detector, class_model, tiny_sd) -> dict[str, Path]:
     for name, classes, size in (("gray8", 8, 16), ("gray32", 5, 32)):
         _images(root / name / "imgs", classes, "L", size)
         _bench(root / name, {**ok, "image_size": size})
-    other = _scores_table("").to_dict()
+    other = broken_scores("").to_dict()
     other["dataset"] = ["test", "test", "other"]
     write_artifact(
         root / "scores-other-sets",
         "scores",
         {"method": "energy"},
-        dataset=datasets.Dataset.from_dict(other, features=_scores_table("").features),
+        dataset=datasets.Dataset.from_dict(other, features=broken_scores("").features),
     )
     grids = {
         "grid": {"train detector": {"epochs": 1}},

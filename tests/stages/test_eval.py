@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import datasets
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -124,28 +123,6 @@ def test_rerun_is_up_to_date_and_changes_are_refused(make_scores, tmp_path: Path
     assert forced.exit_code == 0 and not (out / "plots").exists()
 
 
-def _bad_scores(tmp_path: Path, case: str) -> Path:
-    cols = {
-        "sample_id": ["i0", "i1", "o0"],
-        "dataset": ["test", "test", "ood"],
-        "group": ["id", "id", "near"],
-        "id_score": [1.0, 2.0, 0.5],
-    }
-    if case == "nan":
-        cols["id_score"][1] = float("nan")
-    elif case == "inf":
-        cols["id_score"][2] = float("inf")
-    elif case == "no-id":
-        cols["group"] = ["near", "near", "near"]
-    elif case == "no-ood":
-        cols["group"] = ["id", "id", "id"]
-    elif case == "missing-column":
-        del cols["id_score"]
-    out = tmp_path / f"scores-{case}"
-    write_artifact(out, "scores", {"method": "x"}, dataset=datasets.Dataset.from_dict(cols))
-    return out
-
-
 @pytest.mark.parametrize(
     ("case", "message"),
     [
@@ -157,9 +134,10 @@ def _bad_scores(tmp_path: Path, case: str) -> Path:
     ],
 )
 def test_bad_scores_exit_2_with_one_line_and_write_nothing(
-    tmp_path: Path, case: str, message: str
+    tmp_path: Path, case: str, message: str, broken_scores
 ) -> None:
-    scores = _bad_scores(tmp_path, case)
+    scores = tmp_path / f"scores-{case}"
+    write_artifact(scores, "scores", {"method": "x"}, dataset=broken_scores(case))
     out = tmp_path / "metrics"
     result = runner.invoke(app, ["eval", str(scores), "--out", str(out)])
     assert result.exit_code == 2

@@ -79,15 +79,6 @@ class GenerateOptions:
             out.t_start = defaults.get("t_start")
         if out.scale is None:
             out.scale = defaults.get("scale")
-        if min(out.per_image, out.batch_size, out.steps, out.shard_size) < 1:
-            raise OodkitError(
-                "--per-image, --batch-size, --shard-size and --steps must be positive"
-            )
-        for name, value in (("--limit", out.limit), ("--size", out.size)):
-            if value is not None and value < 1:
-                raise OodkitError(f"{name} must be positive, got {value}")
-        if out.num_workers is not None and out.num_workers < 0:
-            raise OodkitError(f"--num-workers must be ≥ 0, got {out.num_workers}")
         if not 0 < out.lam <= 1:
             raise OodkitError("--lam must lie in (0, 1]")
         _one_of("--resize", out.resize, O.RESIZE_POLICIES)

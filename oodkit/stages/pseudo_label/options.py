@@ -72,5 +72,3 @@ class PseudoLabelOptions:
                 )
             if not Path(self.weights).is_file():
                 raise OodkitError(f"weights file {self.weights} does not exist")
-        if self.num_heads < 1:
-            raise OodkitError("--num-heads must be at least 1")

@@ -79,17 +79,6 @@ def resolve(o: ScoreOptions) -> Recipe:
         if value not in allowed:
             raise OodkitError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
     steps = STEPS[o.guidance] if o.steps is None else o.steps
-    positive = {
-        "--steps": steps,
-        "--cutouts": o.cutouts,
-        "--diffusion-batch": o.diffusion_batch,
-        "--shard-size": o.shard_size,
-    }
-    for flag, value in positive.items():
-        if value < 1:
-            raise OodkitError(f"{flag} must be positive, got {value}")
-    if o.save_syntheses < 0:
-        raise OodkitError(f"--save-syntheses must be ≥ 0, got {o.save_syntheses}")
     if o.cfg_scale < 0 or o.classifier_scale < 0:
         raise OodkitError("--cfg-scale and --classifier-scale must be ≥ 0")
     if not 0 <= o.cam_cut < 1:

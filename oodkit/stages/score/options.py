@@ -99,7 +99,3 @@ class ScoreOptions:
     def check(self) -> None:
         if self.temperature <= 0:
             raise OodkitError("--temperature must be positive")
-        if self.limit is not None and self.limit < 1:
-            raise OodkitError(f"--limit must be positive, got {self.limit}")
-        if self.k is not None and self.k < 1:
-            raise OodkitError(f"--k must be at least 1, got {self.k}")

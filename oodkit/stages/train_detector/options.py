@@ -64,10 +64,5 @@ class TrainOptions:
         DETECTOR_LOSS.get(self.loss)
         if self.augment not in AUGMENTS:
             raise OodkitError(f"--augment must be one of {', '.join(AUGMENTS)}")
-        for name in ("epochs", "batch_size", "club_steps"):
-            if getattr(self, name) < (0 if name == "club_steps" else 1):
-                raise OodkitError(f"--{name.replace('_', '-')} must be positive")
         if self.lr <= 0:
             raise OodkitError("--lr must be positive")
-        if self.outlier_batch_size is not None and self.outlier_batch_size < 1:
-            raise OodkitError("--outlier-batch-size must be positive")

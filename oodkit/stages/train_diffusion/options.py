@@ -39,7 +39,5 @@ class DiffusionOptions:
             raise OodkitError(f"--preset must be one of {', '.join(PRESETS)}")
         if self.betas not in BETAS:
             raise OodkitError(f"--betas must be one of {', '.join(BETAS)}")
-        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise OodkitError("--steps, --batch-size and --checkpoint-every must be positive")
         if not 0 <= self.p_uncond < 1:
             raise OodkitError("--p-uncond must lie in [0, 1)")
