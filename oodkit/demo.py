@@ -1,26 +1,27 @@
 """``oodkit demo``: every stage that exists, end to end on the bundled ``digits`` benchmark.
 
 1. train the tiny class-conditional diffusion model on the ID classes (0–4);
-2. generate SD outliers (wrong-class guidance) and SONA outliers (masked guidance toward
-   another class) from every ID training image;
-3. train, per seed, a ``ce`` baseline, ``oe`` with the SD outliers, ``sona`` with the SONA
-   outliers and ``sd`` with the SD outliers (small ResNet-18, CIFAR-style stem);
-4. score (energy; sd-vote for the sd detector); DiffGuard with the ``ce`` detector (both
-   guidance paths, alone and combined with energy, on the first ``diffguard_limit`` samples
-   of each test set, next to energy on the same samples); evaluate, and print one table.
+2. run each recipe of ``oodkit/recipes/digits.yaml`` — chosen by ``oodkit sweep`` on digits'
+   validation sets (docs/sweep.md) — per seed: its outliers (generated once, shared by
+   recipes with the same generation options), its detector, its post-hoc score;
+3. DiffGuard with the ``ce`` recipe's detector (both guidance paths, alone and combined with
+   energy, on the first ``diffguard_limit`` samples of each test set, next to energy on the
+   same samples); evaluate, and print one table.
 
-The defaults are sized for about 15 minutes on two CPU cores. ``run_unsupervised_demo`` runs
+The defaults (5 seeds) take about 30 minutes on two CPU cores. ``run_unsupervised_demo`` runs
 the SD-outlier paper's label-free chain instead: SCAN pseudo-labels → diffusion on the
 clusters → SD outliers → ``sd`` detector on the clusters → sd-vote → eval.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from oodkit import options as O
+from oodkit.errors import OodkitError
 from oodkit.locks import writes_output
 from oodkit.options import with_overrides
 
@@ -29,11 +30,18 @@ DEMO_ARCH_KWARGS = {"channels": [16, 32, 64, 128], "stem_width": 16}
 
 @dataclass(kw_only=True)
 class DemoOptions:
-    """The demo's sizes; the defaults take about 15 minutes on two CPU cores."""
+    """The demo's sizes; the defaults take about 30 minutes on two CPU cores."""
 
-    seeds: int = O.option(3, "Detector seeds per method.", minimum=1)
+    seeds: int = O.option(5, "Detector seeds per recipe.", minimum=1)
+    recipes: str | None = O.option(
+        None,
+        "Recipes file (default: the digits recipes oodkit sweep chose on validation sets).",
+        role="input",
+    )
     diffusion_steps: int = O.option(800, "Diffusion training steps.", minimum=1)
-    epochs: int = O.option(15, "Detector training epochs.", minimum=1)
+    epochs: int | None = O.option(
+        None, "Detector training epochs (default: each recipe's).", minimum=1
+    )
     limit: int | None = O.option(None, "ID images used for generation (default: all).", minimum=1)
     diffguard_limit: int | None = O.option(
         100,
@@ -47,6 +55,65 @@ class DemoOptions:
     quiet: bool = O.quiet_option()
 
 
+@dataclass
+class Recipe:
+    """One named recipe: generation options (none: no outliers), detector options, score."""
+
+    name: str
+    score: str
+    generate: dict[str, Any] | None
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+def read_recipes(path: str | Path | None) -> list[Recipe]:
+    """The recipes of a file: ``NAME: {score: METHOD, generate: {...}, train detector: {...}}``
+    (sections as in a sweep's ``recipe.yaml``), every option checked like ``--config``."""
+    import yaml
+
+    from oodkit.methods import SCORE
+    from oodkit.stages.generate.options import GenerateOptions
+    from oodkit.stages.train_detector.options import TrainOptions
+
+    where = f"--recipes {path}" if path else "the bundled digits recipes"
+    if path is None:
+        text = resources.files("oodkit.recipes").joinpath("digits.yaml").read_text()
+    elif not Path(path).is_file():
+        raise OodkitError(f"--recipes {path} does not exist")
+    else:
+        text = Path(path).read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise OodkitError(f"{where}: cannot parse: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict) or not data:
+        raise OodkitError(f"{where}: holds one non-empty mapping of recipe names")
+    recipes = []
+    for name, entry in data.items():
+        sections = {O.option_key(k): v for k, v in entry.items()} if isinstance(entry, dict) else {}
+        unknown = sorted(set(sections) - {"score", "generate", "train_detector"})
+        if not sections or unknown or not isinstance(sections.get("score"), str):
+            raise OodkitError(
+                f"{where}: recipe {name!r} needs score: METHOD and may hold generate and "
+                f"train detector sections" + (f" (unknown: {unknown[0]})" if unknown else "")
+            )
+        ctx = f"{where}, recipe {name!r}"
+        try:
+            needs = SCORE.get(sections["score"]).needs
+        except OodkitError as exc:
+            raise OodkitError(f"{ctx}: {str(exc).replace(SCORE.option, 'score')}") from None
+        gen, train = sections.get("generate"), sections.get("train_detector") or {}
+        if gen is None and "outliers" in needs:
+            raise OodkitError(f"{ctx}: score {sections['score']} needs a generate section")
+        if gen is not None and "method" not in gen:
+            raise OodkitError(f"{ctx}: the generate section needs a method")
+        if gen is not None:
+            gen = O.config_options(GenerateOptions, gen, ctx)
+            GenerateOptions(**gen).resolved()
+        train = O.config_options(TrainOptions, train, ctx)
+        recipes.append(Recipe(str(name), sections["score"], gen, train))
+    return recipes
+
+
 def _setup(options: DemoOptions | None, overrides: dict[str, Any]):
     """The checked options and what every stage of the demo shares (overwrite, quiet)."""
     o = with_overrides(DemoOptions, options, overrides)  # counts checked by their minimum
@@ -54,18 +121,38 @@ def _setup(options: DemoOptions | None, overrides: dict[str, Any]):
 
 
 def _detector_options(o: DemoOptions, loss: str, seed: int):
-    """The demo's detector recipe: small ResNet-18, CIFAR-style stem, SGD lr 0.1, batch 32."""
+    """The unsupervised chain's detector: small ResNet-18, CIFAR-style stem, SGD lr 0.1."""
     from oodkit.stages.train_detector.options import TrainOptions
 
     return TrainOptions(
         loss=loss,
-        epochs=o.epochs,
+        epochs=o.epochs or 15,
         batch_size=32,
         lr=0.1,
         augment="crop",
         arch_kwargs=DEMO_ARCH_KWARGS,
         seed=seed,
     )
+
+
+def _outliers(o: DemoOptions, recipes: list[Recipe], model: Path, out: Path, common) -> dict:
+    """Each recipe's outliers folder (None: no generation); one per distinct generation."""
+    from oodkit.stages.generate.run import GenerateOptions, generate
+
+    made: list[tuple[dict[str, Any], Path]] = []
+    paths: dict[str, Path | None] = {}
+    for r in recipes:
+        if r.generate is None:
+            paths[r.name] = None
+            continue
+        gen = {**r.generate, "limit": o.limit}
+        done = next((p for g, p in made if g == gen), None)
+        if done is None:
+            opts = GenerateOptions(**gen)
+            done = generate("digits", str(model), out / f"outliers-{r.name}", opts, **common).path
+            made.append((gen, done))
+        paths[r.name] = done
+    return paths
 
 
 @writes_output
@@ -76,12 +163,13 @@ def run_demo(
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Run the demo chain into ``out``; returns the metrics artifact and its blocks."""
     from oodkit.stages.evaluate.run import evaluate
-    from oodkit.stages.generate.run import GenerateOptions, generate
     from oodkit.stages.score.run import score
+    from oodkit.stages.train_detector.options import TrainOptions
     from oodkit.stages.train_detector.run import train_detector
     from oodkit.stages.train_diffusion.run import DiffusionOptions, train_diffusion
 
     o, common = _setup(options, overrides)
+    recipes = read_recipes(o.recipes)  # checked before anything is written
     out = Path(out)
     # every training stage resumes, so rerunning the demo continues an interrupted run
     model = train_diffusion(
@@ -91,44 +179,32 @@ def run_demo(
         resume=True,
         **common,
     )
-    outliers = {
-        m: generate(
-            "digits",
-            str(model.path),
-            out / f"outliers-{m}",
-            GenerateOptions(method=m, batch_size=64, limit=o.limit),
-            **common,
-        ).path
-        for m in ("sd", "sona")
-    }
-    recipes = [
-        ("ce", None, "energy"),
-        ("oe", "sd", "energy"),
-        ("sona", "sona", "energy"),
-        ("sd", "sd", "sd-vote"),
-    ]
+    outliers = _outliers(o, recipes, model.path, out, common)
     scores = []
     for seed in range(o.seeds):
-        for loss, source, method in recipes:
-            opts = _detector_options(o, loss, seed)
+        for r in recipes:
+            train = {**r.train, "seed": seed, **({"epochs": o.epochs} if o.epochs else {})}
+            source = outliers[r.name]
             det = train_detector(
                 "digits",
-                out / f"detector-{loss}-seed{seed}",
-                opts,
-                outliers=[str(outliers[source])] if source else (),
+                out / f"detector-{r.name}-seed{seed}",
+                TrainOptions(**train),
+                outliers=[str(source)] if source else (),
                 resume=True,
                 **common,
             )
             arts = score(
                 det.path,
                 "digits",
-                [method],
-                out / f"scores-{loss}-seed{seed}",
-                outliers=str(outliers[source]) if method == "sd-vote" else None,
+                [r.score],
+                out / f"scores-{r.name}-seed{seed}",
+                outliers=str(source) if r.score == "sd-vote" else None,
+                label=r.name,
                 overwrite=o.overwrite,
             )
             scores += [a.path for a in arts]
-        scores += _diffguard_rows(o, out, model.path, out / f"detector-ce-seed{seed}", seed)
+        if any(r.name == "ce" for r in recipes):
+            scores += _diffguard_rows(o, out, model.path, out / f"detector-ce-seed{seed}", seed)
     return evaluate(scores, out / "metrics", overwrite=o.overwrite)
 
 

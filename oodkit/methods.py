@@ -157,7 +157,16 @@ DETECTOR_LOSS.register(
 
 # --- generate: guided partial DDIM from ID images (docs/methods.md §3, §5) -------------------
 _G = "oodkit.stages.generate.methods"
-_SONA_OPTIONS = ("steps", "t_start", "scale", "lam", "momentum_scale", "momentum_beta", "warmup")
+_SONA_OPTIONS = (
+    "steps",
+    "t_start",
+    "scale",
+    "lam",
+    "ood_condition",
+    "momentum_scale",
+    "momentum_beta",
+    "warmup",
+)
 GENERATION.register(
     "sona",
     f"{_G}:Sona",
@@ -177,7 +186,7 @@ GENERATION.register(
     "global",
     f"{_G}:Global",
     "unmasked OOD guidance ε(z) + s·ψ_OOD (ablation)",
-    options=("steps", "t_start", "scale"),
+    options=("steps", "t_start", "scale", "ood_condition"),
     defaults={"steps": 50, "scale": 10.0},
 )
 GENERATION.register(

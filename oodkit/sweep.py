@@ -237,7 +237,7 @@ def _write_results(out: Path, rows: list[dict[str, Any]], best: dict[str, Any], 
         mark = " **(chosen)**" if r is best else ""
         score = "-" if r["score"] is None else f"{100 * r['score']:.2f}"
         lines.append(
-            f"| {r['cell']}{mark} | " + " | ".join(vals) + f" | {score} | {r['seconds']} |"
+            "| " + " | ".join([f"{r['cell']}{mark}", *vals, score, str(r["seconds"])]) + " |"
         )
     atomic_file(out / "results.md", lambda t: t.write_text("\n".join(lines) + "\n"))
     recipe = {s: dict(v) for s, v in best["options"].items() if v}

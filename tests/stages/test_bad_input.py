@@ -167,7 +167,15 @@ def env(tmp_path_factory, ce_detector, class_model, tiny_sd, broken_scores) -> d
         "grid-unknown": {"generate": {"nope": 1}, "train detector": {"epochs": 1}},
         "grid-no-detector": {"generate": {"method": "sd"}},
     }
-    for name, spec in grids.items():
+    recipes = {
+        "recipes-no-score": {"ce": {"train detector": {"epochs": 1}}},
+        "recipes-section": {"ce": {"score": "energy", "scroe": {}}},
+        "recipes-vote": {"sd": {"score": "sd-vote", "train detector": {"loss": "sd"}}},
+        "recipes-option": {"oe": {"score": "energy", "generate": {"method": "sd", "nope": 1}}},
+        "recipes-method": {"oe": {"score": "energy", "generate": {"t_start": 300}}},
+        "recipes-score": {"ce": {"score": "bogus"}},
+    }
+    for name, spec in {**grids, **recipes}.items():
         (root / f"{name}.json").write_text(json.dumps(spec))
     partial_det = root / "det-without-weights"
     write_artifact(partial_det, "detector", {"arch": "resnet18"})
@@ -357,7 +365,14 @@ CASES = [
     Case("gen-t-start", f"{GEN_SD} --t-start 99", "not on the 100-step DDIM grid"),
     Case("gen-dtype", f"{GEN_SD} --dtype fp8", "--dtype must be one of"),
     Case("gen-resize", f"{GEN_SD} --resize stretch", "--resize must be one of"),
+    Case("gen-ood-condition", f"{GEN_SD} --ood-condition bogus", "--ood-condition must be one"),
+    Case("gen-ood-condition-sd", f"{GEN_SD} --ood-condition away", "applies to sona and global"),
     Case("gen-text-model", "generate --method sd --id digits --model {sd} --out {out}", "prompts"),
+    Case(
+        "gen-judge-text-model",
+        "generate --method sona --id digits --model {sd} --judge model --out {out}",
+        "--judge model needs a class-conditional model",
+    ),
     Case("gen-cuda", f"{GEN_SD} --device cuda", "no CUDA device"),
     Case("gen-judge-kind", f"{GEN_SD} --judge {{scores}}", "expected detector"),
     Case("gen-judge-missing", f"{GEN_SD} --judge {{root}}/nope", "no such directory"),
@@ -385,6 +400,7 @@ CASES = [
     ),
     Case("score-bench-unknown", f"{SCORE} -b mnist", "unknown benchmark 'mnist'"),
     Case("score-bench-file-missing", f"{SCORE} -b {{root}}/nope.json", "does not exist"),
+    Case("score-empty-label", f"{SCORE} --label ' '", "--label must not be empty"),
     Case("score-bench-json", f"{SCORE} -b {{bench}}/bad-json.json", "cannot parse"),
     Case("score-bench-list", f"{SCORE} -b {{bench}}/list.json", "holds one mapping"),
     Case("score-bench-yaml-tag", f"{SCORE} -b {{bench}}/tag.yaml", "cannot parse"),
@@ -453,6 +469,17 @@ CASES = [
     Case("demo-seeds-0", "demo --seeds 0 --out {out}", "--seeds must be positive"),
     Case("demo-epochs-0", "demo --epochs 0 --out {out}", "--epochs must be positive"),
     Case("demo-limit-0", "demo --limit 0 --out {out}", "--limit must be positive"),
+    Case("demo-recipes-missing", "demo --recipes {root}/nope.yaml --out {out}", "does not exist"),
+    Case(
+        "demo-no-score", "demo --recipes {root}/recipes-no-score.json --out {out}", "score: METHOD"
+    ),
+    Case(
+        "demo-section", "demo --recipes {root}/recipes-section.json --out {out}", "unknown: scroe"
+    ),
+    Case("demo-vote", "demo --recipes {root}/recipes-vote.json --out {out}", "needs a generate"),
+    Case("demo-option", "demo --recipes {root}/recipes-option.json --out {out}", "unknown option"),
+    Case("demo-method", "demo --recipes {root}/recipes-method.json --out {out}", "needs a method"),
+    Case("demo-score", "demo --recipes {root}/recipes-score.json --out {out}", "score must be one"),
 ]
 
 

@@ -312,6 +312,27 @@ def test_class_conditional_methods(class_model, tmp_path, method, monkeypatch) -
         assert ds["ood_condition"] == [str(c) for c in cond]
 
 
+def test_sona_away_from_the_source_class_needs_no_ood_row(class_model, tmp_path, monkeypatch):
+    calls = _count_unet_calls(monkeypatch)
+    opts = GenerateOptions(
+        method="sona", limit=6, batch_size=6, steps=10, t_start=3, ood_condition="away"
+    )
+    art = generate("digits", str(class_model), tmp_path / "o", opts, quiet=True, device="cpu")
+    ds = art.dataset()
+    assert len(calls) == 3 and all(rows == 12 for rows, _ in calls)  # ∅ and c_ID only
+    assert ds["condition"] == [f"away:{s}" for s in ds["source_label"]]
+    assert ds["ood_condition"] == [None] * 6
+    params = art.manifest.params
+    assert params["ood_condition"] == "away" and params["guidance_convention"].endswith(
+        "(psi_ood = -psi_id)"
+    )
+    drawn = generate(
+        "digits", str(class_model), tmp_path / "c", opts, ood_condition="class", quiet=True,
+        device="cpu",
+    )  # fmt: skip
+    assert drawn.manifest.fingerprint != art.manifest.fingerprint
+
+
 def test_sd_start_is_training_timestep_s_on_diffusers_grid(class_model, tmp_path, monkeypatch):
     """--t-start S noises to timestep S (add_noise) and visits every later grid step to 0."""
     import torch
@@ -485,3 +506,64 @@ def test_a_judge_adds_semantic_shift_to_the_diagnostics(class_model, ce_detector
     wrong = GenerateOptions(method="sd", limit=6, judge=str(class_model))
     with pytest.raises(OodkitError, match="is a diffusion-model artifact, expected detector"):
         generate("digits", str(class_model), tmp_path / "x", wrong, quiet=True, device="cpu")
+
+
+class _PointMassDenoiser:
+    """A class-conditional stub whose ε is exact for data that is one image μ_c per class:
+    ε(x_t, t, c) = (x_t − √ᾱ_t·μ_c) / √(1 − ᾱ_t), so ε − noise = √(ᾱ/(1 − ᾱ))·(x₀ − μ_c)."""
+
+    image_size, channels, class_names = 4, 1, None
+
+    def __init__(self, levels: list[float]) -> None:
+        from diffusers import DDIMScheduler
+
+        self.scheduler_config = DDIMScheduler().config
+        self.alphas = DDIMScheduler().alphas_cumprod.double()
+        self.mu = torch.tensor(levels, dtype=torch.float32) * 2 - 1  # model space
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float() * 2 - 1
+
+    def condition(self, values):
+        return torch.tensor(values)
+
+    def eps(self, x, t, cond):
+        a = self.alphas[t].float().view(-1, 1, 1, 1)
+        mu = self.mu[cond].view(*cond.shape, 1, 1, 1)
+        return (x[None] - a.sqrt() * mu) / (1 - a).sqrt()
+
+
+def test_the_models_posterior_judge_is_the_hand_computed_denoising_error() -> None:
+    from diffusers import DDIMScheduler
+
+    from oodkit.diffusion.posterior import denoising_errors, judge_timesteps
+    from oodkit.seeding import sample_generators
+    from oodkit.stages.generate.judge import model_predictions
+
+    stub = _PointMassDenoiser([0.1, 0.5, 0.9])
+    assert judge_timesteps(1000, 4) == [125, 375, 625, 875]
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    ts = judge_timesteps(1000, 4)
+    errors = denoising_errors(stub, x, [0, 1, 2], ts, sample_generators(0, list("abcde")))
+    a = DDIMScheduler().alphas_cumprod.double()[ts]
+    weight = float((a / (1 - a)).mean())  # the noise cancels: error = mean_t ᾱ/(1−ᾱ)·(x₀−μ)²
+    x0 = x * 2 - 1
+    want = torch.stack([((x0 - m) ** 2).mean(dim=(1, 2, 3)) for m in stub.mu], 1) * weight
+    assert torch.allclose(errors, want, rtol=1e-4, atol=1e-6)
+    # nearest class level; the candidate classes may be a subset, reported by their ids
+    levels = [0.05, 0.45, 0.62, 0.95]
+    images = [Image.fromarray(np.full((4, 4), round(v * 255), np.uint8)) for v in levels]
+    keys = [str(i) for i in range(4)]
+    opts = {"seed": 0, "policy": "crop", "batch_size": 3}
+    assert model_predictions(stub, images, keys, [0, 1, 2], **opts).tolist() == [0, 1, 1, 2]
+    assert model_predictions(stub, images, keys, [0, 2], **opts).tolist() == [0, 0, 2, 2]
+
+
+def test_the_model_judges_its_own_outliers(class_model, tmp_path) -> None:
+    opts = GenerateOptions(method="sd", limit=6, batch_size=4, judge="model")
+    art = generate("digits", str(class_model), tmp_path / "sd", opts, quiet=True, device="cpu")
+    s = art.manifest.summary
+    assert s["judge"].startswith("model") and 0 <= s["left_source"] <= 1
+    assert 0 <= s["reached_target"] <= s["left_source"]  # reaching c_r means leaving the source
+    assert not any(i["kind"] == "detector" for i in art.manifest.inputs)
+    assert (art.path / "diagnostics.png").is_file()

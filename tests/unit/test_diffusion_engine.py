@@ -83,6 +83,46 @@ def test_sona_guidance_momentum_and_warmup() -> None:
     assert torch.allclose(mom.velocity, 0.6 * 0.4 * delta + 0.4 * g)
 
 
+@pytest.mark.parametrize("condition", ["class", "away", "none"])
+@pytest.mark.parametrize("method", ["sona", "global"])
+def test_ood_conditions_give_the_hand_computed_guidance(method: str, condition: str) -> None:
+    """away: ψ_OOD = −ψ_ID, so SONA's Δ = −2·M_S(ψ_ID)⊙ψ_ID + M_N(ψ_ID)⊙ψ_ID (λ ≤ 0.5);
+    none: ψ_OOD = 0, Δ = −M_S⊙ψ_ID + M_N⊙ψ_ID; class: the drawn condition's own row."""
+    from types import SimpleNamespace
+
+    from oodkit.stages.generate.methods import method_class
+
+    opts = SimpleNamespace(
+        scale=4.0, lam=0.25, momentum_scale=0.0, momentum_beta=0.6, warmup=0,
+        ood_condition=condition,
+    )  # fmt: skip
+    m = method_class(method)(opts)
+    u, e_id, e_ood = (
+        _rand(2, 1, 4, 4, seed=8),
+        _rand(2, 1, 4, 4, seed=9),
+        _rand(2, 1, 4, 4, seed=10),
+    )
+    ms, mn, _ = _masks_by_loops(e_id - u, 0.25)
+    psi = e_id - u
+    if method == "sona":
+        rows = {"class": ("id", "ood"), "away": ("id",), "none": ("id",)}[condition]
+        e = torch.stack([u, e_id, e_ood] if condition == "class" else [u, e_id])
+        ms_ood, _, _ = _masks_by_loops(e_ood - u, 0.25)
+        delta = {
+            "class": -ms * psi + mn * psi + ms_ood * (1 - mn) * (e_ood - u),
+            "away": -2 * ms * psi + mn * psi,
+            "none": -ms * psi + mn * psi,
+        }[condition]
+        want = u + 4.0 * delta
+    else:
+        rows = {"class": ("ood",), "away": ("id",), "none": ("id",)}[condition]
+        e = torch.stack([u, e_ood] if condition == "class" else [u, e_id])
+        want = {"class": u + 4 * (e_ood - u), "away": u - 4 * psi, "none": u}[condition]
+    assert m.rows == rows and m.uses_ood == (condition == "class")
+    got = m.make_guide(u)(u, torch.zeros(2), e, torch.zeros(2, dtype=torch.long), torch.arange(2))
+    assert torch.allclose(got, want, atol=1e-6)
+
+
 def _sd_like_scheduler() -> DDIMScheduler:
     return DDIMScheduler(
         beta_start=0.00085,

@@ -1,9 +1,11 @@
 """Outlier diagnostics: how far each start-step bucket moved from its source.
 
 Two axes, as in the papers' analyses: *nuisance preservation* (SSIM / PSNR of the outlier to
-its source, computed at generation) and *semantic shift*, judged by an ID classifier (a
-detector artifact passed with ``--judge``): the share of outliers it no longer assigns to the
-source's class, and the share it assigns to the class the outlier was guided toward.
+its source, computed at generation) and *semantic shift*, judged by an ID classifier — a
+detector artifact (``--judge DIR``) or the class-conditional diffusion model itself
+(``--judge model``: the class with the smallest denoising error, ``oodkit.diffusion.posterior``)
+— as the share of outliers it no longer assigns to the source's class, and the share it
+assigns to the class the outlier was guided toward.
 """
 
 from __future__ import annotations
@@ -77,6 +79,42 @@ def semantic_summary(
     }
 
 
+MODEL = "model"  # --judge model: the generating model's own posterior (a folder: ./model)
+MODEL_TIMESTEPS = 10  # timesteps averaged per class (Li et al. use far more; diagnostics only)
+
+
+def model_predictions(
+    denoiser: Any,
+    images: Sequence[Any],
+    keys: Sequence[str],
+    classes: Sequence[int],
+    *,
+    seed: int,
+    policy: str,
+    batch_size: int,
+) -> np.ndarray:
+    """The diffusion model's class (smallest denoising error among ``classes``) of each PIL
+    image, fitted to its square like the sources; noise per sample key."""
+    import torch
+
+    from oodkit.data.images import fit_square
+    from oodkit.diffusion.posterior import denoising_errors, judge_timesteps
+    from oodkit.diffusion.sampler import ddim_scheduler
+    from oodkit.seeding import sample_generators
+
+    total = ddim_scheduler(denoiser.scheduler_config).config.num_train_timesteps
+    timesteps = judge_timesteps(total, MODEL_TIMESTEPS)
+    picks = []
+    for i in range(0, len(images), batch_size):
+        x, _ = fit_square(
+            list(images[i : i + batch_size]), denoiser.image_size, denoiser.channels, policy
+        )
+        gens = sample_generators(seed, [f"{k}#judge" for k in keys[i : i + batch_size]])
+        picks.append(denoising_errors(denoiser, x, classes, timesteps, gens).argmin(1).cpu())
+    index = torch.cat(picks).numpy() if picks else np.zeros(0, dtype=np.int64)
+    return np.asarray(classes, dtype=np.int64)[index]
+
+
 def judge_predictions(judge: Path, images: Sequence[Any], batch_size: int = 256) -> np.ndarray:
     """The judge detector's class for each PIL image (its eval transform, on the CPU)."""
     import torch
@@ -95,13 +133,11 @@ def judge_predictions(judge: Path, images: Sequence[Any], batch_size: int = 256)
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 
-def judged_summary(ds: datasets.Dataset, judge: Path, steps: int) -> dict[str, Any]:
-    """``semantic_summary`` of an outliers table under the judge detector."""
-    from oodkit.models.detector import DetectorConfig
-
-    config = DetectorConfig.load(judge)
-    pred = judge_predictions(judge, ds["image"])
-    tgt = targets(ds["condition"], config.class_names)
+def judged_summary(
+    ds: datasets.Dataset, pred: np.ndarray, class_names: Sequence[str] | None, steps: int
+) -> dict[str, Any]:
+    """``semantic_summary`` of an outliers table under a judge's predictions ``pred``."""
+    tgt = targets(ds["condition"], class_names)
     return semantic_summary(
         np.asarray(ds["t_start"]),
         np.asarray(ds["source_label"], dtype=np.int64),
@@ -111,12 +147,17 @@ def judged_summary(ds: datasets.Dataset, judge: Path, steps: int) -> dict[str, A
     )
 
 
-def check_judge(judge: str, num_classes: int | None) -> Any:
-    """The judge detector artifact, refused when its classes are not the ID data's (images
-    are converted to its channel count, so any outliers fit)."""
+def check_judge(judge: str, num_classes: int | None, model_kind: str) -> Any:
+    """``MODEL`` (refused unless the model is class-conditional), or the judge detector
+    artifact, refused when its classes are not the ID data's (images are converted to its
+    channel count, so any outliers fit)."""
     from oodkit.artifacts import load_artifact
     from oodkit.models.detector import DetectorConfig
 
+    if judge == MODEL and model_kind != "class":
+        raise OodkitError("--judge model needs a class-conditional model; pass a detector")
+    if judge == MODEL:
+        return MODEL
     art = load_artifact(judge, kind="detector")
     config = DetectorConfig.load(art.path)
     if num_classes is not None and config.num_classes != num_classes:

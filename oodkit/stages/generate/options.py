@@ -9,6 +9,8 @@ from oodkit.devices import DTYPES
 from oodkit.errors import OodkitError
 from oodkit.methods import GENERATION
 
+OOD_CONDITIONS = ("class", "away", "none")  # SONA / global c_OOD (generate/methods.py)
+
 
 @dataclass(kw_only=True)
 class GenerateOptions:
@@ -30,10 +32,16 @@ class GenerateOptions:
     momentum_scale: float = O.option(0.0, "SONA momentum (official: 0.3).")
     momentum_beta: float = O.option(0.6, "SONA momentum β.")
     warmup: int = O.option(0, "Unguided steps at each sample's start.", minimum=0)
+    ood_condition: str = O.option(
+        "class",
+        "SONA / global c_OOD: class (drawn: another ID class, or an --ood-classes prompt), "
+        "away (ψ_OOD = −ψ_ID) or none (ψ_OOD = 0).",
+    )
     ood_classes: str | None = O.option(None, "File of OOD class names.", role="input")
     judge: str | None = O.option(
         None,
-        "Detector artifact that judges the outliers' semantic shift (diagnostics).",
+        "Judge of the outliers' semantic shift (diagnostics): a detector artifact, or 'model' "
+        "(the class-conditional model's own posterior).",
         role="input",
     )
     allow_leakage: bool = O.option(False, "Allow OOD names that are ID classes.")
@@ -72,7 +80,8 @@ class GenerateOptions:
 
     def resolved(self) -> GenerateOptions:
         """A copy with the method's registered defaults filled in, checked."""
-        defaults = GENERATION.get(self.method).defaults
+        registered = GENERATION.get(self.method)
+        defaults = registered.defaults
         out = GenerateOptions(**asdict(self))
         out.steps = defaults["steps"] if self.steps is None else self.steps
         if out.t_start is None:
@@ -84,6 +93,9 @@ class GenerateOptions:
         _one_of("--resize", out.resize, O.RESIZE_POLICIES)
         _one_of("--dtype", out.dtype, DTYPES)
         _one_of("--mode", out.mode, ("sdedit", "vae"))
+        _one_of("--ood-condition", out.ood_condition, OOD_CONDITIONS)
+        if out.ood_condition != "class" and "ood_condition" not in registered.options:
+            raise OodkitError(f"--ood-condition applies to sona and global, not {out.method}")
         if out.mode == "vae" and out.method != "reconstruct":
             raise OodkitError("--mode vae is a reconstruct mode: use --method reconstruct")
         return out

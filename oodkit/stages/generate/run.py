@@ -45,7 +45,14 @@ from oodkit.options import recipe, with_overrides
 from oodkit.schemas import OUTLIER_COLUMNS, outlier_features, read_pseudo_labels
 from oodkit.seeding import sample_generators
 from oodkit.similarity import ssim_psnr
-from oodkit.stages.generate.judge import check_judge, diagnostics_figure, judged_summary
+from oodkit.stages.generate.judge import (
+    MODEL,
+    check_judge,
+    diagnostics_figure,
+    judge_predictions,
+    judged_summary,
+    model_predictions,
+)
 from oodkit.stages.generate.methods import GenerationMethod, method_class
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.generate.plans import Plan, check_leakage, plan_samples, read_class_list
@@ -141,10 +148,8 @@ class BatchGenerator:
         for j, r in enumerate(rows.tolist()):
             key = keys[r]
             if key in self.capture and key not in self.masks and int(k[j]) == 0:
-                psi_id, psi_ood = (
-                    (e[1, j : j + 1] - e[0, j : j + 1]),
-                    (e[2, j : j + 1] - e[0, j : j + 1]),
-                )
+                psi_id = e[1, j : j + 1] - e[0, j : j + 1]
+                psi_ood = self.method.ood_eps(e)[j : j + 1] - e[0, j : j + 1]
                 ms, mn = G.sona_masks(psi_id, self.opts.lam)
                 self.masks[key] = {
                     "M_S(ID)": ms[0].mean(0),
@@ -232,6 +237,8 @@ def _check_model(o: GenerateOptions, spec: ModelSpec) -> None:
             "a text-conditional model takes prompts, not class ids: "
             "--method sd and --labels need a class-conditional model"
         )
+    if o.judge == MODEL:
+        check_judge(MODEL, None, spec.kind)
     if o.mode == "vae" and spec.layout not in ("sd", "dit"):
         raise OodkitError("--mode vae needs a latent model with a VAE (Stable Diffusion, DiT)")
 
@@ -392,7 +399,7 @@ def generate(
 
     # 1. options, model configs and data: every check that needs no weights
     o = with_overrides(GenerateOptions, options, overrides).resolved()
-    method = method_class(o.method)
+    method = method_class(o.method)(o)
     device = resolve_device(o.device)
     dtype, dtype_name = resolve_dtype(o.dtype, device)
     spec = describe_model(model)
@@ -417,10 +424,12 @@ def generate(
     state = PartialState(cpu=device == "cpu")
     say = Console(quiet=o.quiet or not state.is_main_process).print
 
-    judge = check_judge(o.judge, src.num_classes) if o.judge else None
+    judge = check_judge(o.judge, src.num_classes, spec.kind) if o.judge else None
 
     # 2. the recipe and fingerprinted inputs (the model's content included)
-    inputs = [*src.inputs, model_input(model, spec)] + ([judge.as_input()] if judge else [])
+    inputs = [*src.inputs, model_input(model, spec)]
+    if judge is not None and judge != MODEL:
+        inputs.append(judge.as_input())
     params = {
         **recipe(o),
         "dtype": dtype_name,
@@ -473,10 +482,36 @@ def generate(
     state.wait_for_everyone()
     if not state.is_main_process:
         return None
-    return _finalize(writer, runner.masks, src.train, o, len(plans), made, seconds, judge)
+    judged = _judgement(judge, runner.denoiser, sorted(set(src.labels.tolist())), o)
+    return _finalize(writer, runner.masks, src.train, o, len(plans), made, seconds, judged)
 
 
-def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds, judge) -> Artifact:
+def _judgement(judge, denoiser, classes: list[int], o: GenerateOptions):
+    """``None``, or (the judge's name, a function from the outliers table to its classes,
+    its class names)."""
+    if judge is None:
+        return None
+    if judge == MODEL:
+
+        def by_model(ds) -> np.ndarray:
+            return model_predictions(
+                denoiser,
+                ds["image"],
+                ds["sample_id"],
+                classes,
+                seed=o.seed,
+                policy=o.resize,
+                batch_size=o.batch_size,
+            )
+
+        return "model (smallest denoising error)", by_model, denoiser.class_names
+    from oodkit.models.detector import DetectorConfig
+
+    names = DetectorConfig.load(judge.path).class_names
+    return judge.as_input()["path"], lambda ds: judge_predictions(judge.path, ds["image"]), names
+
+
+def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds, judged) -> Artifact:
     """Merge the shards; preview grid, SONA masks, diagnostics (nuisance preservation per
     start step, and semantic shift under ``--judge``) and their figure into the artifact."""
     import datasets
@@ -487,11 +522,12 @@ def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds, ju
 
     def summarize(ds) -> dict[str, Any]:
         summary = quality_summary(ds, o.steps)
-        if judge is not None:
-            shift = judged_summary(ds, judge.path, o.steps)
-            for name, row in shift.pop("by_start_step").items():
-                summary["by_start_step"][name].update(row)
-            summary.update(shift, judge=judge.as_input()["path"])
+        if judged is not None:
+            name, predict, class_names = judged
+            shift = judged_summary(ds, predict(ds), class_names, o.steps)
+            for bucket, row in shift.pop("by_start_step").items():
+                summary["by_start_step"][bucket].update(row)
+            summary.update(shift, judge=name)
         diagnostics.update(summary)
         return summary
 

@@ -571,7 +571,7 @@ def score_diffguard(
     inputs += [weights_input(n, o.perceptual_weights) for n in perceptual_needs(r, o)]
     params = {
         "method": "diffguard",
-        "label": detector_label(det) + (f"[first {o.limit}]" if o.limit else ""),
+        "label": detector_label(det, o.label) + (f"[first {o.limit}]" if o.limit else ""),
         "detector": det.ref or str(det.path),
         "benchmark": benchmark,
         "model": str(o.model),

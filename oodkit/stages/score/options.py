@@ -73,6 +73,9 @@ class ScoreOptions:
     limit: int | None = O.option(
         None, "Score only the first N samples of each test set.", minimum=1
     )
+    label: str | None = O.option(
+        None, "Name of these runs in eval tables (default: the detector's loss) before +METHOD."
+    )
     diffusion_batch: int = O.option(16, "diffguard: samples per diffusion batch.", minimum=1)
     dtype: str = O.option("auto", "diffguard model precision: auto, fp32, fp16, bf16.")
     seed: int = O.option(0, "diffguard: seed of cut-outs and oracle labels.")
@@ -97,5 +100,7 @@ class ScoreOptions:
     quiet: bool = O.quiet_option()
 
     def check(self) -> None:
+        if self.label is not None and not self.label.strip():
+            raise OodkitError("--label must not be empty")
         if self.temperature <= 0:
             raise OodkitError("--temperature must be positive")

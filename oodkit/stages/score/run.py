@@ -65,14 +65,14 @@ def first(ds, limit: int | None):
     return ds.select(range(min(limit, len(ds)))) if limit else ds
 
 
-def detector_label(det: Artifact) -> str:
-    """The detector part of a run label (its training loss)."""
-    return str(det.manifest.params.get("loss", "detector"))
+def detector_label(det: Artifact, name: str | None = None) -> str:
+    """The detector part of a run label: ``name`` (``--label``), else its training loss."""
+    return name or str(det.manifest.params.get("loss", "detector"))
 
 
 def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs) -> list[_Target]:
     """Output folder and recorded parameters per method; finished outputs are found here."""
-    det_label = detector_label(det)
+    det_label = detector_label(det, o.label)
     targets = []
     for m in methods:
         params = {

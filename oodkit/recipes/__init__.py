@@ -1,0 +1,1 @@
+"""Bundled recipes (YAML): the options ``oodkit sweep`` chose on validation sets."""
