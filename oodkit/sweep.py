@@ -34,6 +34,8 @@ from oodkit.options import option_key, read_config, with_overrides
 
 SECTIONS = ("generate", "train detector", "score")
 SELECT = ("near", "far", "all")
+# outlier diagnostics shown per cell (the outliers' summary; left/reached need a --judge)
+DIAGNOSTICS = ("mean_ssim", "left_source", "reached_target")
 
 
 @dataclass(kw_only=True)
@@ -167,11 +169,13 @@ def _run_cell(cell, i, ref, model, val_bench, out: Path, o: SweepOptions) -> dic
 
     started = time.perf_counter()
     common = {"quiet": True, "data_root": o.data_root}
-    outliers = None
+    outliers, diagnostics = None, {}
     if cell["generate"]:
         gen = GenerateOptions(**(cell["generate"] | common))
         path = out / f"outliers-{_digest(model, cell['generate'])}"
-        outliers = generate(ref, model, path, gen).path
+        made = generate(ref, model, path, gen)
+        outliers = made.path
+        diagnostics = {k: made.manifest.summary.get(k) for k in DIAGNOSTICS}
     score_opts = dict(cell["score"])
     method = score_opts.pop("method", "energy")
     paths = []
@@ -207,8 +211,13 @@ def _run_cell(cell, i, ref, model, val_bench, out: Path, o: SweepOptions) -> dic
         "val_fpr95": {g: v["fpr95"] for g, v in block["groups"].items()},
         "id_val_accuracy": block.get("id_accuracy"),
         "score": _mean_auroc(block, o.select),
+        "outliers": diagnostics,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _write_results(out: Path, rows: list[dict[str, Any]], best: dict[str, Any], o) -> None:
@@ -225,20 +234,21 @@ def _write_results(out: Path, rows: list[dict[str, Any]], best: dict[str, Any], 
             if len({json.dumps(x["options"][s].get(k), sort_keys=True) for x in rows}) > 1
         }
     )
+    shown = [k for k in DIAGNOSTICS if any(r["outliers"].get(k) is not None for r in rows)]
     lines = [
         f"Sweep on validation sets only; chosen by mean val AUROC ({o.select}), "
-        f"{o.seeds} seed(s) per cell.",
+        f"{o.seeds} seed(s) per cell; outlier diagnostics from the outliers' summaries.",
         "",
-        "| " + " | ".join(["cell", *axes, "val AUROC", "seconds"]) + " |",
-        "|" + "---|" * (len(axes) + 3),
+        "| " + " | ".join(["cell", *axes, "val AUROC", *shown, "seconds"]) + " |",
+        "|" + "---|" * (len(axes) + len(shown) + 3),
     ]
     for r in rows:
         vals = [str(r["options"][a.split(".")[0]].get(a.split(".", 1)[1])) for a in axes]
         mark = " **(chosen)**" if r is best else ""
         score = "-" if r["score"] is None else f"{100 * r['score']:.2f}"
-        lines.append(
-            "| " + " | ".join([f"{r['cell']}{mark}", *vals, score, str(r["seconds"])]) + " |"
-        )
+        diag = [_number(r["outliers"].get(k)) for k in shown]
+        line = [f"{r['cell']}{mark}", *vals, score, *diag, str(r["seconds"])]
+        lines.append("| " + " | ".join(line) + " |")
     atomic_file(out / "results.md", lambda t: t.write_text("\n".join(lines) + "\n"))
     recipe = {s: dict(v) for s, v in best["options"].items() if v}
     method = recipe.get("score", {}).pop("method", "energy")  # an argument of score, not an option

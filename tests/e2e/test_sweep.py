@@ -128,21 +128,27 @@ def test_a_benchmark_without_validation_sets_is_refused(class_model, tmp_path: P
 
 
 def test_the_results_table_lists_only_the_axes(tmp_path: Path) -> None:
+    """Axes that vary, then the validation AUROC and the outlier diagnostics some cell has."""
     from oodkit.sweep import SweepOptions, _write_results
 
+    diagnostics = [{}, {"mean_ssim": 0.8, "left_source": 0.25, "reached_target": None}]
     rows = [
         {
             "cell": i,
             "options": {"train detector": {"loss": "ce", "beta": b}},
             "score": s,
+            "outliers": d,
             "seconds": 1,
         }
-        for i, (b, s) in enumerate([(0.5, 0.9), (1.0, 0.95)])
+        for i, (b, s, d) in enumerate([(0.5, 0.9, diagnostics[0]), (1.0, 0.95, diagnostics[1])])
     ]
     _write_results(tmp_path, rows, rows[1], SweepOptions())
     lines = (tmp_path / "results.md").read_text().splitlines()
-    assert lines[2] == "| cell | train detector.beta | val AUROC | seconds |"
-    assert lines[5] == "| 1 **(chosen)** | 1.0 | 95.00 | 1 |"
+    assert (
+        lines[2] == "| cell | train detector.beta | val AUROC | mean_ssim | left_source | seconds |"
+    )
+    assert lines[4] == "| 0 | 0.5 | 90.00 | - | - | 1 |"
+    assert lines[5] == "| 1 **(chosen)** | 1.0 | 95.00 | 0.800 | 0.250 | 1 |"
     single = [dict(rows[0], options={"train detector": {"loss": "ce"}})]
     _write_results(tmp_path, single, single[0], SweepOptions())
     lines = (tmp_path / "results.md").read_text().splitlines()
