@@ -72,3 +72,19 @@ def test_unsupervised_demo_runs_end_to_end(tmp_path: Path) -> None:
     labels = str(tmp_path / "u" / "pseudo-labels")
     for stage in ("diffusion", "outliers-sd", "detector-sd-seed0"):
         assert labels in [i["path"] for i in load_artifact(tmp_path / "u" / stage).manifest.inputs]
+
+
+def test_the_bundled_recipes_are_the_sweeps_choices() -> None:
+    """oodkit/recipes/digits.yaml holds the cells docs/methods.md §10 names as chosen."""
+    from oodkit.demo import read_recipes
+
+    recipes = {r.name: r for r in read_recipes(None)}
+    assert list(recipes) == ["ce", "oe", "sona", "sd"]
+    assert recipes["ce"].generate is None and recipes["ce"].train["loss"] == "ce"
+    assert recipes["oe"].generate == {"method": "sd", "batch_size": 64, "t_start": 300}
+    assert recipes["oe"].train["beta"] == 1.0 and recipes["sd"].generate == recipes["oe"].generate
+    sona = recipes["sona"]
+    assert (sona.generate["ood_condition"], sona.generate["scale"]) == ("class", 10.0)
+    assert sona.train["loss"] == "oe" and recipes["sd"].score == "sd-vote"
+    shared = {k: v for k, v in recipes["ce"].train.items() if k != "loss"}
+    assert all(r.train.items() >= shared.items() for r in recipes.values())

@@ -174,6 +174,8 @@ def env(tmp_path_factory, ce_detector, class_model, tiny_sd, broken_scores) -> d
         "recipes-option": {"oe": {"score": "energy", "generate": {"method": "sd", "nope": 1}}},
         "recipes-method": {"oe": {"score": "energy", "generate": {"t_start": 300}}},
         "recipes-score": {"ce": {"score": "bogus"}},
+        "recipes-name": {"../up": {"score": "energy"}},
+        "recipes-loss": {"oe": {"score": "energy", "train detector": {"loss": "oe"}}},
     }
     for name, spec in {**grids, **recipes}.items():
         (root / f"{name}.json").write_text(json.dumps(spec))
@@ -480,6 +482,8 @@ CASES = [
     Case("demo-option", "demo --recipes {root}/recipes-option.json --out {out}", "unknown option"),
     Case("demo-method", "demo --recipes {root}/recipes-method.json --out {out}", "needs a method"),
     Case("demo-score", "demo --recipes {root}/recipes-score.json --out {out}", "score must be one"),
+    Case("demo-name", "demo --recipes {root}/recipes-name.json --out {out}", "not a plain folder"),
+    Case("demo-loss", "demo --recipes {root}/recipes-loss.json --out {out}", "loss oe needs a gen"),
 ]
 
 

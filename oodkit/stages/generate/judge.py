@@ -147,17 +147,12 @@ def judged_summary(
     )
 
 
-def check_judge(judge: str, num_classes: int | None, model_kind: str) -> Any:
-    """``MODEL`` (refused unless the model is class-conditional), or the judge detector
-    artifact, refused when its classes are not the ID data's (images are converted to its
-    channel count, so any outliers fit)."""
+def check_judge(judge: str, num_classes: int | None) -> Any:
+    """The judge detector artifact, refused when its classes are not the ID data's (images
+    are converted to its channel count, so any outliers fit)."""
     from oodkit.artifacts import load_artifact
     from oodkit.models.detector import DetectorConfig
 
-    if judge == MODEL and model_kind != "class":
-        raise OodkitError("--judge model needs a class-conditional model; pass a detector")
-    if judge == MODEL:
-        return MODEL
     art = load_artifact(judge, kind="detector")
     config = DetectorConfig.load(art.path)
     if num_classes is not None and config.num_classes != num_classes:

@@ -7,7 +7,7 @@ Row 0 is always the unconditional prediction ε(x); the others follow ``rows``. 
 SONA and its global ablation take ``--ood-condition``: ``class`` draws c_OOD per sample (another
 ID class of a class-conditional model, an OOD prompt of a text model); ``away`` sets
 ψ_OOD = −ψ_ID (guidance away from the source class, no extra row); ``none`` sets ψ_OOD = 0
-(the semantic region only loses its ID guidance). docs/methods.md §5.2 says which to use.
+(the semantic region only loses its ID guidance). docs/methods.md §3 says which to use.
 """
 
 from __future__ import annotations

@@ -237,8 +237,8 @@ def _check_model(o: GenerateOptions, spec: ModelSpec) -> None:
             "a text-conditional model takes prompts, not class ids: "
             "--method sd and --labels need a class-conditional model"
         )
-    if o.judge == MODEL:
-        check_judge(MODEL, None, spec.kind)
+    if o.judge == MODEL and spec.kind != "class":
+        raise OodkitError("--judge model needs a class-conditional model; pass a detector")
     if o.mode == "vae" and spec.layout not in ("sd", "dit"):
         raise OodkitError("--mode vae needs a latent model with a VAE (Stable Diffusion, DiT)")
 
@@ -424,7 +424,7 @@ def generate(
     state = PartialState(cpu=device == "cpu")
     say = Console(quiet=o.quiet or not state.is_main_process).print
 
-    judge = check_judge(o.judge, src.num_classes, spec.kind) if o.judge else None
+    judge = o.judge if o.judge in (None, MODEL) else check_judge(o.judge, src.num_classes)
 
     # 2. the recipe and fingerprinted inputs (the model's content included)
     inputs = [*src.inputs, model_input(model, spec)]
