@@ -66,8 +66,8 @@ def read_grid(path: str | Path) -> dict[str, dict[str, Any]]:
         method = raw.pop("method", None) if section == "score" else None
         opts: dict[str, Any] = {}
         for name, value in raw.items():  # every value of an axis must be a valid option value
-            axis = isinstance(value, list) and option_key(name) not in _LIST_OPTIONS
-            if axis and not value:
+            axis = _is_axis(option_key(name), value)
+            if isinstance(value, list) and not value and option_key(name) not in _LIST_OPTIONS:
                 raise OodkitError(f"--grid {path}: {section}.{name} is an empty list")
             checked = [
                 config_options(classes[section], {name: v}, f"--grid {path}")
@@ -86,13 +86,22 @@ def read_grid(path: str | Path) -> dict[str, dict[str, Any]]:
 _LIST_OPTIONS = {"outliers", "extra_id"}  # options whose value is itself a list
 
 
+def _is_axis(name: str, value: Any) -> bool:
+    """A list is an axis; for an option whose value is a list, a list of lists is."""
+    if not isinstance(value, list):
+        return False
+    if name in _LIST_OPTIONS:
+        return bool(value) and all(isinstance(v, list) for v in value)
+    return True
+
+
 def cells(grid: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
     """Every combination of the axes (list values), in file order."""
     axes = [
         (section, name, value)
         for section, opts in grid.items()
         for name, value in opts.items()
-        if isinstance(value, list) and name not in _LIST_OPTIONS
+        if _is_axis(name, value)
     ]
     out = []
     for combo in itertools.product(*(values for _, _, values in axes)):

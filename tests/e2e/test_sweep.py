@@ -53,6 +53,19 @@ def test_the_grid_expands_to_every_combination(tmp_path: Path) -> None:
     assert grid["generate"]["t_start"] == [100, 600]  # flag spelling normalised
     combos = [(c["generate"]["t_start"], c["train detector"]["beta"]) for c in cells(grid)]
     assert combos == [(100, 0.5), (100, 2.0), (600, 0.5), (600, 2.0)]
+    # a list option is fixed as a list of strings, an axis as a list of such lists
+    fixed = {"train detector": {"extra_id": ["a"]}}
+    (tmp_path / "f.yaml").write_text(yaml.safe_dump(fixed))
+    assert [c["train detector"]["extra_id"] for c in cells(read_grid(tmp_path / "f.yaml"))] == [
+        ["a"]
+    ]
+    axis = {"train detector": {"extra-id": [[], ["a", "b"]], "beta": [0.5, 1.0]}}
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(axis, sort_keys=False))
+    got = [
+        (c["train detector"]["extra_id"], c["train detector"]["beta"])
+        for c in cells(read_grid(tmp_path / "a.yaml"))
+    ]
+    assert got == [([], 0.5), ([], 1.0), (["a", "b"], 0.5), (["a", "b"], 1.0)]
 
 
 @pytest.mark.slow
