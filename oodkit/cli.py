@@ -205,9 +205,10 @@ def _is_list(hint: Any) -> bool:
 
 
 def cli_default(f: dataclasses.Field) -> Any:
-    """The command-line default of an options field (lists and JSON objects: none given)."""
+    """The command-line default of an options field (lists, JSON objects and required fields,
+    which ``--config`` may give: none given)."""
     if f.metadata.get("required"):
-        return inspect.Parameter.empty
+        return None
     if f.default_factory is not dataclasses.MISSING:  # list / dict fields
         return None
     return f.default
@@ -219,7 +220,12 @@ def _option_param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
         hint = str | None
     elif _is_list(hint):
         hint = list[str] | None
-    option = typer.Option(*flags_of(f), help=meta.get("help") or None)
+    elif meta.get("required"):
+        hint = hint | None
+    text = (meta.get("help") or "") + (
+        " Required, here or in --config." if meta.get("required") else ""
+    )
+    option = typer.Option(*flags_of(f), help=text or None)
     return _fixed(f.name, Annotated[hint, option], cli_default(f))
 
 
@@ -257,6 +263,15 @@ def _with_config(
             values[field] = value
 
 
+def _check_required(options_cls: type, values: dict[str, Any]) -> None:
+    """Refuse a required option that neither the command line nor ``--config`` gave."""
+    for f in cli_fields(options_cls):
+        if f.metadata.get("required") and values[f.name] is None:
+            raise OodkitError(
+                f"missing option {flags_of(f)[0]} (on the command line or in --config)"
+            )
+
+
 def stage_command(
     typer_app: typer.Typer,
     name: str,
@@ -278,6 +293,7 @@ def stage_command(
             given = {p.name: values.pop(p.name) for p in fixed}
             if config is not None:
                 _with_config(ctx, options_cls, values, config, section or name)
+            _check_required(options_cls, values)
             run(_options(options_cls, values), **given)
 
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

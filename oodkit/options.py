@@ -43,9 +43,10 @@ def option(
     """A dataclass field with its command-line description.
 
     ``flags`` default to ``--field-name``; ``parse="json"`` takes a JSON object string on
-    the command line; ``required`` makes the option mandatory on the command line even where
-    the library has a default; ``cli=False`` keeps a field out of the command line;
-    ``minimum`` refuses smaller values (counts: 1; ``None`` still means "not given").
+    the command line; ``required`` makes the option mandatory on the command line (or in
+    ``--config``) even where the library has a default; ``cli=False`` keeps a field out of
+    the command line; ``minimum`` refuses smaller values (counts: 1; ``None`` still means
+    "not given").
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")

@@ -347,6 +347,11 @@ CASES = [
     # --- generate ---------------------------------------------------------------------------
     Case("gen-method", f"{GEN_SD} --method bogus", "--method must be one of"),
     Case(
+        "gen-no-method",
+        "generate --id digits --model {model} --out {out}",
+        "missing option --method (on the command line or in --config)",
+    ),
+    Case(
         "gen-model-missing",
         "generate --method sd --id digits --model {root}/nope --out {out}",
         "nope",

@@ -57,8 +57,8 @@ def test_cli_defaults_and_help_equal_the_options_dataclass(path) -> None:
     for f in cli_fields(options_cls):
         assert f.name in params, f"--{f.name} is missing from oodkit {' '.join(path)}"
         param = params[f.name]
-        if f.metadata.get("required"):
-            assert param.required, f"{f.name} should be required on the command line"
+        if f.metadata.get("required"):  # checked after --config is read (test below)
+            assert param.default is None and param.help.endswith("Required, here or in --config.")
             continue
         cli = param.default
         expected = _library_default(f)
@@ -176,20 +176,22 @@ def test_config_files_round_trip_every_option(path, tmp_path, monkeypatch) -> No
     options_cls = COMMANDS[path]
     hints = typing.get_type_hints(options_cls)
     opts = options_cls(**{f.name: _other_value(f, hints[f.name]) for f in cli_fields(options_cls)})
-    required = [
-        arg
-        for f in cli_fields(options_cls)
-        if f.metadata.get("required")
-        for arg in (flags_of(f)[0], str(getattr(opts, f.name)))
-    ]
+    required = [f for f in cli_fields(options_cls) if f.metadata.get("required")]
     seen = _capture(monkeypatch, path)
     for suffix, dump in ((".yaml", yaml.safe_dump), (".json", json.dumps)):
         config = tmp_path / f"c{suffix}"
         config.write_text(dump({" ".join(path): config_of(opts)}))  # a section per command
-        args = [*path, *FIXED[path], *required, "--config", str(config)]
+        args = [*path, *FIXED[path], "--config", str(config)]  # required options from it too
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
         assert seen.pop() == opts
+    for f in required:  # neither on the command line nor in the file: one line
+        config.write_text(json.dumps({k: v for k, v in config_of(opts).items() if k != f.name}))
+        result = CliRunner().invoke(app, [*path, *FIXED[path], "--config", str(config)])
+        assert result.exit_code == 2 and result.stderr == (
+            f"error: missing option {flags_of(f)[0]} (on the command line or in --config)\n"
+        )
+        assert not seen
 
 
 def test_the_command_line_wins_over_the_config_and_bad_configs_are_one_line(
