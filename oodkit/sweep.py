@@ -67,7 +67,7 @@ def read_grid(path: str | Path) -> dict[str, dict[str, Any]]:
         opts: dict[str, Any] = {}
         for name, value in raw.items():  # every value of an axis must be a valid option value
             axis = _is_axis(option_key(name), value)
-            if isinstance(value, list) and not value and option_key(name) not in _LIST_OPTIONS:
+            if axis and not value:
                 raise OodkitError(f"--grid {path}: {section}.{name} is an empty list")
             checked = [
                 config_options(classes[section], {name: v}, f"--grid {path}")

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 
 import torch
 
-from oodkit.diffusion.sampler import ddim_scheduler
 from oodkit.seeding import per_sample_randn
 
 
@@ -28,22 +27,24 @@ def denoising_errors(
     denoiser,
     images: torch.Tensor,
     classes: Sequence[int],
+    alphas_cumprod: torch.Tensor,
     timesteps: Sequence[int],
     generators: Sequence[torch.Generator],
 ) -> torch.Tensor:
-    """[B, len(classes)] mean squared ε error of each class over ``timesteps``, float32, for
-    images in [0, 1]; the generators draw one noise per sample and timestep.
+    """[B, len(classes)] mean squared ε error of each class over ``timesteps`` (ᾱ from the
+    training schedule's ``alphas_cumprod``, read in float64), float32, for images in [0, 1];
+    each sample's generator draws its noise for every timestep at once.
 
     One UNet forward per timestep evaluates every class (the classes are condition rows).
     """
     x0 = denoiser.encode(images)
     b = x0.shape[0]
-    alphas = ddim_scheduler(denoiser.scheduler_config).alphas_cumprod.double()
     cond = denoiser.condition([[int(c)] * b for c in classes])
+    shape = (len(timesteps), *x0.shape[1:])
+    noises = per_sample_randn(shape, generators, x0.device, torch.float32)  # [B, T, ...]
     errors = torch.zeros(b, len(classes), dtype=torch.float32, device=x0.device)
-    for t in timesteps:
-        noise = per_sample_randn(x0.shape[1:], generators, x0.device, torch.float32)
-        a = float(alphas[int(t)])
+    for i, t in enumerate(timesteps):
+        a, noise = float(alphas_cumprod.double()[int(t)]), noises[:, i]
         xt = (a**0.5 * x0.float() + (1 - a) ** 0.5 * noise).to(x0.dtype)
         eps = denoiser.eps(xt, torch.full((b,), int(t), device=x0.device), cond)
         errors += (eps - noise).pow(2).flatten(2).mean(2).T

@@ -544,8 +544,9 @@ def test_the_models_posterior_judge_is_the_hand_computed_denoising_error() -> No
     assert judge_timesteps(1000, 4) == [125, 375, 625, 875]
     x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     ts = judge_timesteps(1000, 4)
-    errors = denoising_errors(stub, x, [0, 1, 2], ts, sample_generators(0, list("abcde")))
-    a = DDIMScheduler().alphas_cumprod.double()[ts]
+    alphas = DDIMScheduler().alphas_cumprod
+    errors = denoising_errors(stub, x, [0, 1, 2], alphas, ts, sample_generators(0, list("abcde")))
+    a = alphas.double()[ts]
     weight = float((a / (1 - a)).mean())  # the noise cancels: error = mean_t ᾱ/(1−ᾱ)·(x₀−μ)²
     x0 = x * 2 - 1
     want = torch.stack([((x0 - m) ** 2).mean(dim=(1, 2, 3)) for m in stub.mu], 1) * weight

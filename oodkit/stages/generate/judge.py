@@ -102,15 +102,17 @@ def model_predictions(
     from oodkit.diffusion.sampler import ddim_scheduler
     from oodkit.seeding import sample_generators
 
-    total = ddim_scheduler(denoiser.scheduler_config).config.num_train_timesteps
-    timesteps = judge_timesteps(total, MODEL_TIMESTEPS)
+    scheduler = ddim_scheduler(denoiser.scheduler_config)
+    timesteps = judge_timesteps(scheduler.config.num_train_timesteps, MODEL_TIMESTEPS)
+    alphas = scheduler.alphas_cumprod
     picks = []
     for i in range(0, len(images), batch_size):
         x, _ = fit_square(
             list(images[i : i + batch_size]), denoiser.image_size, denoiser.channels, policy
         )
         gens = sample_generators(seed, [f"{k}#judge" for k in keys[i : i + batch_size]])
-        picks.append(denoising_errors(denoiser, x, classes, timesteps, gens).argmin(1).cpu())
+        errors = denoising_errors(denoiser, x, classes, alphas, timesteps, gens)
+        picks.append(errors.argmin(1).cpu())
     index = torch.cat(picks).numpy() if picks else np.zeros(0, dtype=np.int64)
     return np.asarray(classes, dtype=np.int64)[index]
 
