@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -28,9 +29,11 @@ from oodkit.locks import claim
 if TYPE_CHECKING:
     import datasets
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this oodkit reads; 2: ``data/`` holds shards (``shards.json``)
 MANIFEST_NAME = "oodkit.json"
 DATA_DIR = "data"
+SHARDS_FILE = "shards.json"  # the shards of a sharded table, in order
+ORDER_FILE = "order.npy"  # row permutation of a sharded table into canonical key order
 KINDS = (
     "pseudo-labels",
     "diffusion-model",
@@ -63,7 +66,7 @@ class Manifest:
     command: str = ""
     created: str = ""
     oodkit_version: str = __version__
-    format_version: int = FORMAT_VERSION
+    format_version: int = 1  # 2 for sharded tables only: older oodkit reads the rest
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False, default=str) + "\n"
@@ -101,11 +104,22 @@ class Artifact:
 
 
 def load_table(folder: Path) -> datasets.Dataset:
-    """A ``save_to_disk`` folder, memory-mapped; unreadable files are one line, not a crash."""
+    """A ``save_to_disk`` folder, or a sharded one (its shards concatenated in order, rows put
+    in canonical order by an in-memory index), memory-mapped; unreadable files are one line,
+    not a crash."""
     import datasets
+    import numpy as np
 
     try:
-        return datasets.load_from_disk(str(folder))
+        if not (folder / SHARDS_FILE).is_file():
+            return datasets.load_from_disk(str(folder))
+        names = json.loads((folder / SHARDS_FILE).read_text())["shards"]
+        parts = [datasets.load_from_disk(str(folder / n)) for n in names]
+        table = datasets.concatenate_datasets(parts)
+        if (folder / ORDER_FILE).is_file():
+            order = np.load(folder / ORDER_FILE, allow_pickle=False)
+            table = table.select(order, keep_in_memory=True)  # no cache file in the artifact
+        return table
     except Exception as exc:  # noqa: BLE001 - arrow, json and index errors of a damaged table
         raise OodkitError(
             f"{folder} cannot be read ({first_line(exc, with_type=True)}); "
@@ -234,13 +248,79 @@ def fingerprint_dataset(ds: datasets.Dataset, hasher: Any | None = None) -> str:
 HUB_FILES = ("README.md", ".gitattributes")  # added by the Hub to a pushed artifact
 
 
-def _fingerprint_dir(root: Path, skip: tuple[str, ...] = ()) -> str:
+def _hash_value(h: Any, v: Any) -> None:
+    """A canonical, type-tagged encoding of one Arrow value (as Python) into ``h``."""
+    if v is None:
+        h.update(b"N")
+    elif isinstance(v, bool):
+        h.update(b"B1" if v else b"B0")
+    elif isinstance(v, int):
+        h.update(b"I" + str(v).encode() + b";")
+    elif isinstance(v, float):
+        h.update(b"F" + struct.pack("<d", v))
+    elif isinstance(v, str):
+        h.update(b"S" + str(len(v.encode())).encode() + b":" + v.encode())
+    elif isinstance(v, bytes):
+        h.update(b"Y" + str(len(v)).encode() + b":" + v)
+    elif isinstance(v, dict):
+        h.update(b"D" + str(len(v)).encode() + b":")
+        for k in sorted(v):
+            _hash_value(h, k)
+            _hash_value(h, v[k])
+    elif isinstance(v, list | tuple):
+        h.update(b"L" + str(len(v)).encode() + b":")
+        for x in v:
+            _hash_value(h, x)
+    else:
+        raise TypeError(f"cannot fingerprint a {type(v).__name__} value")
+
+
+def row_digests(ds: datasets.Dataset) -> list[str]:
+    """SHA-256 of each row's schema and values: a sharded table's fingerprint is made from
+    these in canonical order, so it does not depend on how the rows were cut."""
+    table = ds.with_format("arrow")[:]  # the rows as one Arrow table (indices applied)
+    schema = str(table.schema.remove_metadata()).encode()
+    out = []
+    for start in range(0, table.num_rows, 64):
+        for row in table.slice(start, 64).to_pylist():
+            h = hashlib.sha256(schema)
+            for name in table.column_names:
+                _hash_value(h, name)
+                _hash_value(h, row[name])
+            out.append(h.hexdigest())
+    return out
+
+
+def _sharded_digests(folder: Path) -> list[str]:
+    """Row digests of a sharded table folder in its shards' order (recomputed from values)."""
+    names = json.loads((folder / SHARDS_FILE).read_text())["shards"]
+    return [d for n in names for d in row_digests(load_table(folder / n))]
+
+
+def _hash_table(h: Any, folder: Path, digests: Sequence[str] | None = None) -> None:
+    """Values of a table folder into ``h``; a sharded one by its rows' digests in canonical
+    order (``digests``: in shard order, recorded by the writers; else recomputed)."""
+    import numpy as np
+
+    if not (folder / SHARDS_FILE).is_file():
+        fingerprint_dataset(load_table(folder), h)
+        return
+    rows = list(digests) if digests is not None else _sharded_digests(folder)
+    if (folder / ORDER_FILE).is_file():
+        order = np.load(folder / ORDER_FILE, allow_pickle=False)
+        rows = [rows[i] for i in order]
+    h.update(b"rows\0" + "".join(rows).encode())
+
+
+def _fingerprint_dir(
+    root: Path, skip: tuple[str, ...] = (), digests: Sequence[str] | None = None
+) -> str:
     """Fingerprint an artifact directory's content: the dataset's values plus other files
     (``skip``: top-level files that are not part of it)."""
     h = hashlib.sha256()
     if (root / DATA_DIR).is_dir():
         h.update(b"data\0")
-        fingerprint_dataset(load_table(root / DATA_DIR), h)
+        _hash_table(h, root / DATA_DIR, digests)
     for f in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = f.relative_to(root)
         if rel.parts[0] in (DATA_DIR, MANIFEST_NAME, *skip):
@@ -350,10 +430,15 @@ def write_artifact(
     write_files: Callable[[Path], None] | None = None,
     summary: Mapping[str, Any] | None = None,
     command: str | None = None,
+    shards: Sequence[tuple[Path, str]] | None = None,
+    place_shards: Callable[[Path], Sequence[str]] | None = None,
 ) -> Artifact:
     """Write an artifact atomically: build it in ``<out>.tmp-*``, then rename it into place.
 
     ``write_files(tmp_dir)`` may add model files, reports or plots next to the manifest.
+    ``shards`` (folder, name) are table folders moved (not copied) into ``data/`` after
+    ``place_shards(tmp_dir)`` made it and returned their row digests (in shard order); they
+    are moved back if the artifact cannot be completed.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}")
@@ -361,9 +446,16 @@ def write_artifact(
     claim(out, command or _command)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
+    moved: list[tuple[Path, Path]] = []
     try:
         if dataset is not None:
             _save_dataset(dataset, tmp / DATA_DIR)
+        prints = None
+        if shards is not None and place_shards is not None:
+            prints = place_shards(tmp)
+            for src, name in shards:
+                src.rename(tmp / DATA_DIR / name)
+                moved.append((src, tmp / DATA_DIR / name))
         if write_files is not None:
             write_files(tmp)
         manifest = Manifest(
@@ -371,14 +463,18 @@ def write_artifact(
             params=_jsonable(dict(params)),
             inputs=_jsonable(list(inputs)),
             summary=_jsonable(dict(summary or {})),
-            fingerprint=_fingerprint_dir(tmp),
+            fingerprint=_fingerprint_dir(tmp, digests=prints),
             files=_file_sizes(tmp),
             command=command or _command or "(python API)",
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            format_version=2 if shards else 1,
         )
         (tmp / MANIFEST_NAME).write_text(manifest.to_json())
         _replace_dir(tmp, out)
     except BaseException:
+        for src, now in moved:  # the shards stay where a rerun finds them
+            with contextlib.suppress(OSError):
+                now.rename(src)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return Artifact(path=out, manifest=manifest)
@@ -445,13 +541,17 @@ def training_checkpoint(
 
 
 class ShardedWriter:
-    """Rows of a long stage written in shards under ``<out>.partial`` and merged at the end.
+    """Rows of a long stage written in shards under ``<out>.partial``; the finished artifact
+    *is* those shards (no merge).
 
     Work is keyed by sample id. A rerun with the same parameters skips keys already in a
-    finished shard; :meth:`finalize` orders all rows by the canonical key order, so the result
-    is identical whether or not the run was interrupted, and however the shards were cut.
-    Shard directories are named by the canonical position of their first key, so processes
-    that work on disjoint keys (e.g. under ``accelerate launch``) never collide.
+    finished shard. :meth:`finalize` moves the shards into the artifact's ``data/`` folder
+    (renames: O(number of shards), no second copy of the payload on disk) and records the
+    permutation that puts their rows in canonical key order, so the loaded table is the same
+    whether or not the run was interrupted, and however the shards were cut. Shard folders
+    are named by the canonical position of their first key, so processes that work on
+    disjoint keys (e.g. under ``accelerate launch``) never collide; two processes that wrote
+    the same shard (a claim taken over from a rank thought dead) keep the first.
     """
 
     def __init__(
@@ -464,6 +564,7 @@ class ShardedWriter:
         inputs: Sequence[Mapping[str, Any]] = (),
         key_column: str = "sample_id",
         overwrite: bool = False,
+        layout: Mapping[str, Any] | None = None,
     ) -> None:
         self.out = Path(out)
         self.kind = kind
@@ -479,8 +580,17 @@ class ShardedWriter:
             "params": self.params,
             "inputs": _input_prints(self.inputs),
             "keys": hashlib.sha256("\n".join(self.keys).encode()).hexdigest(),
+            **({"layout": dict(layout)} if layout else {}),
         }
         self.partial, _ = prepare_partial(self.out, state, overwrite)
+
+    def shard_name(self, keys: Sequence[str]) -> str:
+        """The folder name of the shard that holds ``keys``."""
+        return f"shard-{min(self.position[k] for k in keys):09d}"
+
+    def is_done(self, name: str) -> bool:
+        """Whether shard ``name`` is finished (by any process)."""
+        return (self.partial / name / "keys.json").is_file()
 
     def _shards(self) -> list[Path]:
         return sorted(p for p in self.partial.glob("shard-*") if (p / "keys.json").is_file())
@@ -497,8 +607,15 @@ class ShardedWriter:
         done = self.done()
         return [k for k in self.keys if k not in done]
 
+    def drop_temporaries(self) -> None:
+        """Remove shards cut off mid-write (by a killed process); only while no process
+        writes (the main process before the others open the folder, or at the end)."""
+        for tmp in self.partial.glob(".tmp-shard-*"):
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def write_shard(self, keys: Sequence[str], rows: datasets.Dataset) -> None:
-        """Atomically add one shard: ``rows`` produced for ``keys`` (rows carry the key column)."""
+        """Atomically add one shard: ``rows`` produced for ``keys`` (rows carry the key column),
+        with the fingerprint of its values (the artifact's is made from these)."""
         if not keys:
             return
         unknown = [k for k in keys if k not in self.position]
@@ -507,15 +624,51 @@ class ShardedWriter:
         missing = set(rows[self.key_column]) - set(keys)
         if missing:
             raise ValueError(f"rows reference keys outside this shard, e.g. {missing.pop()!r}")
-        first = min(self.position[k] for k in keys)
+        target = self.partial / self.shard_name(keys)
+        if target.exists():
+            return  # written meanwhile by a process that held the shard before us
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-shard-", dir=self.partial))
         try:
             _save_dataset(rows, tmp / DATA_DIR)
+            (tmp / "shard.json").write_text(json.dumps({"rows": row_digests(rows)}))
             (tmp / "keys.json").write_text(json.dumps(list(keys)))
-            tmp.rename(self.partial / f"shard-{first:09d}")
+            try:
+                tmp.rename(target)
+            except OSError:
+                if not target.is_dir():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # the other copy won: same content
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+
+    def _layout(self) -> tuple[list[Path], Any]:
+        """Finished shards in order and the canonical order permutation of their rows
+        (``None`` when the shards already are in it)."""
+        import numpy as np
+
+        left = self.pending()
+        if left:
+            raise OodkitError(f"{len(left)} samples are not done yet (e.g. {left[0]!r})")
+        shards = self._shards()
+        pos = []
+        for s in shards:
+            pos.extend(self.position[k] for k in load_table(s / DATA_DIR)[self.key_column])
+        arr = np.asarray(pos, dtype=np.int64)
+        order = np.argsort(arr, kind="stable")
+        identity = bool((order == np.arange(len(order))).all())
+        return shards, None if identity else order
+
+    def table(self) -> datasets.Dataset | None:
+        """All finished shards' rows in canonical key order (every key must be done), as a
+        memory-mapped view."""
+        import datasets
+
+        shards, order = self._layout()
+        if not shards:
+            return None
+        table = datasets.concatenate_datasets([load_table(s / DATA_DIR) for s in shards])
+        return table if order is None else table.select(order, keep_in_memory=True)
 
     def finalize(
         self,
@@ -525,41 +678,47 @@ class ShardedWriter:
         command: str | None = None,
         summarize: Callable[[datasets.Dataset], Mapping[str, Any]] | None = None,
     ) -> Artifact:
-        """Merge all shards in canonical order into the artifact and remove the partial dir.
+        """Move the shards into the artifact (renames) and remove the partial folder.
 
-        ``summarize(merged)`` adds summary figures computed from the complete table.
+        ``summarize(table)`` adds summary figures computed from the complete table.
         """
-        merged = self.merged()
+        import numpy as np
+
+        shards, order = self._layout()
         summary = dict(summary or {})
-        if summarize is not None and merged is not None:
-            summary.update(summarize(merged))
+        if summarize is not None and shards:
+            summary.update(summarize(self.table()))
+        prints = []
+        for s in shards:
+            meta = s / "shard.json"  # absent in shards of a run started by an older oodkit
+            prints += (
+                json.loads(meta.read_text())["rows"]
+                if meta.is_file()
+                else row_digests(load_table(s / DATA_DIR))
+            )
+
+        def place(folder: Path) -> list[str]:
+            data = folder / DATA_DIR
+            data.mkdir()
+            names = [s.name for s in shards]
+            (data / SHARDS_FILE).write_text(json.dumps({"shards": names}))
+            if order is not None:
+                np.save(data / ORDER_FILE, order, allow_pickle=False)
+            return prints
+
         art = write_artifact(
             self.out,
             self.kind,
             self.params,
             self.inputs,
-            dataset=merged,
+            shards=[(s / DATA_DIR, s.name) for s in shards] if shards else None,
+            place_shards=place if shards else None,
             write_files=write_files,
             summary=summary,
             command=command,
         )
         self.discard()
         return art
-
-    def merged(self) -> datasets.Dataset | None:
-        """All shards' rows in canonical key order (every key must be done)."""
-        import datasets
-        import numpy as np
-
-        left = self.pending()
-        if left:
-            raise OodkitError(f"{len(left)} samples are not done yet (e.g. {left[0]!r})")
-        parts = [load_table(s / DATA_DIR) for s in self._shards()]
-        if not parts:
-            return None
-        merged = datasets.concatenate_datasets(parts)
-        pos = np.array([self.position[k] for k in merged[self.key_column]], dtype=np.int64)
-        return merged.select(np.argsort(pos, kind="stable")).flatten_indices()
 
     def discard(self) -> None:
         """Remove the partial folder (after the results are written elsewhere)."""
