@@ -157,7 +157,12 @@ def resume_option() -> Any:
 
 
 def num_workers_option() -> Any:
-    return option(0, "Data-loading worker processes.", role="run", minimum=0)
+    return option(
+        "auto",
+        "Data-loading worker processes: a count, or auto (the rank's CPUs less one on CUDA, "
+        "none on the CPU).",
+        role="run",
+    )
 
 
 def seed_option() -> Any:

@@ -8,7 +8,6 @@ number of processes.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -121,42 +120,47 @@ def check_world(batch_size: int, what: str, world: int | None = None) -> None:
         raise OodkitError(f"{what} {batch_size} does not split over {world} processes")
 
 
-class PerSampleSeeded(torch.utils.data.Dataset):
-    """``dataset`` whose items draw their random transforms from a generator seeded by
-    (``key``, index): a sample's augmentation does not depend on which process, worker or
-    batch loads it, so several processes reproduce one (a sample drawn twice under one key
-    gets the same augmentation twice)."""
+class EpochSeeded(torch.utils.data.Dataset):
+    """``dataset`` indexed by (epoch, index), whose items draw their random transforms from a
+    generator seeded by (seed, epoch, stream, index): a sample's augmentation does not depend
+    on which process, worker or batch loads it, so several processes reproduce one, and one
+    loader with persistent workers serves every epoch (a sample drawn twice in an epoch gets
+    the same augmentation twice)."""
 
-    def __init__(self, dataset, *key: int) -> None:
-        self.dataset, self.key = dataset, key
+    def __init__(self, dataset, seed: int, stream: int) -> None:
+        self.dataset, self.seed, self.stream = dataset, seed, stream
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
-        seed_default_generator(*self.key, int(index))
+    def __getitem__(self, item: tuple[int, int]):
+        epoch, index = item
+        seed_default_generator(self.seed, epoch, self.stream, int(index))
         return self.dataset[index]
 
 
-def process_shards(
-    batches: list[list[int]],
-    batch_size: int,
-    shard_size: int,
-    pending: set[str],
-    key_of: Callable[[int], str],
-    state: Any,
-) -> list[list[list[int]]]:
-    """Canonical batches cut into shards of about ``shard_size`` samples; this process's
-    shards (every n-th) that still hold a pending key. The cut depends neither on what is
-    done nor on the number of processes."""
-    per_shard = max(1, math.ceil(shard_size / batch_size))
-    shards = [batches[i : i + per_shard] for i in range(0, len(batches), per_shard)]
-    return [
-        s
-        for j, s in enumerate(shards)
-        if j % state.num_processes == state.process_index
-        and any(key_of(i) in pending for b in s for i in b)
-    ]
+class EpochBatches(torch.utils.data.Sampler):
+    """A batch sampler whose batches are set for each epoch (:meth:`set`), so a loader and
+    its worker processes are built once, not every epoch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+
+    def set(self, epoch: int, batches: list[list[int]]) -> None:
+        self.batches = [[(epoch, i) for i in b] for b in batches]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def loader_kwargs(workers: int, cuda: bool) -> dict[str, Any]:
+    """DataLoader settings for ``workers`` processes: kept alive across epochs, prefetching
+    four batches each, and pinned host memory on CUDA (asynchronous copies)."""
+    extra = {"persistent_workers": True, "prefetch_factor": 4} if workers else {}
+    return {"num_workers": workers, "pin_memory": cuda, **extra}
 
 
 def rank_world() -> tuple[int, int]:

@@ -136,7 +136,7 @@ def merged(monkeypatch) -> list:
     original = ShardedWriter.discard
 
     def keep(self):
-        kept.append(self.merged())
+        kept.append(self.table())
         return original(self)
 
     monkeypatch.setattr(ShardedWriter, "discard", keep)

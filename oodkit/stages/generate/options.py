@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from oodkit import options as O
-from oodkit.devices import DTYPES
+from oodkit.data.images import check_image_format
+from oodkit.devices import DTYPES, host_workers, resolve_workers
 from oodkit.errors import OodkitError
 from oodkit.methods import GENERATION
 
@@ -66,11 +67,15 @@ class GenerateOptions:
     shard_size: int = O.option(
         256, "Samples per resumable shard (does not change the result).", role="run", minimum=1
     )
-    num_workers: int | None = O.option(
-        None,
-        "Source-decoding worker processes (default: 4 on CUDA, 0 on the CPU).",
+    num_workers: str = O.num_workers_option()
+    host_workers: str = O.option(
+        "auto",
+        "Threads that encode and write outputs beside the accelerator (auto: the rank's CPUs).",
         role="run",
-        minimum=0,
+    )
+    image_format: str = O.option("png", "Image encoding of the outputs: png, jpeg or webp.")
+    image_quality: int | None = O.option(
+        None, "PNG: zlib level 0-9 (default 6); JPEG / WebP: quality 1-100 (default 95)."
     )
     seed: int = O.seed_option()
     data_root: str | None = O.data_root_option()
@@ -96,6 +101,9 @@ class GenerateOptions:
         _one_of("--ood-condition", out.ood_condition, OOD_CONDITIONS)
         if out.ood_condition != "class" and "ood_condition" not in registered.options:
             raise OodkitError(f"--ood-condition applies to sona and global, not {out.method}")
+        out.image_quality = check_image_format(out.image_format, out.image_quality)
+        resolve_workers(out.num_workers, cuda=False)
+        host_workers(out.host_workers)
         if out.mode == "vae" and out.method != "reconstruct":
             raise OodkitError("--mode vae is a reconstruct mode: use --method reconstruct")
         return out

@@ -22,8 +22,7 @@ file written); fingerprint the inputs; load the model; open the shards; generate
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodkit.artifacts import Artifact, ShardedWriter, check_output
-from oodkit.data.images import Box, fit_square, tensor_to_pil, unfit
+from oodkit.artifacts import DATA_DIR, Artifact, check_output, load_table
+from oodkit.data.images import Box, encode_image, fit_square, unfit
 from oodkit.devices import resolve_device, resolve_dtype
 from oodkit.diffusion import guidance as G
 from oodkit.diffusion.denoisers import ModelSpec
@@ -44,6 +43,7 @@ from oodkit.methods import GENERATION
 from oodkit.options import recipe, with_overrides
 from oodkit.schemas import OUTLIER_COLUMNS, outlier_features, read_pseudo_labels
 from oodkit.seeding import sample_generators
+from oodkit.sharding import ShardWork, cut_shards, open_sharded, run_shards
 from oodkit.similarity import ssim_psnr
 from oodkit.stages.generate.judge import (
     MODEL,
@@ -56,7 +56,6 @@ from oodkit.stages.generate.judge import (
 from oodkit.stages.generate.methods import GenerationMethod, method_class
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.generate.plans import Plan, check_leakage, plan_samples, read_class_list
-from oodkit.training import main_first, process_shards
 
 
 def _start_steps(o: GenerateOptions, method: type[GenerationMethod], spec: ModelSpec) -> int | None:
@@ -243,80 +242,38 @@ def _check_model(o: GenerateOptions, spec: ModelSpec) -> None:
         raise OodkitError("--mode vae needs a latent model with a VAE (Stable Diffusion, DiT)")
 
 
-def _writer(out, plans, params, inputs, o: GenerateOptions, state) -> ShardedWriter:
-    """The shard writer; the main process prepares ``<out>.partial`` before the others open it."""
-
-    def open_writer(overwrite: bool) -> ShardedWriter:
-        keys = [p.key for p in plans]
-        return ShardedWriter(
-            out, kind="outliers", keys=keys, params=params, inputs=inputs, overwrite=overwrite
-        )
-
-    return main_first(state, open_writer, o.overwrite)
+def _load_sources(train, rows: list[int], size: int, channels: int, policy: str):
+    """A batch's sources fitted to the model's square, with content boxes (loader workers)."""
+    return fit_square([train[r]["image"] for r in rows], size, channels, policy)
 
 
-def _my_shards(plans, o: GenerateOptions, writer, state) -> list[list[list[int]]]:
-    """This process's shards that still hold unfinished samples."""
-    batches = canonical_batches(plans, o.batch_size)
-    pending = set(writer.pending())
-    return process_shards(
-        batches, o.batch_size, o.shard_size, pending, lambda i: plans[i].key, state
-    )
-
-
-class _SourceBatches(torch.utils.data.Dataset):
-    """Canonical batch j → its sources fitted to the model's square, with content boxes (run
-    in loader workers, ahead of the accelerator)."""
-
-    def __init__(self, train, rows: list[list[int]], size: int, channels: int, policy: str):
-        self.train, self.rows = train, rows
-        self.size, self.channels, self.policy = size, channels, policy
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, j: int) -> tuple[torch.Tensor, list[Box]]:
-        images = [self.train[r]["image"] for r in self.rows[j]]
-        return fit_square(images, self.size, self.channels, self.policy)
-
-
-def _source_loader(train, plans, batches, denoiser, o: GenerateOptions, cuda: bool):
-    from torch.utils.data import DataLoader
-
-    workers = o.num_workers if o.num_workers is not None else (4 if cuda else 0)
-    rows = [[plans[i].row for i in b] for b in batches]
-    return DataLoader(
-        _SourceBatches(train, rows, denoiser.image_size, denoiser.channels, o.resize),
-        batch_size=None,
-        num_workers=min(workers, len(rows)),
-        pin_memory=cuda,
-    )
-
-
-def _batch_rows(
-    runner: BatchGenerator,
-    ps: Sequence[Plan],
-    generated: torch.Tensor,
-    sources: torch.Tensor,
-    boxes: Sequence[Box],
-    out_size: int,
-    o: GenerateOptions,
-) -> dict[str, list]:
-    """A finished batch as table rows: images at the output size, quality to the source as
-    fitted the same way (per sample, grouped by shape)."""
-    outs = [(t * 255).round() / 255 for t in unfit(generated, boxes, out_size)]
-    refs = unfit(sources, boxes, out_size)
-    ssim, psnr = [0.0] * len(ps), [0.0] * len(ps)
+def _quality_on_device(
+    generated: torch.Tensor, sources: torch.Tensor, boxes: Sequence[Box], out_size: int
+) -> tuple[list[torch.Tensor], list[float], list[float]]:
+    """Outputs at the output size as 8-bit CPU tensors, and SSIM / PSNR to the source as
+    fitted the same way — computed where the images are (per sample, grouped by shape), so
+    only 8-bit images cross to the host."""
+    outs = [(t * 255).round() for t in unfit(generated.float(), boxes, out_size)]
+    refs = unfit(sources.to(generated.device, torch.float32), boxes, out_size)
+    ssim, psnr = [0.0] * len(outs), [0.0] * len(outs)
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for j, t in enumerate(outs):
         by_shape.setdefault(tuple(t.shape), []).append(j)
     for idx in by_shape.values():
-        s, q = ssim_psnr(torch.stack([outs[j] for j in idx]), torch.stack([refs[j] for j in idx]))
+        s, q = ssim_psnr(
+            torch.stack([outs[j] / 255 for j in idx]), torch.stack([refs[j] for j in idx])
+        )
         for j, a, b in zip(idx, s, q, strict=True):
             ssim[j], psnr[j] = a, b
+    return [t.to(torch.uint8).cpu() for t in outs], ssim, psnr
+
+
+def _rows(runner: BatchGenerator, ps: Sequence[Plan], result, o: GenerateOptions) -> dict:
+    """A finished batch as table rows, images encoded in ``--image-format`` (host pool)."""
+    images, ssim, psnr = result
     rows: dict[str, list] = {k: [] for k in OUTLIER_COLUMNS}
-    for p, im, s, q in zip(ps, outs, ssim, psnr, strict=True):
-        rows["image"].append(tensor_to_pil(im))
+    for p, im, s, q in zip(ps, images, ssim, psnr, strict=True):
+        rows["image"].append(encode_image(im, o.image_format, o.image_quality))
         rows["sample_id"].append(p.key)
         rows["source_id"].append(p.source_id)
         rows["source_label"].append(p.source_label)
@@ -332,51 +289,30 @@ def _batch_rows(
     return rows
 
 
-def _write_shard(writer: ShardedWriter, keys: list[str], parts: list[Future]) -> None:
-    import datasets
+def _work(runner: BatchGenerator, plans: Sequence[Plan], train, out_size: int, o, cuda: bool):
+    """Generation as sharded-run work: canonical batches by start step, cut into shards."""
+    from oodkit.devices import host_workers, resolve_workers
 
-    rows: dict[str, list] = {k: [] for k in OUTLIER_COLUMNS}
-    for part in parts:
-        for k, v in part.result().items():
-            rows[k] += v
-    writer.write_shard(keys, datasets.Dataset.from_dict(rows, features=outlier_features()))
+    den = runner.denoiser
 
+    def compute(batch: list[int], inputs) -> Any:
+        images, boxes = inputs
+        generated = runner([plans[i] for i in batch], images)
+        return _quality_on_device(generated, images, boxes, out_size)
 
-def _run(
-    runner: BatchGenerator,
-    writer: ShardedWriter,
-    mine: list[list[list[int]]],
-    plans: Sequence[Plan],
-    train,
-    out_size: int,
-    o: GenerateOptions,
-    cuda: bool,
-    advance: Callable[[int], None],
-) -> int:
-    """Generate this process's shards; host work of batch j overlaps batch j + 1."""
-    batches = [b for shard in mine for b in shard]
-    loader = iter(_source_loader(train, plans, batches, runner.denoiser, o, cuda))
-    made = 0
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="oodkit-write") as pool:
-        last_write: Future | None = None
-        for shard in mine:
-            parts = []
-            for batch in shard:
-                ps = [plans[i] for i in batch]
-                images, boxes = next(loader)
-                generated = runner(ps, images).cpu()
-                parts.append(
-                    pool.submit(_batch_rows, runner, ps, generated, images, boxes, out_size, o)
-                )
-                advance(len(ps))
-                made += len(ps)
-            if last_write is not None:
-                last_write.result()  # at most one shard waits to be written; errors surface
-            keys = [plans[i].key for b in shard for i in b]
-            last_write = pool.submit(_write_shard, writer, keys, parts)
-        if last_write is not None:
-            last_write.result()
-    return made
+    return ShardWork(
+        shards=cut_shards(canonical_batches(plans, o.batch_size), o.batch_size, o.shard_size),
+        key_of=lambda i: plans[i].key,
+        load=lambda batch: _load_sources(
+            train, [plans[i].row for i in batch], den.image_size, den.channels, o.resize
+        ),
+        compute=compute,
+        host=lambda batch, _inputs, result: _rows(runner, [plans[i] for i in batch], result, o),
+        features=outlier_features(),
+        num_workers=resolve_workers(o.num_workers, cuda),
+        host_workers=host_workers(o.host_workers),
+        pin_memory=cuda,
+    )
 
 
 @writes_output
@@ -455,29 +391,28 @@ def generate(
     denoiser = load_denoiser(model, dev, dtype, revision=revision, spec=spec)
     if o.compile:
         denoiser.compile()
-    writer = _writer(out, plans, params, inputs, o, state)
-    done = len(plans) - len(writer.pending())
-    if done:
-        say(f"resuming: {done} / {len(plans)} done")
-    mine = _my_shards(plans, o, writer, state)
+    writer, claims = open_sharded(
+        state,
+        out,
+        o.overwrite,
+        o.shard_size,
+        kind="outliers",
+        keys=[p.key for p in plans],
+        params=params,
+        inputs=inputs,
+    )
+    pending = len(writer.pending())
+    if pending < len(plans):
+        say(f"resuming: {len(plans) - pending} / {len(plans)} done")
     capture = {p.key for p in plans[: o.save_masks]} if o.method == "sona" else set()
     runner = BatchGenerator(denoiser, o, capture)
+    work = _work(runner, plans, src.train, o.size or denoiser.image_size, o, dev.type == "cuda")
     started = time.perf_counter()
     from rich.progress import Progress
 
     with Progress(disable=o.quiet or not state.is_main_process) as progress:
-        task = progress.add_task(f"generate {o.method}", total=sum(len(b) for s in mine for b in s))
-        made = _run(
-            runner,
-            writer,
-            mine,
-            plans,
-            src.train,
-            o.size or denoiser.image_size,
-            o,
-            dev.type == "cuda",
-            lambda n: progress.advance(task, n),
-        )
+        task = progress.add_task(f"generate {o.method}", total=pending)
+        made = run_shards(work, writer, claims, lambda n: progress.advance(task, n))
     seconds = time.perf_counter() - started
     state.wait_for_everyone()
     if not state.is_main_process:
@@ -512,9 +447,8 @@ def _judgement(judge, denoiser, classes: list[int], o: GenerateOptions):
 
 
 def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds, judged) -> Artifact:
-    """Merge the shards; preview grid, SONA masks, diagnostics (nuisance preservation per
-    start step, and semantic shift under ``--judge``) and their figure into the artifact."""
-    import datasets
+    """Finish the artifact from its shards; preview grid, SONA masks, diagnostics (nuisance
+    preservation per start step, semantic shift under ``--judge``) and their figure."""
 
     from oodkit.stages.generate.report import preview_grid, quality_summary, save_mask_figure
 
@@ -532,7 +466,7 @@ def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds, ju
         return summary
 
     def write_files(folder: Path) -> None:
-        preview_grid(folder / "preview.png", datasets.load_from_disk(str(folder / "data")), train)
+        preview_grid(folder / "preview.png", load_table(folder / DATA_DIR), train)
         if masks:
             save_mask_figure(folder / "masks.png", masks)
         diagnostics_figure(folder / "diagnostics.png", diagnostics)

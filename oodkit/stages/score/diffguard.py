@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodkit.artifacts import Artifact, ShardedWriter, check_output, load_artifact, write_artifact
+from oodkit.artifacts import Artifact, check_output, load_artifact, write_artifact
 from oodkit.data.images import fit_square, tensor_to_pil
 from oodkit.diffusion.inversions import INVERSIONS
 from oodkit.errors import OodkitError
@@ -371,52 +371,35 @@ def _sets(bench, combining: bool) -> list[tuple[str, str, str]]:
     return sets
 
 
-class _Batches(torch.utils.data.Dataset):
-    """Canonical batch j → its images fitted to the model's square (loader workers)."""
+def _work(scorer: Scorer, items, loaded, o: ScoreOptions, oracle, keep: set, cuda: bool):
+    """DiffGuard as sharded-run work: batches in item order, cut into shards."""
+    from oodkit.devices import resolve_workers
+    from oodkit.sharding import ShardWork, cut_shards
 
-    def __init__(self, loaded, items, batches, size: int, channels: int) -> None:
-        self.loaded, self.items, self.batches = loaded, items, batches
-        self.size, self.channels = size, channels
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, j: int) -> torch.Tensor:
-        its = [self.items[i] for i in self.batches[j]]
-        images = [self.loaded[it.set_key][it.row]["image"] for it in its]
-        return fit_square(images, self.size, self.channels, "crop")[0]
-
-
-def _run(scorer, writer, mine, items, loaded, o, oracle, keep, advance) -> int:
-    """Score this process's shards; each shard is written when done."""
-    import datasets
-    from torch.utils.data import DataLoader
-
-    batches = [b for shard in mine for b in shard]
     den = scorer.denoiser
-    loader = iter(
-        DataLoader(
-            _Batches(loaded, items, batches, den.image_size, den.channels),
-            batch_size=None,
-            num_workers=min(o.num_workers, len(batches)),
-        )
+    batches = [
+        list(range(i, min(i + o.diffusion_batch, len(items))))
+        for i in range(0, len(items), o.diffusion_batch)
+    ]
+
+    def load(batch: list[int]) -> torch.Tensor:
+        images = [loaded[items[i].set_key][items[i].row]["image"] for i in batch]
+        return fit_square(images, den.image_size, den.channels, "crop")[0]
+
+    def compute(batch: list[int], images: torch.Tensor) -> dict[str, list]:
+        labels = None if oracle is None else [oracle[i] for i in batch]
+        return scorer([items[i] for i in batch], images, labels, keep)
+
+    return ShardWork(
+        shards=cut_shards(batches, o.diffusion_batch, o.shard_size),
+        key_of=lambda i: items[i].key,
+        load=load,
+        compute=compute,
+        host=lambda _batch, _images, rows: rows,
+        features=_table_features(scorer.r.distances),
+        num_workers=resolve_workers(o.num_workers, cuda),
+        pin_memory=cuda,
     )
-    features = _table_features(scorer.r.distances)
-    done = 0
-    for shard in mine:
-        rows: dict[str, list] = {k: [] for k in features}
-        for batch in shard:
-            its = [items[i] for i in batch]
-            got = scorer(
-                its, next(loader), None if oracle is None else [oracle[i] for i in batch], keep
-            )
-            for k, v in got.items():
-                rows[k] += v
-            advance(len(its))
-            done += len(its)
-        keys = [items[i].key for b in shard for i in b]
-        writer.write_shard(keys, datasets.Dataset.from_dict(rows, features=features))
-    return done
 
 
 def _preview(path: Path, ds) -> None:
@@ -547,8 +530,8 @@ def score_diffguard(
     from oodkit.diffusion.denoisers import describe_model, load_denoiser, model_input
     from oodkit.models.detector import DetectorConfig, load_detector
     from oodkit.perceptual import weights_input
+    from oodkit.sharding import open_sharded, run_shards
     from oodkit.stages.score.run import check_fit, detector_label, first
-    from oodkit.training import main_first, process_shards
 
     # 1. every check that needs no weights
     r = resolve(o)
@@ -621,29 +604,16 @@ def score_diffguard(
     denoiser = load_denoiser(o.model, dev, dtype, revision=revision, spec=spec)
     run_params = {**params, "distances": r.distances, "combine_with": o.combine_with}
 
-    def open_writer(overwrite: bool) -> ShardedWriter:
-        return ShardedWriter(
-            out,
-            kind="scores",
-            keys=[it.key for it in items],
-            params=run_params,
-            inputs=inputs,
-            key_column="key",
-            overwrite=overwrite,
-        )
-
-    writer = main_first(state, open_writer, o.overwrite)
-    batches = [
-        list(range(i, min(i + o.diffusion_batch, len(items))))
-        for i in range(0, len(items), o.diffusion_batch)
-    ]
-    mine = process_shards(
-        batches,
-        o.diffusion_batch,
-        o.shard_size,
-        set(writer.pending()),
-        lambda i: items[i].key,
+    writer, claims = open_sharded(
         state,
+        out,
+        o.overwrite,
+        o.shard_size,
+        kind="scores",
+        keys=[it.key for it in items],
+        params=run_params,
+        inputs=inputs,
+        key_column="key",
     )
     id_keys = [it.key for it in items if it.group == "id"][: o.save_syntheses]
     ood_keys = [it.key for it in items if it.group in ("near", "far")][: o.save_syntheses]
@@ -658,26 +628,17 @@ def score_diffguard(
         inversions = InversionCache(json.dumps(recipe, sort_keys=True))
     scorer = Scorer(denoiser, model, r, o, bench.class_names, inversions)
     started = time.perf_counter()
+    work = _work(scorer, items, loaded, o, oracle, set(id_keys + ood_keys), dev.type == "cuda")
     with Progress(disable=o.quiet or not state.is_main_process) as progress:
-        task = progress.add_task("diffguard", total=sum(len(b) for s in mine for b in s))
-        made = _run(
-            scorer,
-            writer,
-            mine,
-            items,
-            loaded,
-            o,
-            oracle,
-            set(id_keys + ood_keys),
-            lambda n: progress.advance(task, n),
-        )
+        task = progress.add_task("diffguard", total=len(writer.pending()))
+        made = run_shards(work, writer, claims, lambda n: progress.advance(task, n))
     seconds = time.perf_counter() - started
     state.wait_for_everyone()
     if not state.is_main_process:
         return []
 
     # 4. one artifact per target
-    table = writer.merged()
+    table = writer.table()
     id_rows = [j for j, it in enumerate(items) if it.group == "id"]
     pred = np.asarray(table["pred"])
     acc = float(np.mean([pred[j] == items[j].label for j in id_rows])) if id_rows else None

@@ -17,6 +17,7 @@ import torch
 from oodkit.artifacts import atomic_file
 from oodkit.data.images import ImageTable, eval_transform
 from oodkit.data.tables import image_mode
+from oodkit.devices import resolve_workers
 from oodkit.hashing import cache_dir
 
 if TYPE_CHECKING:
@@ -34,19 +35,23 @@ def cache_root() -> Path:
 
 @torch.no_grad()
 def extract(
-    model: Detector, table: ImageTable, batch_size: int = 256, num_workers: int = 0
+    model: Detector, table: ImageTable, batch_size: int = 256, num_workers: int | str = "auto"
 ) -> dict[str, torch.Tensor]:
     """Features and every head's logits for all rows of ``table``, as float32 CPU tensors."""
     from torch.utils.data import DataLoader
 
     device = next(model.parameters()).device
+    cuda = device.type == "cuda"
     model.eval()
+    workers = resolve_workers(num_workers, cuda)
+    prefetch = {"prefetch_factor": 4} if workers else {}
     loader = DataLoader(
         table,
         batch_size=batch_size,
         shuffle=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
+        num_workers=workers,
+        pin_memory=cuda,
+        **prefetch,
     )
     chunks: dict[str, list[torch.Tensor]] = {}
     for x, _, _ in loader:
@@ -67,7 +72,7 @@ def cached_extract(
     detector_fingerprint: str,
     ds: datasets.Dataset,
     batch_size: int = 256,
-    num_workers: int = 0,
+    num_workers: int | str = "auto",
     use_cache: bool = True,
 ) -> dict[str, torch.Tensor]:
     """``extract`` through the cache; the key covers detector, data and preprocessing."""

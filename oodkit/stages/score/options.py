@@ -87,7 +87,7 @@ class ScoreOptions:
     )
     batch_size: int = O.option(256, "Images per forward.", role="run", minimum=1)
     device: str = O.device_option()
-    num_workers: int = O.num_workers_option()
+    num_workers: str = O.num_workers_option()
     data_root: str | None = O.data_root_option()
     resize: bool = O.option(False, "Rescale benchmark images to the detector.")
     cache: bool = O.option(

@@ -52,7 +52,7 @@ class TrainOptions:
     seed: int = O.seed_option()
     data_root: str | None = O.data_root_option()
     device: str = O.device_option()
-    num_workers: int = O.num_workers_option()
+    num_workers: str = O.num_workers_option()
     resume: bool = O.resume_option()
     stop_after_epochs: int | None = O.option(
         None, "Pause after N epochs (then --resume).", role="run", minimum=1

@@ -22,6 +22,7 @@ import torch
 
 from oodkit.artifacts import Artifact, check_output, training_checkpoint, write_artifact
 from oodkit.data.images import ImageTable
+from oodkit.devices import resolve_workers
 from oodkit.errors import OodkitError
 from oodkit.locks import writes_output
 from oodkit.methods import DETECTOR_LOSS
@@ -31,10 +32,12 @@ from oodkit.seeding import seed_int, torch_generator
 from oodkit.stages.train_detector.data import TrainingData, prepare_data
 from oodkit.stages.train_detector.options import TrainOptions
 from oodkit.training import (
-    PerSampleSeeded,
+    EpochBatches,
+    EpochSeeded,
     check_world,
     epoch_batches,
     load_checkpoint,
+    loader_kwargs,
     main_first,
     make_accelerator,
     progress_bar,
@@ -52,12 +55,24 @@ def _cosine(step: int, total: int, lr: float, min_lr: float) -> float:
     return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
-def _loader(dataset, batches: list[list[int]], num_workers: int, seed: int):
-    from torch.utils.data import DataLoader
+class _Stream:
+    """One loader for the whole run (workers persist across epochs); each epoch sets its
+    batches."""
 
-    return DataLoader(
-        dataset, batch_sampler=batches, num_workers=num_workers, generator=torch_generator(seed)
-    )
+    def __init__(self, dataset, seed: int, stream: int, workers: int, cuda: bool) -> None:
+        from torch.utils.data import DataLoader
+
+        self.sampler = EpochBatches()
+        self.loader = DataLoader(
+            EpochSeeded(dataset, seed, stream),
+            batch_sampler=self.sampler,
+            generator=torch_generator(seed_int(seed, stream, EPOCH_PURPOSE)),
+            **loader_kwargs(workers, cuda),
+        )
+
+    def epoch(self, epoch: int, batches: list[list[int]]):
+        self.sampler.set(epoch, batches)
+        return self.loader
 
 
 @torch.no_grad()
@@ -101,6 +116,8 @@ class _Run:
     steps_per_epoch: int
     start_epoch: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)
+    streams: dict[str, Any] = field(default_factory=dict)  # the loaders, built once
+    val_workers: int = 0
 
 
 def _model(o: TrainOptions, data: TrainingData) -> Detector:
@@ -156,39 +173,42 @@ def _build(o: TrainOptions, data: TrainingData, acc, ckpt: Path, model: Detector
         objective.load_state_dict(state)
         run.start_epoch, run.log = int(state["epoch"]), list(state["log"])
     run.model, run.optimizer = acc.prepare(model, optimizer)
+    run.streams = _streams(o, data, acc)
+    run.val_workers = resolve_workers(o.num_workers, acc.device.type == "cuda")
     objective.prepare(acc)
     return run
 
 
-def _epoch_streams(o: TrainOptions, data: TrainingData, run: _Run, epoch: int, seed: int, acc):
-    """This process's ID (and outlier) loaders for one epoch (loader seeds from ``seed``)."""
-    rank, world = acc.process_index, acc.num_processes
-    id_batches = epoch_batches(
-        len(data.id_table), o.batch_size, o.seed, epoch, ID_STREAM, run.steps_per_epoch, rank, world
-    )
-    ids = PerSampleSeeded(data.id_table, o.seed, epoch, ID_STREAM)
-    streams = {"id": _loader(ids, id_batches, o.num_workers, seed)}
+def _streams(o: TrainOptions, data: TrainingData, acc) -> dict[str, _Stream]:
+    """The run's ID (and outlier) streams."""
+    cuda = acc.device.type == "cuda"
+    workers = resolve_workers(o.num_workers, cuda)
+    streams = {"id": _Stream(data.id_table, o.seed, ID_STREAM, workers, cuda)}
     if data.outliers is not None:
-        out_batches = epoch_batches(
-            len(data.outliers),
-            o.outlier_batch_size or o.batch_size,
-            o.seed,
-            epoch,
-            OUTLIER_STREAM,
-            run.steps_per_epoch,
-            rank,
-            world,
-        )
-        outliers = PerSampleSeeded(data.outliers, o.seed, epoch, OUTLIER_STREAM)
-        streams["out"] = _loader(outliers, out_batches, o.num_workers, seed + 1)
+        streams["out"] = _Stream(data.outliers, o.seed, OUTLIER_STREAM, workers, cuda)
     return streams
+
+
+def _epoch_loaders(o: TrainOptions, data: TrainingData, run: _Run, epoch: int, acc) -> dict:
+    """This process's ID (and outlier) batches of one epoch on the run's streams."""
+    rank, world = acc.process_index, acc.num_processes
+    sizes = {"id": (len(data.id_table), o.batch_size, ID_STREAM)}
+    if data.outliers is not None:
+        bs = o.outlier_batch_size or o.batch_size
+        sizes["out"] = (len(data.outliers), bs, OUTLIER_STREAM)
+    return {
+        name: run.streams[name].epoch(
+            epoch,
+            epoch_batches(n, bs, o.seed, epoch, stream, run.steps_per_epoch, rank, world),
+        )
+        for name, (n, bs, stream) in sizes.items()
+    }
 
 
 def _train_epoch(o, data, run: _Run, epoch: int, acc, advance) -> dict[str, Any]:
     """One epoch over the zipped streams; returns its log entry (loss, lr, val accuracy)."""
-    seed = seed_int(o.seed, epoch, EPOCH_PURPOSE)
-    torch.manual_seed(seed)
-    streams = _epoch_streams(o, data, run, epoch, seed, acc)
+    torch.manual_seed(seed_int(o.seed, epoch, EPOCH_PURPOSE))
+    streams = _epoch_loaders(o, data, run, epoch, acc)
     run.model.train()
     total_loss = torch.zeros((), device=acc.device)
     for items in zip(*streams.values(), strict=True):
@@ -209,7 +229,7 @@ def _train_epoch(o, data, run: _Run, epoch: int, acc, advance) -> dict[str, Any]
     }
     if data.val is not None:
         entry["val_accuracy"] = accuracy_on(
-            acc.unwrap_model(run.model), data.val, 256, acc.device, o.num_workers
+            acc.unwrap_model(run.model), data.val, 256, acc.device, run.val_workers
         )
     return entry
 
