@@ -27,7 +27,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from oodkit import __version__
 from oodkit.demo import DemoOptions
-from oodkit.errors import OodkitError
+from oodkit.errors import Interrupted, OodkitError
 from oodkit.methods import SCORE
 from oodkit.options import (
     cli_fields,
@@ -168,6 +168,10 @@ def guarded(fn: F) -> F:
                 warnings.simplefilter("default")
                 try:
                     return fn(*args, **kwargs)
+                except Interrupted as exc:  # a signal: finished work kept, no traceback
+                    refused = True
+                    typer.echo(f"interrupted: {_one_line(str(exc))}", err=True)
+                    raise typer.Exit(exc.exit_code) from None
                 except OodkitError as exc:
                     refused = True
                     refuse(str(exc))

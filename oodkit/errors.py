@@ -5,6 +5,15 @@ class OodkitError(Exception):
     """A problem with the user's input or environment, stated in one readable line."""
 
 
+class Interrupted(Exception):
+    """A run stopped by a signal after its current batch; finished work is kept and a rerun
+    resumes. The CLI prints the message as one line and exits with 128 + the signal."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
 def first_line(exc: BaseException, with_type: bool = False) -> str:
     """The first line of a third-party error's message (they often span many lines), or its
     type's name when it has none; ``with_type`` prefixes ``Type: ``."""

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from oodkit.errors import OodkitError
+from oodkit.errors import Interrupted, OodkitError
 
 if TYPE_CHECKING:
     import datasets
@@ -45,14 +45,6 @@ DEFAULT_LEASE = 600.0
 POLL_SECONDS = 0.5
 
 
-class Interrupted(OodkitError):
-    """A run stopped by a signal; finished shards are kept, a rerun resumes."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
 def cut_shards(batches: list[list[int]], batch_size: int, shard_size: int) -> list[list[list[int]]]:
     """Canonical batches cut into shards of about ``shard_size`` samples; the cut depends
     neither on what is done nor on the number of processes."""
@@ -61,6 +53,10 @@ def cut_shards(batches: list[list[int]], batch_size: int, shard_size: int) -> li
 
 
 def _alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host runs (a zombie, not yet reaped, does not)."""
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -114,9 +110,8 @@ class Claims:
         for name in list(self.mine):
             self.release(name)
 
-    def stale(self, name: str) -> bool:
-        """Whether the claim on ``name`` belongs to a dead holder (False: none or alive)."""
-        path = self.folder / name
+    def _dead(self, path: Path) -> bool:
+        """Whether the claim file at ``path`` belongs to a dead holder."""
         try:
             age = time.time() - path.stat().st_mtime
             holder = json.loads(path.read_text() or "{}")
@@ -126,15 +121,26 @@ class Claims:
             return holder["pid"] != self.pid and not _alive(int(holder["pid"]))
         return age > self.lease
 
+    def stale(self, name: str) -> bool:
+        """Whether the claim on ``name`` belongs to a dead holder (False: none or alive)."""
+        return self._dead(self.folder / name)
+
     def take_over(self, name: str) -> bool:
-        """Take a stale claim: rename it away (one rank wins), then claim afresh."""
-        grave = self.folder / f".stale-{name}-{self.host}-{self.pid}"
+        """Take a stale claim: rename it away (one rank wins), check that what was renamed is
+        still the dead holder's (else put it back), then claim afresh."""
+        if not self.stale(name):
+            return False
+        path, grave = self.folder / name, self.folder / f".stale-{name}-{self.host}-{self.pid}"
         try:
-            os.rename(self.folder / name, grave)
+            os.rename(path, grave)
         except OSError:
             return False
+        dead = self._dead(grave)
+        if not dead:  # a live rank claimed it in between: give it back
+            with contextlib.suppress(OSError):
+                os.link(grave, path)
         grave.unlink(missing_ok=True)
-        return self.take(name)
+        return dead and self.take(name)
 
 
 def check_shared_folder(partial: Path, state: Any, token: str | None) -> None:
@@ -307,6 +313,12 @@ def run_shards(
     return made
 
 
+def _ignore_interrupts(_worker: int) -> None:
+    """Loader workers leave Ctrl-C (sent to the whole process group) to the main process,
+    which stops after its batch and ends them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _one_pass(work, writer, claims: Claims, names: list[str], flag: _StopFlag, advance) -> int:
     """Every shard this rank can claim now, through one loader; host work of batch j
     overlaps batch j + 1, and at most one finished shard waits to be written."""
@@ -319,6 +331,7 @@ def _one_pass(work, writer, claims: Claims, names: list[str], flag: _StopFlag, a
         batch_size=None,
         num_workers=work.num_workers,
         pin_memory=work.pin_memory,
+        worker_init_fn=_ignore_interrupts if work.num_workers else None,
     )
     made, current, parts = 0, None, []
     last_write: Future | None = None

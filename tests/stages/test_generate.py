@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -166,6 +167,73 @@ def test_two_processes_and_five_shards_give_the_identical_artifact(
         load_artifact(tmp_path / "two").manifest.fingerprint
         == load_artifact(tmp_path / "one").manifest.fingerprint
     )
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_two_process_run_and_one_process_resumes_it(
+    bench, tiny_sd, tmp_path
+) -> None:
+    """A real SIGTERM to torchrun (as Slurm preemption sends) mid-run: each rank stops after
+    its batch with one line saying how to resume, no temporaries or lock are left, and one
+    process resumes it to the artifact of an uninterrupted run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [
+        "generate",
+        "--method",
+        "sona",
+        "--id",
+        str(bench / "bench.json"),
+        "--model",
+        str(tiny_sd),
+        "--ood-classes",
+        str(bench / "ood.txt"),
+        "--steps",
+        "10",
+        "--batch-size",
+        "2",
+        "--shard-size",
+        "2",
+        "--per-image",
+        "6",
+        "--quiet",
+    ]
+    single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert single.exit_code == 0, single.output
+    out = tmp_path / "two"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*launch, "-m", "oodkit.cli", *args, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    partial = tmp_path / "two.partial"
+    deadline = time.monotonic() + 240
+    while len(list(partial.glob("shard-*"))) < 4:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    lines = [line for line in stderr.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 2 and all("rerun the same command to resume" in x for x in lines)
+    assert not out.exists() and not (tmp_path / "two.lock").exists()
+    assert not list(partial.glob(".tmp-*")) and list((partial / "claims").iterdir()) == []
+    done = len(list(partial.glob("shard-*")))
+    assert 4 <= done < 30
+    resumed = runner.invoke(app, [*args, "--out", str(out)])
+    assert resumed.exit_code == 0, resumed.output
+    assert (
+        load_artifact(out).manifest.fingerprint
+        == load_artifact(tmp_path / "one").manifest.fingerprint
+    )
+    assert not partial.exists()
 
 
 def test_a_changed_model_is_a_changed_input(bench, tiny_sd, tmp_path, monkeypatch) -> None:
