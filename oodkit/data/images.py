@@ -104,6 +104,33 @@ class ImageTable(Dataset):
         return self.image(index), int(self.labels[index]), int(index)
 
 
+DECODED_BUDGET = 1 << 30  # bytes of decoded images a stage may keep in RAM
+
+
+class LazyImages(Sequence):
+    """A table's images in one mode, decoded when read: a table larger than RAM is streamed
+    (a smaller one is decoded once by :func:`images_of`)."""
+
+    def __init__(self, table: datasets.Dataset, mode: str) -> None:
+        self.table, self.mode = table.select_columns(["image"]), mode
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index):  # type: ignore[override]
+        img = self.table[int(index)]["image"]
+        return img.convert(self.mode) if img.mode != self.mode else img
+
+
+def images_of(table: datasets.Dataset, mode: str, size: int, channels: int) -> Sequence:
+    """The table's images in ``mode``: decoded once when they fit :data:`DECODED_BUDGET`
+    (at ``size`` px, ``channels`` bytes a pixel), else read on demand."""
+    lazy = LazyImages(table, mode)
+    if len(table) * size * size * channels > DECODED_BUDGET:
+        return lazy
+    return [lazy[i] for i in range(len(lazy))]
+
+
 class PairedOutliers(ImageTable):
     """Outliers with their source ID image (for the CLUB term): (x_out, x_src, label, index)."""
 

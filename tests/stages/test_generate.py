@@ -622,10 +622,17 @@ def test_the_models_posterior_judge_is_the_hand_computed_denoising_error() -> No
     # nearest class level; the candidate classes may be a subset, reported by their ids
     levels = [0.05, 0.45, 0.62, 0.95]
     images = [Image.fromarray(np.full((4, 4), round(v * 255), np.uint8)) for v in levels]
-    keys = [str(i) for i in range(4)]
+    import datasets
+
+    table = datasets.Dataset.from_dict(
+        {"image": images, "sample_id": [str(i) for i in range(4)]},
+        features=datasets.Features(
+            {"image": datasets.Image(), "sample_id": datasets.Value("string")}
+        ),
+    )
     opts = {"seed": 0, "policy": "crop", "batch_size": 3}
-    assert model_predictions(stub, images, keys, [0, 1, 2], **opts).tolist() == [0, 1, 1, 2]
-    assert model_predictions(stub, images, keys, [0, 2], **opts).tolist() == [0, 0, 2, 2]
+    assert model_predictions(stub, table, [0, 1, 2], **opts).tolist() == [0, 1, 1, 2]
+    assert model_predictions(stub, table, [0, 2], **opts).tolist() == [0, 0, 2, 2]
 
 
 def test_the_model_judges_its_own_outliers(class_model, tmp_path) -> None:

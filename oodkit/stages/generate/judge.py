@@ -83,18 +83,23 @@ MODEL = "model"  # --judge model: the generating model's own posterior (a folder
 MODEL_TIMESTEPS = 10  # timesteps averaged per class (Li et al. use far more; diagnostics only)
 
 
+def _slices(ds: datasets.Dataset, batch_size: int) -> Iterator[dict[str, list]]:
+    """The table's rows, ``batch_size`` at a time: only one batch of images decoded in RAM."""
+    for i in range(0, len(ds), batch_size):
+        yield ds[i : i + batch_size]
+
+
 def model_predictions(
     denoiser: Any,
-    images: Sequence[Any],
-    keys: Sequence[str],
+    ds: datasets.Dataset,
     classes: Sequence[int],
     *,
     seed: int,
     policy: str,
     batch_size: int,
 ) -> np.ndarray:
-    """The diffusion model's class (smallest denoising error among ``classes``) of each PIL
-    image, fitted to its square like the sources; noise per sample key."""
+    """The diffusion model's class (smallest denoising error among ``classes``) of each
+    outlier, fitted to its square like the sources; noise per sample key; streamed."""
     import torch
 
     from oodkit.data.images import fit_square
@@ -106,32 +111,33 @@ def model_predictions(
     timesteps = judge_timesteps(scheduler.config.num_train_timesteps, MODEL_TIMESTEPS)
     alphas = scheduler.alphas_cumprod
     picks = []
-    for i in range(0, len(images), batch_size):
-        x, _ = fit_square(
-            list(images[i : i + batch_size]), denoiser.image_size, denoiser.channels, policy
-        )
-        gens = sample_generators(seed, [f"{k}#judge" for k in keys[i : i + batch_size]])
+    for rows in _slices(ds, batch_size):
+        x, _ = fit_square(rows["image"], denoiser.image_size, denoiser.channels, policy)
+        gens = sample_generators(seed, [f"{k}#judge" for k in rows["sample_id"]])
         errors = denoising_errors(denoiser, x, classes, alphas, timesteps, gens)
         picks.append(errors.argmin(1).cpu())
     index = torch.cat(picks).numpy() if picks else np.zeros(0, dtype=np.int64)
     return np.asarray(classes, dtype=np.int64)[index]
 
 
-def judge_predictions(judge: Path, images: Sequence[Any], batch_size: int = 256) -> np.ndarray:
-    """The judge detector's class for each PIL image (its eval transform, on the CPU)."""
+def judge_predictions(
+    judge: Path, ds: datasets.Dataset, device: Any = "cpu", batch_size: int = 256
+) -> np.ndarray:
+    """The judge detector's class for each outlier (its eval transform), on the generation
+    device, streamed through the table a batch at a time."""
     import torch
 
     from oodkit.data.images import eval_transform
     from oodkit.models.detector import load_detector
 
-    model = load_detector(judge, "cpu")
+    model = load_detector(judge, device)
     transform = eval_transform(model.config)
     mode = "L" if model.config.in_chans == 1 else "RGB"
     preds = []
     with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            batch = torch.stack([transform(im.convert(mode)) for im in images[i : i + batch_size]])
-            preds.append(model(batch)["logits"].argmax(1))
+        for rows in _slices(ds, batch_size):
+            batch = torch.stack([transform(im.convert(mode)) for im in rows["image"]])
+            preds.append(model(batch.to(device))["logits"].argmax(1).cpu())
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
 

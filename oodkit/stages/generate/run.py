@@ -431,8 +431,7 @@ def _judgement(judge, denoiser, classes: list[int], o: GenerateOptions):
         def by_model(ds) -> np.ndarray:
             return model_predictions(
                 denoiser,
-                ds["image"],
-                ds["sample_id"],
+                ds,
                 classes,
                 seed=o.seed,
                 policy=o.resize,
@@ -443,7 +442,8 @@ def _judgement(judge, denoiser, classes: list[int], o: GenerateOptions):
     from oodkit.models.detector import DetectorConfig
 
     names = DetectorConfig.load(judge.path).class_names
-    return judge.as_input()["path"], lambda ds: judge_predictions(judge.path, ds["image"]), names
+    predict = lambda ds: judge_predictions(judge.path, ds, denoiser.device)  # noqa: E731
+    return judge.as_input()["path"], predict, names
 
 
 def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds, judged) -> Artifact:

@@ -10,7 +10,7 @@ all-gather, so a step equals the single-process step (BatchNorm is synchronised 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -107,7 +107,9 @@ def transforms(channels: int, size: int, flip: bool) -> dict[str, Callable]:
     return {"eval": v2.Compose([*base, *tail]), "simclr": simclr, "weak": weak, "strong": strong}
 
 
-def batch_images(images: list, transform: Callable, indices: list[int], *key: int) -> torch.Tensor:
+def batch_images(
+    images: Sequence, transform: Callable, indices: list[int], *key: int
+) -> torch.Tensor:
     """Transformed images; with a ``key`` each sample's randomness comes from (key, index)."""
     out = []
     for i in indices:
@@ -126,7 +128,7 @@ def rank_batches(n: int, batch_size: int, seed: int, epoch: int, stream: int) ->
 
 def train_simclr(
     net: FeatureNet,
-    images: list,
+    images: Sequence,
     augment: Callable,
     *,
     accelerator,
@@ -174,7 +176,7 @@ def train_simclr(
 def batched_eval(
     fn: Callable[[torch.Tensor], torch.Tensor],
     net: FeatureNet,
-    images: list,
+    images: Sequence,
     transform: Callable,
     device,
     batch_size: int,
@@ -206,7 +208,7 @@ def batched_eval(
 
 
 def embed(
-    net: FeatureNet, images: list, transform: Callable, device, batch_size: int = 256
+    net: FeatureNet, images: Sequence, transform: Callable, device, batch_size: int = 256
 ) -> torch.Tensor:
     """L2-normalised backbone features of all images (eval transform)."""
     return F.normalize(

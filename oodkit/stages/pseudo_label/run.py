@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from oodkit.artifacts import Artifact, check_output, prepare_partial, write_artifact
+from oodkit.data.images import images_of
 from oodkit.data.tables import image_mode
 from oodkit.locks import writes_output
 from oodkit.methods import PSEUDO_LABEL
@@ -52,7 +53,7 @@ class Stages:
 
     o: PseudoLabelOptions
     net: FeatureNet
-    images: list
+    images: Sequence
     tf: dict[str, Callable]
     acc: Any
     partial: Path
@@ -157,7 +158,7 @@ def pseudo_label(
     if o.method == "scan":
         check_world(min(o.scan_batch_size, n), "--scan-batch-size")
     mode = image_mode(idd.channels)
-    images = [im.convert(mode) if im.mode != mode else im for im in idd.train["image"]]
+    images = images_of(idd.train, mode, idd.image_size, idd.channels)
     true = np.asarray(idd.train["label"], dtype=np.int64)
     params = {
         **recipe(o),

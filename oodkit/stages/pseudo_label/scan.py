@@ -8,7 +8,7 @@ term and the class-balanced self-labelling weights see the whole global batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -60,7 +60,7 @@ def _adam_stage(accelerator, module: nn.Module, backbone: nn.Module, lr: float):
 
 def train_scan(
     net: FeatureNet,
-    images: list,
+    images: Sequence,
     neighbors: torch.Tensor,
     augment: Callable,
     *,
@@ -116,7 +116,7 @@ def select_head(
 
 
 def cluster_logits_all(
-    net: FeatureNet, images: list, transform: Callable, device, batch_size: int = 256
+    net: FeatureNet, images: Sequence, transform: Callable, device, batch_size: int = 256
 ) -> torch.Tensor:
     """[heads, N, C] cluster logits of all images (eval transform)."""
     return batched_eval(Clusters(net), net, images, transform, device, batch_size, 1)
@@ -125,7 +125,7 @@ def cluster_logits_all(
 def train_self_label(
     net: FeatureNet,
     head: int,
-    images: list,
+    images: Sequence,
     weak: Callable,
     strong: Callable,
     *,
