@@ -103,6 +103,12 @@ class Artifact:
         }
 
 
+def column(ds: datasets.Dataset, name: str) -> list:
+    """A whole column as a list, read through Arrow: ~100× faster than ``list(ds[name])``,
+    which decodes element by element (2.7 s for 259k sample ids)."""
+    return ds.with_format("arrow")[name].to_pylist()
+
+
 def load_table(folder: Path) -> datasets.Dataset:
     """A ``save_to_disk`` folder, or a sharded one (its shards concatenated in order, rows put
     in canonical order by an in-memory index), memory-mapped; unreadable files are one line,
@@ -684,6 +690,7 @@ class ShardedWriter:
         """
         import numpy as np
 
+        self.drop_temporaries()  # cut off by a killed process
         shards, order = self._layout()
         summary = dict(summary or {})
         if summarize is not None and shards:

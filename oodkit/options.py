@@ -131,6 +131,21 @@ def json_object(text: str | dict | None, name: str) -> dict[str, Any]:
 
 RESIZE_POLICIES = ("crop", "pad", "squash")  # how an image is fitted to a model's square
 
+IMAGE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+DEFAULT_QUALITY = {"png": 6, "jpeg": 95, "webp": 95}  # PNG: zlib level (Pillow's default)
+
+
+def check_image_format(fmt: str, quality: int | None) -> int:
+    """``--image-format`` and ``--image-quality`` checked; returns the quality used (PNG:
+    zlib level 0–9, lossless whatever it is; JPEG / WebP: 1–100)."""
+    if fmt not in IMAGE_FORMATS:
+        raise OodkitError(f"--image-format must be one of {', '.join(IMAGE_FORMATS)}, got {fmt!r}")
+    q = DEFAULT_QUALITY[fmt] if quality is None else quality
+    low, high = (0, 9) if fmt == "png" else (1, 100)
+    if not low <= q <= high:
+        raise OodkitError(f"--image-quality for {fmt} must lie in {low}..{high}, got {q}")
+    return q
+
 
 def device_option() -> Any:
     return option("auto", "auto, cpu, cuda or cuda:N.", role="run")

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from oodkit.artifacts import Artifact, load_artifact, write_artifact
+from oodkit.artifacts import Artifact, column, load_artifact, write_artifact
 from oodkit.errors import OodkitError
 from oodkit.metrics import accuracy, as_scores
 
@@ -148,7 +148,9 @@ def read_pseudo_labels(path: str | Path) -> PseudoLabels:
     """Load a pseudo-labels artifact."""
     art = load_artifact(path, kind="pseudo-labels")
     table = art.dataset()
-    return PseudoLabels(art, dict(zip(table["sample_id"], table["cluster"], strict=True)))
+    return PseudoLabels(
+        art, dict(zip(column(table, "sample_id"), column(table, "cluster"), strict=True))
+    )
 
 
 # --- scores ----------------------------------------------------------------------------------

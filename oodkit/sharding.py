@@ -217,6 +217,62 @@ class ShardWork:
     pin_memory: bool = False
 
 
+@dataclass
+class RunStats:
+    """Where one rank's time went: waiting for inputs, device work (``compute``), host work
+    in the pool (its threads' CPU time) and waiting for a shard write (back-pressure)."""
+
+    samples: int = 0
+    seconds: float = 0.0
+    loader_wait_s: float = 0.0
+    compute_s: float = 0.0
+    host_cpu_s: float = 0.0
+    write_wait_s: float = 0.0
+
+    def add_host(self, seconds: float) -> None:
+        with _STATS_LOCK:
+            self.host_cpu_s += seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        per = 1000 / self.samples if self.samples else 0.0
+        return {
+            "samples": self.samples,
+            "seconds": round(self.seconds, 3),
+            "loader_wait_s": round(self.loader_wait_s, 3),
+            "compute_s": round(self.compute_s, 3),
+            "host_cpu_ms_per_sample": round(self.host_cpu_s * per, 2),
+            "write_wait_s": round(self.write_wait_s, 3),
+        }
+
+
+_STATS_LOCK = threading.Lock()
+
+
+def _timed(stats: RunStats, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` that adds its thread's CPU time to ``stats.host_cpu_s``."""
+
+    def run(*args: Any) -> Any:
+        start = time.thread_time()
+        try:
+            return fn(*args)
+        finally:
+            stats.add_host(time.thread_time() - start)
+
+    return run
+
+
+def gather_stats(state: Any, stats: RunStats, **extra: Any) -> list[dict[str, Any]]:
+    """Every rank's :class:`RunStats` (with ``extra`` figures), in rank order."""
+    mine = {**stats.as_dict(), **extra}
+    if state.num_processes == 1:
+        return [mine]
+    import torch.distributed as dist
+
+    every: list[Any] = [None] * state.num_processes
+    dist.all_gather_object(every, mine)
+    return every
+
+
 class _BatchInputs(torch.utils.data.Dataset):
     """(shard, batch) → the batch's inputs, loaded in workers."""
 
@@ -286,8 +342,8 @@ def run_shards(
     writer: ShardedWriter,
     claims: Claims,
     advance: Callable[[int], None] = lambda n: None,
-) -> int:
-    """Run shards until every one is done; returns the number of samples this rank computed.
+) -> RunStats:
+    """Run shards until every one is done; returns where this rank's time went.
 
     A rank with nothing left to claim waits (polling the folder) only while other live
     ranks finish the shards they hold — about one shard's work — and takes over any claim
@@ -295,13 +351,14 @@ def run_shards(
     current batch; finished shards written, this rank's claims released).
     """
     names = [writer.shard_name([work.key_of(i) for b in s for i in b]) for s in work.shards]
-    made = 0
+    stats, started = RunStats(), time.perf_counter()
     with _StopFlag() as flag:
         while flag.signum is None:
-            made += _one_pass(work, writer, claims, names, flag, advance)
+            _one_pass(work, writer, claims, names, flag, advance, stats)
             if flag.signum is not None or all(writer.is_done(n) for n in names):
                 break
             time.sleep(POLL_SECONDS)
+    stats.seconds = time.perf_counter() - started
     if flag.signum is not None:
         done = len(writer.keys) - len(writer.pending())
         name = signal.Signals(flag.signum).name
@@ -310,7 +367,7 @@ def run_shards(
             "command to resume",
             flag.signum,
         )
-    return made
+    return stats
 
 
 def _ignore_interrupts(_worker: int) -> None:
@@ -319,7 +376,7 @@ def _ignore_interrupts(_worker: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _one_pass(work, writer, claims: Claims, names: list[str], flag: _StopFlag, advance) -> int:
+def _one_pass(work, writer, claims: Claims, names, flag: _StopFlag, advance, stats) -> None:
     """Every shard this rank can claim now, through one loader; host work of batch j
     overlaps batch j + 1, and at most one finished shard waits to be written."""
     from torch.utils.data import DataLoader
@@ -333,36 +390,49 @@ def _one_pass(work, writer, claims: Claims, names: list[str], flag: _StopFlag, a
         pin_memory=work.pin_memory,
         worker_init_fn=_ignore_interrupts if work.num_workers else None,
     )
-    made, current, parts = 0, None, []
+    current, parts = None, []
     last_write: Future | None = None
     batches = iter(loader)
     pool = ThreadPoolExecutor(work.host_workers, thread_name_prefix="oodkit-host")
+    host, write = _timed(stats, work.host), _timed(stats, _write)
+    clock = time.perf_counter
     try:
-        for j, b, inputs in batches:
+        while True:
+            t0 = clock()
+            item = next(batches, None)
+            t1 = clock()
+            stats.loader_wait_s += t1 - t0
+            if item is None:
+                break
+            j, b, inputs = item
             if j != current:
                 parts, current = [], j
             batch = work.shards[j][b]
             result = work.compute(batch, inputs)
-            parts.append(pool.submit(work.host, batch, inputs, result))
+            stats.compute_s += clock() - t1
+            parts.append(pool.submit(host, batch, inputs, result))
             claims.heartbeat(names[j])
             advance(len(batch))
-            made += len(batch)
+            stats.samples += len(batch)
             if b == len(work.shards[j]) - 1:  # the shard is complete: write it
+                t2 = clock()
                 if last_write is not None:
                     last_write.result()  # errors surface; memory stays at one shard
+                stats.write_wait_s += clock() - t2
                 keys = [work.key_of(i) for bb in work.shards[j] for i in bb]
-                last_write = pool.submit(_write, writer, keys, parts, work.features)
+                last_write = pool.submit(write, writer, keys, parts, work.features)
                 last_write.add_done_callback(lambda _f, n=names[j]: claims.release(n))
             if flag.signum is not None:
                 break
+        t3 = clock()
         if last_write is not None:
             last_write.result()
+        stats.write_wait_s += clock() - t3
     finally:
         sampler.stop = True
         del batches  # loader workers end before the pool
         pool.shutdown(wait=True, cancel_futures=True)
         claims.release_all()
-    return made
 
 
 def open_sharded(state: Any, out: Any, overwrite: bool, shard_size: int, **writer_args: Any):

@@ -49,6 +49,29 @@ def main_first(
         return open_partial(overwrite and state.is_main_process)
 
 
+def from_main(state: Accelerator | PartialState, compute: Callable[[], T]) -> T:
+    """``compute()`` on the main process only, its result sent to the others (hashing a
+    multi-gigabyte model folder once, not on every rank); an error there stops every rank
+    with its line."""
+    if state.num_processes == 1:
+        return compute()
+    import torch.distributed as dist
+
+    from oodkit.errors import OodkitError
+
+    box: list[Any] = [None]
+    if state.is_main_process:
+        try:
+            box[0] = ("ok", compute())
+        except OodkitError as exc:
+            box[0] = ("error", str(exc))
+    dist.broadcast_object_list(box, src=0)
+    status, value = box[0]
+    if status == "error":
+        raise OodkitError(value)
+    return value
+
+
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     """``torch.save`` through a temporary file, so a crash never leaves half a checkpoint."""
     atomic_file(path, lambda tmp: torch.save(state, tmp))

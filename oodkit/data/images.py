@@ -15,8 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from oodkit.data.tables import image_mode
-from oodkit.errors import OodkitError
-from oodkit.options import RESIZE_POLICIES
+from oodkit.options import IMAGE_FORMATS, RESIZE_POLICIES, check_image_format
 
 if TYPE_CHECKING:
     import datasets
@@ -225,22 +224,6 @@ def tensor_to_pil(img: torch.Tensor):
 
     arr = (img * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     return Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
-
-
-IMAGE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
-DEFAULT_QUALITY = {"png": 6, "jpeg": 95, "webp": 95}  # PNG: zlib level (Pillow's default)
-
-
-def check_image_format(fmt: str, quality: int | None) -> int:
-    """``--image-format`` and ``--image-quality`` checked; returns the quality used (PNG:
-    zlib level 0–9, lossless whatever it is; JPEG / WebP: 1–100)."""
-    if fmt not in IMAGE_FORMATS:
-        raise OodkitError(f"--image-format must be one of {', '.join(IMAGE_FORMATS)}, got {fmt!r}")
-    q = DEFAULT_QUALITY[fmt] if quality is None else quality
-    low, high = (0, 9) if fmt == "png" else (1, 100)
-    if not low <= q <= high:
-        raise OodkitError(f"--image-quality for {fmt} must lie in {low}..{high}, got {q}")
-    return q
 
 
 def encode_image(img: torch.Tensor, fmt: str = "png", quality: int | None = None) -> dict:

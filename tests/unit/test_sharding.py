@@ -51,9 +51,8 @@ def _open(out: Path) -> None:
 def _final(out: Path) -> str:
     w = job.writer(str(out))
     assert w.pending() == []
-    assert not list(w.partial.glob(".tmp-*")), "a temporary shard was left behind"
     art = w.finalize()
-    assert not w.partial.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == [out.name]  # no partial, no temporary
     assert verify_artifact(art.path).manifest.fingerprint == art.manifest.fingerprint
     return art.manifest.fingerprint
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from oodkit.artifacts import column
 from oodkit.errors import OodkitError
 
 if TYPE_CHECKING:
@@ -145,10 +146,10 @@ def judged_summary(
     ds: datasets.Dataset, pred: np.ndarray, class_names: Sequence[str] | None, steps: int
 ) -> dict[str, Any]:
     """``semantic_summary`` of an outliers table under a judge's predictions ``pred``."""
-    tgt = targets(ds["condition"], class_names)
+    tgt = targets(column(ds, "condition"), class_names)
     return semantic_summary(
-        np.asarray(ds["t_start"]),
-        np.asarray(ds["source_label"], dtype=np.int64),
+        np.asarray(column(ds, "t_start")),
+        np.asarray(column(ds, "source_label"), dtype=np.int64),
         tgt,
         pred,
         steps,

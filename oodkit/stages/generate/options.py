@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from oodkit import options as O
-from oodkit.data.images import check_image_format
 from oodkit.devices import DTYPES, host_workers, resolve_workers
 from oodkit.errors import OodkitError
 from oodkit.methods import GENERATION
@@ -101,7 +100,7 @@ class GenerateOptions:
         _one_of("--ood-condition", out.ood_condition, OOD_CONDITIONS)
         if out.ood_condition != "class" and "ood_condition" not in registered.options:
             raise OodkitError(f"--ood-condition applies to sona and global, not {out.method}")
-        out.image_quality = check_image_format(out.image_format, out.image_quality)
+        out.image_quality = O.check_image_format(out.image_format, out.image_quality)
         resolve_workers(out.num_workers, cuda=False)
         host_workers(out.host_workers)
         if out.mode == "vae" and out.method != "reconstruct":

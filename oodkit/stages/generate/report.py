@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from oodkit.artifacts import column
 from oodkit.stages.generate.judge import buckets
 
 if TYPE_CHECKING:
@@ -16,8 +17,11 @@ if TYPE_CHECKING:
 
 def quality_summary(ds: datasets.Dataset, steps: int) -> dict[str, Any]:
     """Mean SSIM and PSNR (outlier vs source) overall and per start-step bucket."""
-    start = np.asarray(ds["t_start"])
-    ssim, psnr = np.asarray(ds["ssim"], dtype=float), np.asarray(ds["psnr"], dtype=float)
+    start = np.asarray(column(ds, "t_start"))
+    ssim, psnr = (
+        np.asarray(column(ds, "ssim"), dtype=float),
+        np.asarray(column(ds, "psnr"), dtype=float),
+    )
     per: dict[str, dict[str, Any]] = {
         name: {
             "n": int(sel.sum()),

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodkit.artifacts import DATA_DIR, Artifact, check_output, load_table
+from oodkit.artifacts import DATA_DIR, Artifact, check_output, column, load_table
 from oodkit.data.images import Box, encode_image, fit_square, unfit
 from oodkit.devices import resolve_device, resolve_dtype
 from oodkit.diffusion import guidance as G
@@ -43,7 +43,7 @@ from oodkit.methods import GENERATION
 from oodkit.options import recipe, with_overrides
 from oodkit.schemas import OUTLIER_COLUMNS, outlier_features, read_pseudo_labels
 from oodkit.seeding import sample_generators
-from oodkit.sharding import ShardWork, cut_shards, open_sharded, run_shards
+from oodkit.sharding import ShardWork, cut_shards, gather_stats, open_sharded, run_shards
 from oodkit.similarity import ssim_psnr
 from oodkit.stages.generate.judge import (
     MODEL,
@@ -56,6 +56,7 @@ from oodkit.stages.generate.judge import (
 from oodkit.stages.generate.methods import GenerationMethod, method_class
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.generate.plans import Plan, check_leakage, plan_samples, read_class_list
+from oodkit.training import from_main
 
 
 def _start_steps(o: GenerateOptions, method: type[GenerationMethod], spec: ModelSpec) -> int | None:
@@ -104,6 +105,7 @@ class BatchGenerator:
         self.sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), opts.steps)
         self.capture = set(capture or ()) if opts.method == "sona" else set()  # SONA masks
         self.masks: dict[str, dict[str, torch.Tensor]] = {}
+        self.denoise_s = 0.0  # time spent in the denoising loop
 
     def __call__(self, plans: Sequence[Plan], images: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] (the model's square) → generated images in [0, 1], float32."""
@@ -207,10 +209,10 @@ def _sources(id_ref: str, o: GenerateOptions, idd, spec: ModelSpec, method) -> _
     from oodkit.data.sources import dataset_input
 
     inputs: list[dict[str, Any]] = [dataset_input(id_ref, idd.train)]
-    labels = np.asarray(idd.train["label"], dtype=np.int64)
+    labels = np.asarray(column(idd.train, "label"), dtype=np.int64)
     if o.labels is not None:
         pseudo = read_pseudo_labels(o.labels)
-        labels = pseudo.labels_for(idd.train["sample_id"])
+        labels = pseudo.labels_for(column(idd.train, "sample_id"))
         inputs.append(pseudo.artifact.as_input())
     if (labels < 0).any():
         raise OodkitError(f"{id_ref}: some ID samples have no label; pass --labels")
@@ -297,7 +299,11 @@ def _work(runner: BatchGenerator, plans: Sequence[Plan], train, out_size: int, o
 
     def compute(batch: list[int], inputs) -> Any:
         images, boxes = inputs
+        start = time.perf_counter()
         generated = runner([plans[i] for i in batch], images)
+        if cuda:
+            torch.cuda.synchronize()  # the denoiser's share of the time, for the summary
+        runner.denoise_s += time.perf_counter() - start
         return _quality_on_device(generated, images, boxes, out_size)
 
     return ShardWork(
@@ -343,27 +349,13 @@ def generate(
     fixed_start = _start_steps(o, method, spec)
     idd = resolve_id(id_ref, data_root=o.data_root)
     src = _sources(id_ref, o, idd, spec, method)
-    n_src = len(src.train) if o.limit is None else min(o.limit, len(src.train))
-    source_ids = src.train["sample_id"]
-    keys = [(f"{source_ids[r]}#{k}", r) for r in range(n_src) for k in range(o.per_image)]
-    plans = plan_samples(
-        keys,
-        source_ids,
-        src.labels,
-        uses_ood=method.uses_ood,
-        seed=o.seed,
-        steps=o.steps,
-        t_start=fixed_start,
-        num_classes=src.num_classes,
-        prompts=src.prompts,
-    )
     state = PartialState(cpu=device == "cpu")
     say = Console(quiet=o.quiet or not state.is_main_process).print
 
     judge = o.judge if o.judge in (None, MODEL) else check_judge(o.judge, src.num_classes)
 
     # 2. the recipe and fingerprinted inputs (the model's content included)
-    inputs = [*src.inputs, model_input(model, spec)]
+    inputs = [*src.inputs, from_main(state, lambda: model_input(model, spec))]  # hashed once
     if judge is not None and judge != MODEL:
         inputs.append(judge.as_input())
     params = {
@@ -385,7 +377,23 @@ def generate(
         say(f"complete: nothing to do ({out} holds this artifact)")
         return existing
 
-    # 3. the model, then the shards
+    # 3. the plan: every sample's start and conditions from (seed, key)
+    n_src = len(src.train) if o.limit is None else min(o.limit, len(src.train))
+    source_ids = column(src.train, "sample_id")
+    keys = [(f"{source_ids[r]}#{k}", r) for r in range(n_src) for k in range(o.per_image)]
+    plans = plan_samples(
+        keys,
+        source_ids,
+        src.labels,
+        uses_ood=method.uses_ood,
+        seed=o.seed,
+        steps=o.steps,
+        t_start=fixed_start,
+        num_classes=src.num_classes,
+        prompts=src.prompts,
+    )
+
+    # 4. the model, then the shards
     dev = state.device if device.startswith("cuda") else torch.device("cpu")
     revision = inputs[len(src.inputs)]["fingerprint"] if spec.source == "hub" else None
     denoiser = load_denoiser(model, dev, dtype, revision=revision, spec=spec)
@@ -412,13 +420,14 @@ def generate(
 
     with Progress(disable=o.quiet or not state.is_main_process) as progress:
         task = progress.add_task(f"generate {o.method}", total=pending)
-        made = run_shards(work, writer, claims, lambda n: progress.advance(task, n))
+        stats = run_shards(work, writer, claims, lambda n: progress.advance(task, n))
     seconds = time.perf_counter() - started
-    state.wait_for_everyone()
+    ranks = gather_stats(state, stats, denoise_s=round(runner.denoise_s, 3))
     if not state.is_main_process:
         return None
     judged = _judgement(judge, runner.denoiser, sorted(set(src.labels.tolist())), o)
-    return _finalize(writer, runner.masks, src.train, o, len(plans), made, seconds, judged)
+    made = sum(r["samples"] for r in ranks)
+    return _finalize(writer, runner.masks, src.train, o, len(plans), made, seconds, judged, ranks)
 
 
 def _judgement(judge, denoiser, classes: list[int], o: GenerateOptions):
@@ -446,7 +455,9 @@ def _judgement(judge, denoiser, classes: list[int], o: GenerateOptions):
     return judge.as_input()["path"], predict, names
 
 
-def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds, judged) -> Artifact:
+def _finalize(
+    writer, masks, train, o: GenerateOptions, count, made, seconds, judged, ranks
+) -> Artifact:
     """Finish the artifact from its shards; preview grid, SONA masks, diagnostics (nuisance
     preservation per start step, semantic shift under ``--judge``) and their figure."""
 
@@ -476,6 +487,7 @@ def _finalize(writer, masks, train, o: GenerateOptions, count, made, seconds, ju
             "count": count,
             "seconds_this_run": round(seconds, 2),
             "images_per_s_this_run": round(made / seconds, 3) if made and seconds else None,
+            "ranks_this_run": ranks,
         },
         summarize=summarize,
         write_files=write_files,

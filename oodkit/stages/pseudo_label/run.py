@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodkit.artifacts import Artifact, check_output, prepare_partial, write_artifact
+from oodkit.artifacts import Artifact, check_output, column, prepare_partial, write_artifact
 from oodkit.data.images import images_of
 from oodkit.data.tables import image_mode
 from oodkit.locks import writes_output
@@ -159,7 +159,7 @@ def pseudo_label(
         check_world(min(o.scan_batch_size, n), "--scan-batch-size")
     mode = image_mode(idd.channels)
     images = images_of(idd.train, mode, idd.image_size, idd.channels)
-    true = np.asarray(idd.train["label"], dtype=np.int64)
+    true = np.asarray(column(idd.train, "label"), dtype=np.int64)
     params = {
         **recipe(o),
         "id": id_ref,
@@ -201,7 +201,9 @@ def pseudo_label(
         cluster, confidence = PSEUDO_LABEL.get(o.method).load()(ctx, features, kmeans)
     if not main:
         return None
-    return _write(out, ctx, cluster, confidence, params, inputs, idd.train["sample_id"], started)
+    return _write(
+        out, ctx, cluster, confidence, params, inputs, column(idd.train, "sample_id"), started
+    )
 
 
 def _write(out, ctx: Stages, cluster, confidence, params, inputs, sample_ids, started) -> Artifact:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodkit.artifacts import Artifact, check_output, load_artifact, write_artifact
+from oodkit.artifacts import Artifact, check_output, column, load_artifact, write_artifact
 from oodkit.data.images import fit_square, tensor_to_pil
 from oodkit.diffusion.inversions import INVERSIONS
 from oodkit.errors import OodkitError
@@ -152,7 +152,9 @@ def plan_items(loaded: dict[str, Any], sets: Sequence[tuple[str, str, str]]) -> 
     items = []
     for set_key, name, group in sets:
         ds = loaded[set_key]
-        for row, (sid, lab) in enumerate(zip(ds["sample_id"], ds["label"], strict=True)):
+        for row, (sid, lab) in enumerate(
+            zip(column(ds, "sample_id"), column(ds, "label"), strict=True)
+        ):
             items.append(Item(f"{name}/{sid}", set_key, name, group, row, sid, int(lab)))
     return items
 
@@ -454,7 +456,9 @@ def _baseline_scores(base, det, model, bench, loaded, items, o) -> tuple[np.ndar
     ds = base.dataset()
     by_key = {
         f"{d}/{s}": v
-        for d, s, v in zip(ds["dataset"], ds["sample_id"], ds["id_score"], strict=True)
+        for d, s, v in zip(
+            column(ds, "dataset"), column(ds, "sample_id"), column(ds, "id_score"), strict=True
+        )
     }
     test = [it for it in items if it.group != "id-val"]
     missing = [it.key for it in test if it.key not in by_key]
@@ -480,7 +484,7 @@ def _write(targets, table, items, o, inputs, acc, summary, base_scores) -> None:
 
     is_test = np.array([it.group != "id-val" for it in items])
     test = [it for it in items if it.group != "id-val"]
-    pred = np.asarray(table["pred"])[is_test]
+    pred = np.asarray(column(table, "pred"))[is_test]
     for t in targets:
         if t.existing is not None:
             continue
@@ -631,7 +635,7 @@ def score_diffguard(
     work = _work(scorer, items, loaded, o, oracle, set(id_keys + ood_keys), dev.type == "cuda")
     with Progress(disable=o.quiet or not state.is_main_process) as progress:
         task = progress.add_task("diffguard", total=len(writer.pending()))
-        made = run_shards(work, writer, claims, lambda n: progress.advance(task, n))
+        stats = run_shards(work, writer, claims, lambda n: progress.advance(task, n))
     seconds = time.perf_counter() - started
     state.wait_for_everyone()
     if not state.is_main_process:
@@ -640,16 +644,16 @@ def score_diffguard(
     # 4. one artifact per target
     table = writer.table()
     id_rows = [j for j, it in enumerate(items) if it.group == "id"]
-    pred = np.asarray(table["pred"])
+    pred = np.asarray(column(table, "pred"))
     acc = float(np.mean([pred[j] == items[j].label for j in id_rows])) if id_rows else None
-    stops = np.asarray(table["stop"])
+    stops = np.asarray(column(table, "stop"))
     summary = {
         "inversion_steps": {
             "mean": float(stops.mean()),
             "min": int(stops.min()),
             "max": int(stops.max()),
         },
-        "images_per_s_this_run": round(made / seconds, 3) if made and seconds else None,
+        "images_per_s_this_run": round(stats.samples / seconds, 3) if stats.samples else None,
     }
     base_scores = _baseline_scores(base, det, model, bench, loaded, items, o) if base else None
     _write(targets, table, items, o, inputs, acc, summary, base_scores)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from oodkit import options as O
+from oodkit.devices import resolve_workers
 from oodkit.errors import OodkitError
 from oodkit.methods import SCORE
 from oodkit.similarity import DISTANCES
@@ -100,6 +101,7 @@ class ScoreOptions:
     quiet: bool = O.quiet_option()
 
     def check(self) -> None:
+        resolve_workers(self.num_workers, cuda=False)  # a count or auto, before any work
         if self.label is not None and not self.label.strip():
             raise OodkitError("--label must not be empty")
         if self.temperature <= 0:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from oodkit.artifacts import Artifact, check_output, load_artifact
+from oodkit.artifacts import Artifact, check_output, column, load_artifact
 from oodkit.devices import resolve_device
 from oodkit.errors import OodkitError
 from oodkit.hashing import writable_cache
@@ -113,10 +113,10 @@ def _rows(sets, loaded, feats, scores, clusters: bool) -> list[SetScores]:
             SetScores(
                 spec.name,
                 spec.group,
-                ds["sample_id"],
+                column(ds, "sample_id"),
                 scores[key].numpy(),
                 pred,
-                ds["label"] if spec.group == "id" else None,
+                column(ds, "label") if spec.group == "id" else None,
             )
         )
     return rows

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from oodkit.artifacts import column
 from oodkit.data.images import ImageTable, PairedOutliers, eval_transform, train_transform
 from oodkit.data.sources import IdData, dataset_input, load_artifact_or_dataset, resolve_id
 from oodkit.data.tables import image_mode
@@ -43,10 +44,10 @@ class _Labels:
     def of_generated(self, ds, what: str) -> np.ndarray:
         """ỹ of generated samples: the source's cluster, else their stored label."""
         if self.pseudo is not None and "source_id" in ds.column_names:
-            unknown = [s for s in ds["source_id"] if s not in self.pseudo.cluster_of]
+            unknown = [s for s in column(ds, "source_id") if s not in self.pseudo.cluster_of]
             if unknown:
                 raise OodkitError(f"{what}: source {unknown[0]!r} has no pseudo-label")
-            return self.pseudo.labels_for(ds["source_id"])
+            return self.pseudo.labels_for(column(ds, "source_id"))
         col = "source_label" if "source_label" in ds.column_names else "label"
         return np.asarray(ds[col], dtype=np.int64)
 
@@ -61,9 +62,9 @@ def _id_labels(id_ref: str, idd: IdData, labels: str | None) -> _Labels:
     """Ground-truth labels, or the clusters of a pseudo-labels artifact."""
     if labels is not None:
         pseudo = read_pseudo_labels(labels)
-        y = pseudo.labels_for(idd.train["sample_id"])
+        y = pseudo.labels_for(column(idd.train, "sample_id"))
         return _Labels(y, int(y.max()) + 1, None, pseudo)
-    y = np.asarray(idd.train["label"], dtype=np.int64)
+    y = np.asarray(column(idd.train, "label"), dtype=np.int64)
     if (y < 0).any():
         raise OodkitError(f"{id_ref}: {int((y < 0).sum())} ID samples have no label; pass --labels")
     num_classes = len(idd.class_names) if idd.class_names else int(y.max()) + 1
@@ -78,10 +79,10 @@ def _outlier_part(ref, ds, o: TrainOptions, needs, labels: _Labels, row_of) -> t
     if "source_id" in needs:
         if "source_id" not in ds.column_names:
             raise OodkitError(f"--outliers {ref} has no source_id, which --loss {o.loss} pairs on")
-        unknown = [s for s in ds["source_id"] if s not in row_of]
+        unknown = [s for s in column(ds, "source_id") if s not in row_of]
         if unknown:
             raise OodkitError(f"--outliers {ref}: source {unknown[0]!r} is not in the ID set")
-        sources = np.array([row_of[s] for s in ds["source_id"]], dtype=np.int64)
+        sources = np.array([row_of[s] for s in column(ds, "source_id")], dtype=np.int64)
     if "source_label" in needs:
         if "source_label" not in ds.column_names and not (
             labels.pseudo is not None and "source_id" in ds.column_names
@@ -105,7 +106,7 @@ def _outlier_table(o, idd, labels, t_train, mode, inputs) -> ImageTable | None:
         return None
     if not o.outliers:
         raise OodkitError(f"--loss {o.loss} needs --outliers")
-    row_of = {sid: i for i, sid in enumerate(idd.train["sample_id"])}
+    row_of = {sid: i for i, sid in enumerate(column(idd.train, "sample_id"))}
     parts = []
     for ref in o.outliers:
         ds, inp = load_artifact_or_dataset(ref, o.data_root, idd.channels, "--outliers", "outliers")
@@ -152,7 +153,7 @@ def prepare_data(id_ref: str, o: TrainOptions) -> TrainingData:
     out_table = _outlier_table(o, idd, labels, t_train, mode, inputs)
     val_table = None
     if idd.val is not None and o.labels is None:
-        val_table = ImageTable(idd.val, t_eval, np.asarray(idd.val["label"]), mode)
+        val_table = ImageTable(idd.val, t_eval, np.asarray(column(idd.val, "label")), mode)
     refs = {
         "id": id_ref,
         "benchmark": idd.benchmark,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oodkit import options as O
+from oodkit.devices import resolve_workers
 from oodkit.errors import OodkitError
 from oodkit.methods import DETECTOR_LOSS
 
@@ -61,6 +62,7 @@ class TrainOptions:
     quiet: bool = O.quiet_option()
 
     def check(self) -> None:
+        resolve_workers(self.num_workers, cuda=False)  # a count or auto, before any work
         DETECTOR_LOSS.get(self.loss)
         if self.augment not in AUGMENTS:
             raise OodkitError(f"--augment must be one of {', '.join(AUGMENTS)}")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oodkit.artifacts import Artifact, check_output, training_checkpoint, write_artifact
+from oodkit.artifacts import Artifact, check_output, column, training_checkpoint, write_artifact
 from oodkit.data.images import to_tensor
 from oodkit.data.sources import IdData, dataset_input, resolve_id
 from oodkit.diffusion.denoisers import CLASS_MODEL_INFO, PixelClassDenoiser
@@ -56,10 +56,10 @@ class _Classes:
 def _classes(id_ref: str, idd: IdData, labels: str | None) -> _Classes:
     """Class ids of the ID images: ground truth, or the clusters of a pseudo-labels artifact."""
     inputs = [dataset_input(id_ref, idd.train)]
-    y, names = np.asarray(idd.train["label"], dtype=np.int64), idd.class_names
+    y, names = np.asarray(column(idd.train, "label"), dtype=np.int64), idd.class_names
     if labels is not None:
         pseudo = read_pseudo_labels(labels)
-        y, names = pseudo.labels_for(idd.train["sample_id"]), None
+        y, names = pseudo.labels_for(column(idd.train, "sample_id")), None
         inputs.append(pseudo.artifact.as_input())
     if (y < 0).any():
         raise OodkitError(f"{id_ref}: some ID samples have no label; pass --labels")
