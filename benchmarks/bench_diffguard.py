@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 
-def build(size: int, det_size: int, channels: int, seed: int):
+def build(size: int, det_size: int, channels: int, seed: int, device: str = "cpu"):
     """A tiny unconditional pixel model (DDPMPipeline layout) and a random detector."""
     import tempfile
     from pathlib import Path
@@ -42,11 +42,11 @@ def build(size: int, det_size: int, channels: int, seed: int):
 
     torch.manual_seed(seed)
     folder = build_tiny_ddpm(Path(tempfile.mkdtemp()) / "ddpm", size, channels)
-    den = load_denoiser(str(folder))
+    den = load_denoiser(str(folder), torch.device(device))
     config = DetectorConfig.for_data(
         "resnet18", 10, channels, det_size, heads=[], arch_kwargs=DEMO_ARCH_KWARGS
     )
-    return den, Detector(config).eval()
+    return den, Detector(config).eval().to(device)
 
 
 def official_one(den, sampler, classifier, image, label, g, cap: int, psnr: float):
@@ -121,9 +121,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the GPU check)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    den, det = build(a.size, a.det_size, a.channels, a.seed)
+    den, det = build(a.size, a.det_size, a.channels, a.seed, a.device)
     classifier = Classifier(det)
     sampler = DDIMSampler(ddim_scheduler(den.scheduler_config), a.steps)
     cap = int(0.9 * a.steps)
@@ -131,6 +132,7 @@ def main() -> None:
     rule = StopRule(cap, psnr=a.psnr)
     gen = torch.Generator().manual_seed(a.seed)
     images = F.avg_pool2d(torch.rand(a.images, a.channels, a.size, a.size, generator=gen), 3, 1, 1)
+    images = images.to(a.device)
     with torch.no_grad():
         labels = classifier.logits(images).argmax(1)
     keys = [f"img{i}" for i in range(a.images)]
@@ -157,7 +159,7 @@ def main() -> None:
                 def run(x):
                     return invert(den, sampler, x, rule)
 
-                inverted = cache.invert(images[sl], run, "cpu")
+                inverted = cache.invert(images[sl], run, a.device)
                 out = resynthesise(
                     den, sampler, classifier, images[sl], inverted, labels[sl],
                     labels[sl].tolist(), keys[sl], g, True,
@@ -189,6 +191,8 @@ def main() -> None:
         ):
             t = time.perf_counter()
             stops[name] = fn()
+            if a.device.startswith("cuda"):
+                torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     print(

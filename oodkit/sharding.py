@@ -147,16 +147,17 @@ def check_shared_folder(partial: Path, state: Any, token: str | None) -> None:
     """Every rank proves it sees the main process's token in ``partial`` (the folder must be
     on a filesystem all nodes share); otherwise every rank stops with one line naming the
     ranks and hosts that could not see it — before any work."""
+    if state.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    dist.barrier()  # rank 0 has written its token
     path = partial / SHARED_TOKEN
     try:
         seen = json.loads(path.read_text()).get("token")
     except (OSError, ValueError):
         seen = None
     ok = seen is not None and (token is None or seen == token)
-    if state.num_processes == 1:
-        return
-    import torch.distributed as dist
-
     views: list[Any] = [None] * state.num_processes
     dist.all_gather_object(views, (ok, socket.gethostname(), state.process_index))
     blind = [(rank, host) for good, host, rank in views if not good]
@@ -354,7 +355,8 @@ def run_shards(
     stats, started = RunStats(), time.perf_counter()
     with _StopFlag() as flag:
         while flag.signum is None:
-            _one_pass(work, writer, claims, names, flag, advance, stats)
+            if _claimable(names, claims, writer):  # a loader (and its workers) only then
+                _one_pass(work, writer, claims, names, flag, advance, stats)
             if flag.signum is not None or all(writer.is_done(n) for n in names):
                 break
             time.sleep(POLL_SECONDS)
@@ -368,6 +370,14 @@ def run_shards(
             flag.signum,
         )
     return stats
+
+
+def _claimable(names: list[str], claims: Claims, writer: ShardedWriter) -> bool:
+    """Whether a shard is open to this rank now: unfinished and unclaimed, or stale."""
+    return any(
+        not writer.is_done(n) and (not (claims.folder / n).exists() or claims.stale(n))
+        for n in names
+    )
 
 
 def _ignore_interrupts(_worker: int) -> None:
@@ -440,20 +450,24 @@ def open_sharded(state: Any, out: Any, overwrite: bool, shard_size: int, **write
 
     The main process opens ``<out>.partial`` first (creating it, or with ``overwrite``
     discarding it; dropping the claims and cut-off shards of an interrupted run; writing
-    the shared-folder token), then the others open it, then every rank proves it sees it.
+    the shared-folder token); every rank then proves it sees the token, and only then do
+    the others open the folder — a rank that does not share it creates nothing.
     ``writer_args`` go to :class:`~oodkit.artifacts.ShardedWriter`.
     """
     from oodkit.artifacts import ShardedWriter
 
-    token: dict[str, str] = {}
-    with state.main_process_first():
-        main = state.is_main_process
-        writer = ShardedWriter(
-            out, overwrite=overwrite and main, layout={"shard_size": shard_size}, **writer_args
-        )
-        if main:
-            writer.drop_temporaries()
-            Claims(writer.partial, 0).clear()
-            token["value"] = write_shared_token(writer.partial)
-    check_shared_folder(writer.partial, state, token.get("value"))
+    def open_writer(overwrite: bool) -> ShardedWriter:
+        layout = {"shard_size": shard_size}
+        return ShardedWriter(out, overwrite=overwrite, layout=layout, **writer_args)
+
+    token = None
+    if state.is_main_process:
+        writer = open_writer(overwrite)
+        writer.drop_temporaries()
+        Claims(writer.partial, 0).clear()
+        token = write_shared_token(writer.partial)
+    partial = Path(out).with_name(Path(out).name + ".partial")
+    check_shared_folder(partial, state, token)  # a collective: the others wait for the token
+    if not state.is_main_process:
+        writer = open_writer(False)
     return writer, Claims(writer.partial, state.process_index)

@@ -250,3 +250,24 @@ def test_class_name_lists() -> None:
     assert len(i800) == 800 and not set(i800) & set(imagenet200_classes())
     assert len(get_benchmark("imagenet200").class_names) == 200
     assert get_benchmark("cifar10").class_names[:2] == ["airplane", "automobile"]
+
+
+def test_image_list_paths_are_the_pathlib_joins(tmp_path: Path) -> None:
+    """The string-joined fast path gives the paths (hence the dataset fingerprint) that
+    ``images_dir / token`` gives, normalising lines pathlib would normalise; a missing file
+    is named with its list line."""
+    from oodkit.data.builtin import load_image_list
+
+    images = tmp_path / "imgs"
+    for rel in ("a/0.png", "a/1.png", "b/c/2.png"):
+        _save_png(images / rel, "RGB", 1)
+    tokens = ["a/0.png", "./a/1.png", "b//c/2.png", "b/c/./2.png"]
+    (tmp_path / "list.txt").write_text("".join(f"{t} 3\n" for t in tokens))
+    ds = load_image_list(tmp_path / "list.txt", images, ood=False)
+    assert [d["path"] for d in ds.with_format("arrow")["image"].to_pylist()] == [
+        str(images / t) for t in tokens
+    ]
+    assert ds["sample_id"][:] == tokens
+    (tmp_path / "bad.txt").write_text("a/0.png 1\n\na/9.png 1\n")
+    with pytest.raises(OodkitError, match=r"bad.txt:3: image file .*a/9.png does not exist"):
+        load_image_list(tmp_path / "bad.txt", images, ood=False)

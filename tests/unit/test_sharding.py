@@ -116,6 +116,7 @@ def test_two_ranks_at_uneven_speeds_balance_and_match_one(tmp_path, reference) -
     assert _final(out) == reference
 
 
+@pytest.mark.slow
 def test_a_killed_rank_s_shard_is_taken_over(tmp_path, reference) -> None:
     out = tmp_path / "killed"
     _open(out)
@@ -127,6 +128,7 @@ def test_a_killed_rank_s_shard_is_taken_over(tmp_path, reference) -> None:
     assert _final(out) == reference
 
 
+@pytest.mark.slow
 def test_sigterm_in_the_last_shard_then_resume(tmp_path, reference) -> None:
     out = tmp_path / "term"
     _open(out)
@@ -146,6 +148,7 @@ def test_sigterm_in_the_last_shard_then_resume(tmp_path, reference) -> None:
     assert _final(out) == reference
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
 def test_resume_with_another_number_of_processes(tmp_path, reference, before, after) -> None:
     out = tmp_path / "resumed"
@@ -160,3 +163,61 @@ def test_resume_with_another_number_of_processes(tmp_path, reference, before, af
     results = _finish([_start(out, r, 0.0) for r in range(after)])
     assert all(rc == 0 for rc, _, _ in results), [e for _, _, e in results]
     assert _final(out) == reference
+
+
+SHARED = """
+import sys
+from pathlib import Path
+import torch.distributed as dist
+from oodkit.errors import OodkitError
+from oodkit.sharding import check_shared_folder, write_shared_token
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+
+
+class State:
+    num_processes, process_index, is_main_process = 2, rank, rank == 0
+
+
+base = Path(sys.argv[1])
+shared = sys.argv[2] == "shared"
+partial = base / ("out.partial" if shared or rank == 0 else "node-local/out.partial")
+partial.mkdir(parents=True, exist_ok=True)
+token = write_shared_token(partial) if rank == 0 else None
+try:
+    check_shared_folder(partial, State, token)
+    print("ok")
+except OodkitError as exc:
+    print(exc)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("layout", ["shared", "node-local"])
+def test_every_rank_proves_it_sees_the_output_folder(tmp_path, layout) -> None:
+    """Two real ranks; in the node-local layout rank 1 has its own folder (as on a node whose
+    --out is not the shared filesystem): every rank stops with the same line naming it."""
+    import socket
+
+    script = tmp_path / "shared.py"
+    script.write_text(SHARED)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    proc = subprocess.run(
+        [*launch, "--tee", "1", str(script), str(tmp_path), layout],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=ENV,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = sorted(line.split("]:", 1)[-1] for line in proc.stdout.splitlines() if line.strip())
+    if layout == "shared":
+        assert lines == ["ok", "ok"]
+    else:
+        want = (
+            f"{tmp_path} is not shared by every process: rank 1 on {socket.gethostname()} "
+            "cannot see shared.json written by rank 0 (put --out on a filesystem every node "
+            "mounts)"
+        )
+        assert lines == [want, want]

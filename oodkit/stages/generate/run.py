@@ -8,15 +8,17 @@ per step.
 
 Work is planned per sample from (seed, key), cut into canonical batches grouped by start
 step (so every batch runs only the steps it needs, and a sample is always computed with the
-same batch companions), and written in shards: an interrupted run, or one split over
-``accelerate launch`` / ``torchrun`` processes, ends with the identical artifact.
+same batch companions), and cut into shards that the ranks claim through the sharded-run
+engine (``oodkit.sharding``): an interrupted run, or one split over ``accelerate launch`` /
+``torchrun`` processes, ends with the identical artifact.
 
 The accelerator never waits on the host: sources are decoded and fitted ahead by loader
-workers, and each finished batch is converted, quality-scored, PNG-encoded and written by a
-background thread while the next batch runs.
+workers; each finished batch is quality-scored where it was made, and only its 8-bit images
+go to the host, where a thread pool encodes and writes them while the next batches run.
 
 Steps, in order: check the options, the model's configs and the data (no weights loaded, no
-file written); fingerprint the inputs; load the model; open the shards; generate; merge.
+file written); fingerprint the inputs (a complete artifact ends here); plan the samples;
+load the model; open the shards; generate; finish (the shards become the artifact).
 """
 
 from __future__ import annotations

@@ -4,11 +4,12 @@ detector gave it and score how little it changed (docs/diffguard.md, docs/method
 Steps, in order: check the options, the detector, the model's configs and the benchmark (no
 weights loaded, nothing written); fingerprint the inputs and find finished outputs; load the
 model; open the shards; run canonical batches (invert → guided and unguided synthesis →
-every distance at once); merge into one scores artifact per distance (and per combination
-with a post-hoc baseline).
+every distance at once); one scores artifact per distance (and per combination with a
+post-hoc baseline) from the shards' table.
 
-Work is keyed per sample and written in shards like ``generate``: an interrupted run, or one
-split over ``accelerate launch`` / ``torchrun`` processes, ends with the identical artifacts.
+Work is keyed per sample and run through the sharded-run engine (``oodkit.sharding``) like
+``generate``: an interrupted run, or one split over ``accelerate launch`` / ``torchrun``
+processes, ends with the identical artifacts.
 """
 
 from __future__ import annotations
