@@ -36,7 +36,7 @@ def _table(folder: Path, n: int, size: tuple[int, int], fmt: str) -> datasets.Da
     """``n`` smooth-plus-noise images of ``size`` encoded as ``fmt`` into the table."""
     rng = np.random.default_rng(0)
     cells = []
-    for i in range(16):
+    for _ in range(16):
         base = Image.fromarray(rng.uniform(0, 255, (12, 16, 3)).astype(np.uint8))
         arr = np.asarray(base.resize(size, Image.BICUBIC)).astype(float)
         arr = np.clip(arr + rng.normal(0, 4, arr.shape), 0, 255).astype(np.uint8)

@@ -7,11 +7,12 @@ forward is replaced by a near-free stand-in (``_standin_rank.py``: ε = 0.1·x),
 is measured is everything around the denoiser: start-up, source decoding, the sampler's
 arithmetic, quality metrics, encoding, writing, claiming, finishing.
 
-For each N (``--sizes``): ``torchrun --nproc_per_node 2 _standin_rank.py generate --method sd
---limit N`` (oodkit's CLI) with ``OMP_NUM_THREADS=1`` per rank, timed and sampled (RSS per rank, disk of
-``--out`` and its partial folder, every 0.2 s); then the same command again on the finished
-artifact (start-up of a complete artifact), and a resume after SIGTERM (the wall time of the
-resumed run, and of its start-up until its first new shard).
+For each N (``--sizes``): ``torchrun --nproc_per_node 2 _standin_rank.py generate --method
+sd --limit N`` (oodkit's CLI) with ``OMP_NUM_THREADS=1`` per rank, timed and sampled (RSS per
+rank, disk of ``--out`` and its partial folder, every 0.2 s); then the same command again on
+the finished artifact (start-up of a complete artifact), and a resume after SIGTERM (the
+wall time of the resumed run, its start-up until its first claim, and until its first new
+shard).
 
 Then, in this process: the host work of one 512-px outlier (PNG encoding, row building) in a
 pool of 1 and of 2 threads, and bytes per 512-px image for PNG / JPEG / WebP.
@@ -26,6 +27,7 @@ stand-in (the payload is not what this measures) and times recognising it, per r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -122,10 +124,8 @@ class Sampler:
         for folder in self.folders:
             for dirpath, _, names in os.walk(folder):
                 for n in names:
-                    try:
+                    with contextlib.suppress(OSError):
                         total += os.lstat(os.path.join(dirpath, n)).st_size
-                    except OSError:
-                        pass
         return total
 
     def _run(self) -> None:
@@ -203,10 +203,13 @@ def run_size(root: Path, model: Path, work: Path, n: int, shard: int) -> dict:
     done = len(list(part.glob("shard-*")))
     start = time.perf_counter()
     proc = _generate(args, again)
-    first = None
+    first = claimed = None
     while proc.poll() is None:
+        now = time.perf_counter() - start
+        if claimed is None and any((part / "claims").glob("shard-*")):
+            claimed = now
         if first is None and len(list(part.glob("shard-*"))) > done:
-            first = time.perf_counter() - start
+            first = now
         time.sleep(0.02)
     _wait(proc, "resume")
     resumed = time.perf_counter() - start
@@ -234,6 +237,7 @@ def run_size(root: Path, model: Path, work: Path, n: int, shard: int) -> dict:
         "disk_peak_over_payload": round(disk / payload, 3),
         "startup_complete_s": round(complete, 2),
         "resume_wall_s": round(resumed, 2),
+        "resume_first_claim_s": None if claimed is None else round(claimed, 2),
         "resume_first_shard_s": None if first is None else round(first, 2),
         "resumed_after_shards": done,
         "resumed_fingerprint_equal": same,
@@ -281,7 +285,8 @@ def host_pool(images: int = 48) -> dict:
 
 def full_list_startup(root: Path, work: Path) -> dict:
     """A complete artifact over the whole list (16-px stand-in), then the time to recognise
-    it from a fresh two-process launch."""
+    it from a fresh two-process launch, and to resume it with its last shard removed (until
+    that shard is claimed)."""
     model = write_model(work / "model16", 16)
     args = [
         "--method", "sd", "--id", "imagenet200", "--data-root", str(root), "--model", str(model),
@@ -297,7 +302,35 @@ def full_list_startup(root: Path, work: Path) -> dict:
         start = time.perf_counter()
         _wait(_generate(args, out), "full list rerun")
         timings.append(round(time.perf_counter() - start, 2))
-    return {"full_list_build_s": round(build, 1), "full_list_startup_complete_s": timings}
+    # a resume: the same run interrupted before its last shard (a fresh run's partial folder)
+    again = work / "full-resume"
+    proc = _generate(args, again)
+    part = again.with_name(again.name + ".partial")
+    shards = -(-_list_lines(root) // 1024)
+    while len(list(part.glob("shard-*"))) < shards - 1 and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate()
+    start = time.perf_counter()
+    proc = _generate(args, again)
+    claimed = None
+    while proc.poll() is None:
+        if claimed is None and any((part / "claims").glob("shard-*")):
+            claimed = round(time.perf_counter() - start, 2)
+        time.sleep(0.02)
+    _wait(proc, "full list resume")
+    return {
+        "full_list_build_s": round(build, 1),
+        "full_list_startup_complete_s": timings,
+        "full_list_resume_first_claim_s": claimed,
+        "full_list_resume_wall_s": round(time.perf_counter() - start, 2),
+    }
+
+
+def _list_lines(root: Path) -> int:
+    path = root / "benchmark_imglist" / "imagenet200" / "train_imagenet200.txt"
+    with path.open() as fh:
+        return sum(1 for line in fh if line.strip())
 
 
 def main() -> None:
@@ -326,16 +359,15 @@ def main() -> None:
             "threads_per_rank": 1,
             "torch": torch.__version__,
         }
-        report["sizes"] = [
-            run_size(root, model, tmp, int(n), a.shard) for n in a.sizes.split(",")
-        ]
-        sizes = report["sizes"]
-        for key in ("s_per_1k", "s_per_1k_after_startup"):
-            per = [s[key] for s in sizes]
-            report[f"{key}_spread"] = round(max(per) / min(per) - 1, 3)
-        peaks = [max(s["peak_rss_mib_per_rank"]) for s in sizes]
-        report["rss_spread"] = round(max(peaks) / min(peaks) - 1, 3)
-        report["host"] = host_pool()
+        sizes = [run_size(root, model, tmp, int(n), a.shard) for n in a.sizes.split(",") if n]
+        if sizes:
+            report["sizes"] = sizes
+            for key in ("s_per_1k", "s_per_1k_after_startup"):
+                per = [s[key] for s in sizes]
+                report[f"{key}_spread"] = round(max(per) / min(per) - 1, 3)
+            peaks = [max(s["peak_rss_mib_per_rank"]) for s in sizes]
+            report["rss_spread"] = round(max(peaks) / min(peaks) - 1, 3)
+            report["host"] = host_pool()
         if a.full_list_startup:
             report.update(full_list_startup(root, tmp))
     print(json.dumps(report, indent=2))

@@ -163,8 +163,9 @@ def check_shared_folder(partial: Path, state: Any, token: str | None) -> None:
     blind = [(rank, host) for good, host, rank in views if not good]
     if blind:
         who = ", ".join(f"rank {r} on {h}" for r, h in blind)
+        out = partial.with_name(partial.name.removesuffix(".partial"))
         raise OodkitError(
-            f"{partial.parent} is not shared by every process: {who} cannot see "
+            f"{out} is not shared by every process: {who} cannot see "
             f"{path.name} written by rank 0 (put --out on a filesystem every node mounts)"
         )
 

@@ -216,8 +216,8 @@ def test_every_rank_proves_it_sees_the_output_folder(tmp_path, layout) -> None:
         assert lines == ["ok", "ok"]
     else:
         want = (
-            f"{tmp_path} is not shared by every process: rank 1 on {socket.gethostname()} "
-            "cannot see shared.json written by rank 0 (put --out on a filesystem every node "
-            "mounts)"
+            f" is not shared by every process: rank 1 on {socket.gethostname()} cannot see "
+            "shared.json written by rank 0 (put --out on a filesystem every node mounts)"
         )
-        assert lines == [want, want]
+        views = [str(tmp_path / "node-local" / "out"), str(tmp_path / "out")]  # each rank's
+        assert lines == [view + want for view in views]
