@@ -137,28 +137,20 @@ def test_kill_and_resume_gives_the_identical_artifact(
     assert resumed.manifest.fingerprint == whole.manifest.fingerprint
 
 
+def _sona_cli(bench: Path, tiny_sd: Path, *extra: str) -> list[str]:
+    """``generate`` arguments of a small SONA run: batches and shards of 2."""
+    return [
+        *("generate", "--method", "sona", "--id", str(bench / "bench.json")),
+        *("--model", str(tiny_sd), "--ood-classes", str(bench / "ood.txt"), "--steps", "10"),
+        *("--batch-size", "2", "--shard-size", "2", *extra, "--quiet"),
+    ]
+
+
 def test_two_processes_and_five_shards_give_the_identical_artifact(
     bench, tiny_sd, tmp_path, torchrun
 ) -> None:
     """torchrun with the default --device auto: 10 samples in 5 shards split over 2 ranks."""
-    args = [
-        "generate",
-        "--method",
-        "sona",
-        "--id",
-        str(bench / "bench.json"),
-        "--model",
-        str(tiny_sd),
-        "--ood-classes",
-        str(bench / "ood.txt"),
-        "--steps",
-        "10",
-        "--batch-size",
-        "2",
-        "--shard-size",
-        "2",
-        "--quiet",
-    ]
+    args = _sona_cli(bench, tiny_sd)
     single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
     assert single.exit_code == 0, single.output
     proc = torchrun([*args, "--out", str(tmp_path / "two")])
@@ -181,26 +173,7 @@ def test_sigterm_stops_a_two_process_run_and_one_process_resumes_it(
     import sys
     import time
 
-    args = [
-        "generate",
-        "--method",
-        "sona",
-        "--id",
-        str(bench / "bench.json"),
-        "--model",
-        str(tiny_sd),
-        "--ood-classes",
-        str(bench / "ood.txt"),
-        "--steps",
-        "10",
-        "--batch-size",
-        "2",
-        "--shard-size",
-        "2",
-        "--per-image",
-        "6",
-        "--quiet",
-    ]
+    args = _sona_cli(bench, tiny_sd, "--per-image", "6")
     single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
     assert single.exit_code == 0, single.output
     out = tmp_path / "two"

@@ -73,14 +73,15 @@ def plan_samples(
         label = int(labels[row])
         rng = key_rng(seed, key, "plan")
         start = int(t_start) if t_start is not None else int(rng.integers(1, steps + 1))
-        others = [c for c in range(num_classes) if c != label]
         if prompts is not None:
             id_names, ood_names = prompts
             id_cond: int | str = prompt(id_names[label])
             ood: int | str | None = prompt(ood_names[int(rng.integers(len(ood_names)))])
         else:
             id_cond = label
-            ood = int(others[int(rng.integers(len(others)))]) if others else None
+            others = num_classes - (0 <= label < num_classes)  # every class but the label
+            j = int(rng.integers(others)) if others else -1
+            ood = None if j < 0 else j + (0 <= label <= j)  # the j-th of the other classes
         plans.append(
             Plan(
                 key,
