@@ -362,7 +362,7 @@ def run_shards(
                 break
             time.sleep(POLL_SECONDS)
     stats.seconds = time.perf_counter() - started
-    if flag.signum is not None:
+    if flag.signum is not None and not all(writer.is_done(n) for n in names):
         done = len(writer.keys) - len(writer.pending())
         name = signal.Signals(flag.signum).name
         raise Interrupted(

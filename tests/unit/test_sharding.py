@@ -109,7 +109,7 @@ def test_claims_are_exclusive_and_a_dead_holder_is_taken_over(tmp_path) -> None:
 def test_two_ranks_at_uneven_speeds_balance_and_match_one(tmp_path, reference) -> None:
     out = tmp_path / "two"
     _open(out)
-    (rc0, fast, e0), (rc1, slow, e1) = _finish([_start(out, 0, 0.005), _start(out, 1, 0.08)])
+    (rc0, fast, e0), (rc1, slow, e1) = _finish([_start(out, 0, 0.05), _start(out, 1, 0.4)])
     assert rc0 == rc1 == 0, e0 + e1
     assert sorted(fast + slow) == list(range(12))  # every shard once
     assert len(fast) > len(slow) >= 1  # claimed by speed, not j % W
@@ -121,7 +121,7 @@ def test_a_killed_rank_s_shard_is_taken_over(tmp_path, reference) -> None:
     out = tmp_path / "killed"
     _open(out)
     (rc0, live, e0), (rc1, _, _) = _finish(
-        [_start(out, 0, 0.03), _start(out, 1, 0.03, die_after=3)]
+        [_start(out, 0, 0.15), _start(out, 1, 0.15, die_after=3)]
     )
     assert rc1 == -signal.SIGKILL and rc0 == 0, e0
     assert len(live) >= 11  # the survivor finished the dead rank's claimed shard too
@@ -132,7 +132,7 @@ def test_a_killed_rank_s_shard_is_taken_over(tmp_path, reference) -> None:
 def test_sigterm_in_the_last_shard_then_resume(tmp_path, reference) -> None:
     out = tmp_path / "term"
     _open(out)
-    proc = _start(out, 0, 0.05)
+    proc = _start(out, 0, 0.3)  # the signal lands in the first of the last shard's 2 batches
     _wait_for(lambda: _done(out) == 11)
     proc.send_signal(signal.SIGTERM)
     [(rc, _, err)] = _finish([proc])
