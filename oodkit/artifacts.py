@@ -546,6 +546,16 @@ def training_checkpoint(
     return checkpoint
 
 
+def _view(shards: Sequence[Path], order: Any) -> datasets.Dataset | None:
+    """Finished shards' tables concatenated (memory-mapped), rows put in ``order``."""
+    import datasets
+
+    if not shards:
+        return None
+    table = datasets.concatenate_datasets([load_table(s / DATA_DIR) for s in shards])
+    return table if order is None else table.select(order, keep_in_memory=True)
+
+
 class ShardedWriter:
     """Rows of a long stage written in shards under ``<out>.partial``; the finished artifact
     *is* those shards (no merge).
@@ -627,7 +637,7 @@ class ShardedWriter:
         unknown = [k for k in keys if k not in self.position]
         if unknown:
             raise ValueError(f"unknown keys, e.g. {unknown[0]!r}")
-        missing = set(rows[self.key_column]) - set(keys)
+        missing = set(column(rows, self.key_column)) - set(keys)
         if missing:
             raise ValueError(f"rows reference keys outside this shard, e.g. {missing.pop()!r}")
         target = self.partial / self.shard_name(keys)
@@ -659,7 +669,7 @@ class ShardedWriter:
         shards = self._shards()
         pos = []
         for s in shards:
-            pos.extend(self.position[k] for k in load_table(s / DATA_DIR)[self.key_column])
+            pos.extend(self.position[k] for k in column(load_table(s / DATA_DIR), self.key_column))
         arr = np.asarray(pos, dtype=np.int64)
         order = np.argsort(arr, kind="stable")
         identity = bool((order == np.arange(len(order))).all())
@@ -668,13 +678,7 @@ class ShardedWriter:
     def table(self) -> datasets.Dataset | None:
         """All finished shards' rows in canonical key order (every key must be done), as a
         memory-mapped view."""
-        import datasets
-
-        shards, order = self._layout()
-        if not shards:
-            return None
-        table = datasets.concatenate_datasets([load_table(s / DATA_DIR) for s in shards])
-        return table if order is None else table.select(order, keep_in_memory=True)
+        return _view(*self._layout())
 
     def finalize(
         self,
@@ -694,7 +698,7 @@ class ShardedWriter:
         shards, order = self._layout()
         summary = dict(summary or {})
         if summarize is not None and shards:
-            summary.update(summarize(self.table()))
+            summary.update(summarize(_view(shards, order)))
         prints = []
         for s in shards:
             meta = s / "shard.json"  # absent in shards of a run started by an older oodkit

@@ -117,7 +117,6 @@ class _Run:
     start_epoch: int = 0
     log: list[dict[str, Any]] = field(default_factory=list)
     streams: dict[str, Any] = field(default_factory=dict)  # the loaders, built once
-    val_workers: int = 0
 
 
 def _model(o: TrainOptions, data: TrainingData) -> Detector:
@@ -174,7 +173,6 @@ def _build(o: TrainOptions, data: TrainingData, acc, ckpt: Path, model: Detector
         run.start_epoch, run.log = int(state["epoch"]), list(state["log"])
     run.model, run.optimizer = acc.prepare(model, optimizer)
     run.streams = _streams(o, data, acc)
-    run.val_workers = resolve_workers(o.num_workers, acc.device.type == "cuda")
     objective.prepare(acc)
     return run
 
@@ -229,7 +227,11 @@ def _train_epoch(o, data, run: _Run, epoch: int, acc, advance) -> dict[str, Any]
     }
     if data.val is not None:
         entry["val_accuracy"] = accuracy_on(
-            acc.unwrap_model(run.model), data.val, 256, acc.device, run.val_workers
+            acc.unwrap_model(run.model),
+            data.val,
+            256,
+            acc.device,
+            resolve_workers(o.num_workers, acc.device.type == "cuda"),
         )
     return entry
 
