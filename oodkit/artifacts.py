@@ -16,6 +16,7 @@ import os
 import shutil
 import struct
 import tempfile
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -28,6 +29,7 @@ from oodkit.locks import claim
 
 if TYPE_CHECKING:
     import datasets
+    import numpy as np
 
 FORMAT_VERSION = 2  # the newest this oodkit reads; 2: ``data/`` holds shards (``shards.json``)
 MANIFEST_NAME = "oodkit.json"
@@ -622,6 +624,29 @@ class ShardedWriter:
         """Keys not yet in a finished shard, in canonical order."""
         done = self.done()
         return [k for k in self.keys if k not in done]
+
+    def memo(self, name: str, digest: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """An array derived from the run's inputs (e.g. per-sample plans), computed once and
+        kept in the partial folder, so a resume — or a rank that comes later — loads it.
+
+        ``digest`` names everything the array depends on; a stored array with another digest
+        (or one cut off mid-write) is computed again.
+        """
+        import numpy as np
+
+        path = self.partial / f"{name}.npz"
+        bad = (OSError, ValueError, zipfile.BadZipFile, KeyError)  # absent, cut off
+        with contextlib.suppress(*bad), np.load(path, allow_pickle=False) as stored:
+            if str(stored["digest"]) == digest:
+                return stored["value"]
+        value = compute()
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as fh:
+                np.savez(fh, digest=np.array(digest), value=value)
+
+        atomic_file(path, write)
+        return value
 
     def drop_temporaries(self) -> None:
         """Remove shards cut off mid-write (by a killed process); only while no process

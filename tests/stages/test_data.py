@@ -256,7 +256,7 @@ def test_image_list_paths_are_the_pathlib_joins(tmp_path: Path) -> None:
     """The string-joined fast path gives the paths (hence the dataset fingerprint) that
     ``images_dir / token`` gives, normalising lines pathlib would normalise; a missing file
     is named with its list line."""
-    from oodkit.data.builtin import load_image_list
+    from oodkit.data.builtin import _to_dataset, load_image_list
 
     images = tmp_path / "imgs"
     for rel in ("a/0.png", "a/1.png", "b/c/2.png"):
@@ -268,6 +268,9 @@ def test_image_list_paths_are_the_pathlib_joins(tmp_path: Path) -> None:
         str(images / t) for t in tokens
     ]
     assert ds["sample_id"][:] == tokens
+    encoded = _to_dataset([str(images / t) for t in tokens], [3] * 4, tokens)  # one by one
+    assert ds.data.table.equals(encoded.data.table) and ds.features == encoded.features
+    assert ds._fingerprint == encoded._fingerprint  # dataset inputs fingerprint as before
     (tmp_path / "bad.txt").write_text("a/0.png 1\n\na/9.png 1\n")
     with pytest.raises(OodkitError, match=r"bad.txt:3: image file .*a/9.png does not exist"):
         load_image_list(tmp_path / "bad.txt", images, ood=False)

@@ -6,13 +6,19 @@ not depend on batching, process count or interruption.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from oodkit.data.classes import prompt
 from oodkit.errors import OodkitError
 from oodkit.seeding import key_rng
+
+Memo = Callable[[str, str, Callable[[], np.ndarray]], np.ndarray]
 
 
 @dataclass
@@ -51,6 +57,19 @@ def check_leakage(ood_names: Sequence[str], forbidden: Sequence[str], allow: boo
     return bad
 
 
+def draw_plans(
+    keys: Sequence[str], choices: np.ndarray, *, seed: int, steps: int, t_start: int | None
+) -> np.ndarray:
+    """Each sample's random choices, [N, 2] int64: its start step, and its OOD draw (an index
+    below ``choices[i]``; -1 where there is nothing to draw), from ``key_rng(seed, key)``."""
+    out = np.empty((len(keys), 2), dtype=np.int64)
+    for i, (key, m) in enumerate(zip(keys, choices.tolist(), strict=True)):
+        rng = key_rng(seed, key, "plan")
+        out[i, 0] = int(t_start) if t_start is not None else int(rng.integers(1, steps + 1))
+        out[i, 1] = int(rng.integers(m)) if m else -1
+    return out
+
+
 def plan_samples(
     keys: Sequence[tuple[str, int]],
     source_ids: Sequence[str],
@@ -62,35 +81,44 @@ def plan_samples(
     t_start: int | None,
     num_classes: int,
     prompts: tuple[Sequence[str], Sequence[str]] | None = None,
+    memo: Memo | None = None,
 ) -> list[Plan]:
     """One plan per (key, source row).
 
     With ``prompts`` = (ID class names, OOD class names) conditions are prompts (``prompt``);
-    otherwise class ids, the OOD one drawn among the other ``num_classes`` classes.
+    otherwise class ids, the OOD one drawn among the other ``num_classes`` classes. ``memo``
+    (e.g. :meth:`~oodkit.artifacts.ShardedWriter.memo`) keeps the draws of a long run, so a
+    resume or another rank loads them instead of drawing them again.
     """
+    names = [k for k, _ in keys]
+    label_of = np.asarray([int(labels[row]) for _, row in keys], dtype=np.int64)
+    if prompts is not None:
+        choices = np.full(len(keys), len(prompts[1]), dtype=np.int64)
+    else:  # every class but the label
+        choices = num_classes - ((label_of >= 0) & (label_of < num_classes)).astype(np.int64)
+
+    def draw() -> np.ndarray:
+        return draw_plans(names, choices, seed=seed, steps=steps, t_start=t_start)
+
+    if memo is None:
+        drawn = draw()
+    else:
+        digest = hashlib.sha256(
+            json.dumps([seed, steps, t_start]).encode()
+            + choices.tobytes()
+            + "\n".join(names).encode()
+        ).hexdigest()
+        drawn = memo("plans", digest, draw)
     plans = []
-    for key, row in keys:
-        label = int(labels[row])
-        rng = key_rng(seed, key, "plan")
-        start = int(t_start) if t_start is not None else int(rng.integers(1, steps + 1))
+    for (key, row), label, (start, j) in zip(keys, label_of.tolist(), drawn.tolist(), strict=True):
         if prompts is not None:
             id_names, ood_names = prompts
             id_cond: int | str = prompt(id_names[label])
-            ood: int | str | None = prompt(ood_names[int(rng.integers(len(ood_names)))])
+            ood: int | str | None = prompt(ood_names[j])
         else:
             id_cond = label
-            others = num_classes - (0 <= label < num_classes)  # every class but the label
-            j = int(rng.integers(others)) if others else -1
             ood = None if j < 0 else j + (0 <= label <= j)  # the j-th of the other classes
         plans.append(
-            Plan(
-                key,
-                row,
-                source_ids[row],
-                label,
-                start,
-                id_cond,
-                ood if uses_ood else None,
-            )
+            Plan(key, row, source_ids[row], label, start, id_cond, ood if uses_ood else None)
         )
     return plans

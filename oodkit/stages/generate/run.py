@@ -17,8 +17,9 @@ workers; each finished batch is quality-scored where it was made, and only its 8
 go to the host, where a thread pool encodes and writes them while the next batches run.
 
 Steps, in order: check the options, the model's configs and the data (no weights loaded, no
-file written); fingerprint the inputs (a complete artifact ends here); plan the samples;
-load the model; open the shards; generate; finish (the shards become the artifact).
+file written); fingerprint the inputs (a complete artifact ends here); load the model; open
+the shards; plan the samples (drawn once per run and kept with the shards, so a resume loads
+them); generate; finish (the shards become the artifact).
 """
 
 from __future__ import annotations
@@ -379,23 +380,12 @@ def generate(
         say(f"complete: nothing to do ({out} holds this artifact)")
         return existing
 
-    # 3. the plan: every sample's start and conditions from (seed, key)
+    # 3. the samples: one key per (source, repeat)
     n_src = len(src.train) if o.limit is None else min(o.limit, len(src.train))
     source_ids = column(src.train, "sample_id")
     keys = [(f"{source_ids[r]}#{k}", r) for r in range(n_src) for k in range(o.per_image)]
-    plans = plan_samples(
-        keys,
-        source_ids,
-        src.labels,
-        uses_ood=method.uses_ood,
-        seed=o.seed,
-        steps=o.steps,
-        t_start=fixed_start,
-        num_classes=src.num_classes,
-        prompts=src.prompts,
-    )
 
-    # 4. the model, then the shards
+    # 4. the model, the shards, and every sample's start and conditions from (seed, key)
     dev = state.device if device.startswith("cuda") else torch.device("cpu")
     revision = inputs[len(src.inputs)]["fingerprint"] if spec.source == "hub" else None
     denoiser = load_denoiser(model, dev, dtype, revision=revision, spec=spec)
@@ -407,9 +397,21 @@ def generate(
         o.overwrite,
         o.shard_size,
         kind="outliers",
-        keys=[p.key for p in plans],
+        keys=[k for k, _ in keys],
         params=params,
         inputs=inputs,
+    )
+    plans = plan_samples(
+        keys,
+        source_ids,
+        src.labels,
+        uses_ood=method.uses_ood,
+        seed=o.seed,
+        steps=o.steps,
+        t_start=fixed_start,
+        num_classes=src.num_classes,
+        prompts=src.prompts,
+        memo=writer.memo,  # drawn once per run: a resume loads them
     )
     pending = len(writer.pending())
     if pending < len(plans):
