@@ -39,6 +39,7 @@ from oodkit.options import (
 )
 from oodkit.stages.evaluate.options import EvalOptions
 from oodkit.stages.generate.options import GenerateOptions
+from oodkit.stages.import_detector.options import ImportOptions
 from oodkit.stages.pseudo_label.options import PseudoLabelOptions
 from oodkit.stages.score.options import ScoreOptions
 from oodkit.stages.train_detector.options import TrainOptions
@@ -456,6 +457,42 @@ def train_diffusion_cmd(o: DiffusionOptions, id_ref: str, out: Path) -> None:
             f"diffusion model written to {a.path} "
             f"(final loss {a.manifest.summary['final_loss']:.4f})"
         ),
+    )
+
+
+import_app = typer.Typer(
+    help="Import models trained elsewhere: detector.", no_args_is_help=True, cls=_Group
+)
+app.add_typer(import_app, name="import")
+
+
+@stage_command(
+    import_app,
+    "detector",
+    ImportOptions,
+    [
+        _fixed(
+            "source",
+            Annotated[
+                str,
+                typer.Argument(
+                    help="torchvision:NAME[:WEIGHTS], timm:NAME, openood:ARCH or pytorch-ood:KEY."
+                ),
+            ],
+        ),
+        _fixed("out", OutOpt),
+    ],
+    section="import detector",
+)
+def import_detector_cmd(o: ImportOptions, source: str, out: Path) -> None:
+    """Import a classifier (torchvision, timm, OpenOOD, pytorch-ood) as a detector artifact."""
+    from oodkit.stages.import_detector.run import import_detector
+
+    art = import_detector(source, out, o)
+    s = art.manifest.summary
+    _console(o.quiet).print(
+        f"detector written to {art.path}: {art.manifest.params['source']}, "
+        f"{s['num_classes']} classes, {s['feature_dim']}-d features"
     )
 
 

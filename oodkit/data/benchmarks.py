@@ -54,6 +54,7 @@ class Benchmark:
     class_names: list[str] | None = None
     image_size: int | None = None
     channels: int = 3
+    class_ids: list[str] | None = None  # WordNet ids in label order, where known
 
     def __post_init__(self) -> None:
         if not self.ood:

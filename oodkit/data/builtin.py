@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from oodkit.data.benchmarks import Benchmark, DataSet, register_benchmark
-from oodkit.data.classes import cifar10_classes, imagenet200_classes
+from oodkit.data.classes import cifar10_classes, imagenet200_classes, imagenet200_wnids
 from oodkit.errors import OodkitError
 from oodkit.schemas import image_features
 
@@ -310,4 +310,5 @@ def imagenet200(data_root: str | Path | None = None) -> Benchmark:
         class_names=imagenet200_classes(),
         image_size=224,
         channels=3,
+        class_ids=imagenet200_wnids(),
     )

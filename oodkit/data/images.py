@@ -42,13 +42,23 @@ def _normalised(config) -> list:
 
 
 def eval_transform(config):
-    """Resize (256/224 of the size for large inputs, as OpenOOD) → centre crop → normalise."""
-    from torchvision.transforms import v2
+    """Resize → centre crop → normalise. The resize is the config's own (an imported
+    classifier's: shorter side or both sides, its interpolation); else 256/224 of the size
+    for large inputs, as OpenOOD, and the size itself for small ones."""
+    from torchvision.transforms import InterpolationMode, v2
 
     size = config.image_size
-    resize = size if size < SMALL_INPUT else int(round(size * 256 / 224))
+    resize = getattr(config, "resize", None)
+    if resize is None:
+        resize = size if size < SMALL_INPUT else int(round(size * 256 / 224))
+    mode = InterpolationMode(getattr(config, "interpolation", "bilinear"))
+    shape = (resize, resize) if getattr(config, "resize_square", False) else resize
     return v2.Compose(
-        [v2.Resize(resize, antialias=True), v2.CenterCrop(size), *_normalised(config)]
+        [
+            v2.Resize(shape, interpolation=mode, antialias=True),
+            v2.CenterCrop(size),
+            *_normalised(config),
+        ]
     )
 
 

@@ -1,7 +1,9 @@
-"""Detector = timm backbone + linear heads (``cls``; ``bin`` and ``out`` for the SD loss).
+"""Detector = timm backbone + linear heads (``cls``; ``bin`` and ``out`` for the SD loss), or
+a classifier imported from another library (``oodkit.models.imported``).
 
-Saved as ``model.safetensors`` + ``config.json`` inside a detector artifact. Weights are only
-ever read with safetensors or ``torch.load(weights_only=True)``.
+Saved as ``model.safetensors`` + ``config.json`` inside a detector artifact (an imported
+classifier's weights in its original key layout). Weights are only ever read with
+safetensors or ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ class DetectorConfig:
     mean: list[float] = field(default_factory=lambda: normalisation(3)[0])
     std: list[float] = field(default_factory=lambda: normalisation(3)[1])
     class_names: list[str] | None = None
+    # imported classifiers (oodkit.models.imported): how to rebuild the network and feed it
+    source: dict[str, Any] | None = None  # library, name, head (its classifier layer)
+    resize: int | None = None  # eval resize before the centre crop (None: oodkit's rule)
+    resize_square: bool = False  # resize both sides to ``resize`` (else the shorter side)
+    interpolation: str = "bilinear"
+    class_ids: list[str] | None = None  # WordNet ids of the classes, where known
 
     @classmethod
     def for_data(
@@ -101,26 +109,36 @@ class Detector(nn.Module):
         return result
 
 
+def saved_module(model: nn.Module) -> nn.Module:
+    """The module whose state dict a detector artifact stores."""
+    from oodkit.models.imported import ImportedClassifier
+
+    return model.net if isinstance(model, ImportedClassifier) else model
+
+
 def load_detector_backbone(model: Detector, path: str | Path) -> None:
     """Local pretrained backbone weights into a detector (a classifier in the file is ignored)."""
     load_backbone_weights(model.backbone, path, model.config.arch)
 
 
-def save_detector(model: Detector, folder: Path) -> None:
+def save_detector(model: nn.Module, folder: Path) -> None:
     """Write ``config.json`` and ``model.safetensors``."""
     from safetensors.torch import save_file
 
     model.config.save(folder)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in saved_module(model).state_dict().items()}
     save_file(state, str(folder / WEIGHTS_NAME))
 
 
-def load_detector(folder: str | Path, device: str | torch.device = "cpu") -> Detector:
-    """Rebuild a saved detector (weights via safetensors) in eval mode."""
-    folder = Path(folder)
-    config = DetectorConfig.load(folder)
-    model = Detector(config)
+def load_detector(folder: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild a saved detector (weights via safetensors) in eval mode: a ``Detector``, or an
+    ``ImportedClassifier`` — both map a batch to ``{"features", "logits", ...}``."""
     from safetensors.torch import load_file
 
-    model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+    from oodkit.models.imported import ImportedClassifier
+
+    folder = Path(folder)
+    config = DetectorConfig.load(folder)
+    model = ImportedClassifier.build(config) if config.source else Detector(config)
+    saved_module(model).load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
     return model.to(device).eval()

@@ -119,6 +119,9 @@ def env(tmp_path_factory, ce_detector, class_model, tiny_sd, broken_scores) -> d
     # an old-style checkpoint: tensors plus the training arguments (a pickled Namespace)
     torch.save({"model": {}, "args": argparse.Namespace(lr=0.1)}, root / "pickled.pt")
     torch.save({"conv1.weight": torch.zeros(1)}, root / "misfit.pt")
+    from torchvision.models import resnet18
+
+    torch.save(resnet18().state_dict(), root / "w18.pth")  # a torchvision checkpoint
     corrupt = root / "corrupt-imgs" / "c0"
     corrupt.mkdir(parents=True)
     (corrupt / "0.png").write_bytes(b"not a png")
@@ -232,6 +235,9 @@ DG = "score --detector {det} --benchmark digits --method diffguard --model {mode
 DG += " --out {out}"
 EVAL = "eval --no-plots --quiet --out {out}"
 SWEEP = "sweep --id digits --model {model} --quiet --out {out}"
+IMP = "import detector --quiet --out {out}"
+IMP_W = IMP + " --weights {root}/w18.pth"
+IMP_IN = IMP_W + " torchvision:resnet18 --trained-on imagenet"
 
 CASES = [
     # --- the command line itself ------------------------------------------------------------
@@ -489,6 +495,40 @@ CASES = [
     Case("demo-score", "demo --recipes {root}/recipes-score.json --out {out}", "score must be one"),
     Case("demo-name", "demo --recipes {root}/recipes-name.json --out {out}", "not a plain folder"),
     Case("demo-loss", "demo --recipes {root}/recipes-loss.json --out {out}", "loss oe needs a gen"),
+    Case("import-source", f"{IMP} keras:resnet50", "expected torchvision:NAME"),
+    Case("import-openood-arch", f"{IMP} openood:resnet34", "unknown OpenOOD architecture"),
+    Case("import-openood-weights", f"{IMP} openood:resnet18_32x32", "pass --weights FILE"),
+    Case("import-tv-unnamed", f"{IMP} torchvision:resnet18", "name its weights"),
+    Case("import-tv-enum", f"{IMP} torchvision:resnet18:IMAGENET9K", "no torchvision weights"),
+    Case(
+        "import-tv-offline",
+        f"{IMP} torchvision:resnet18:IMAGENET1K_V1",
+        "resnet18-f37072fd.pth into",
+        env={"TORCH_HOME": UNWRITABLE},
+    ),
+    Case("import-tv-arch", f"{IMP_W} torchvision:resnet999", "unknown torchvision model"),
+    Case("import-no-prep", f"{IMP_W} torchvision:resnet18", "does not say how its inputs"),
+    Case("import-misfit", f"{IMP_W} torchvision:resnet50 --trained-on imagenet", "does not fit"),
+    Case("import-trained-on", f"{IMP_W} torchvision:resnet18 --trained-on mnist", "--trained-on"),
+    Case("import-classes", f"{IMP_W} torchvision:resnet18 --trained-on cifar10", "names 10"),
+    Case("import-mean", f"{IMP_IN} --mean 0.5,0.5", "--mean takes 3 numbers"),
+    Case("import-std", f"{IMP_IN} --std 0.5,0,0.5", "--std values must be positive"),
+    Case("import-crop", f"{IMP_IN} --crop 300", "crop 300 is larger than resize 256"),
+    Case("import-filter", f"{IMP_IN} --interpolation lanczos", "--interpolation must be"),
+    Case("import-missing", f"{IMP} torchvision:resnet18 --weights {{root}}/no.pth", "not exist"),
+    Case("import-pickle", f"{IMP} timm:resnet18 --weights {{root}}/pickled.pt", "Namespace"),
+    Case("import-timm-offline", f"{IMP} timm:resnet18", "not in the Hugging Face cache"),
+    Case("import-timm-arch", f"{IMP_W} timm:resnet999", "unknown timm model"),
+    Case("import-ptood-key", f"{IMP} pytorch-ood:resnet-18/imagenet200/ce", "Unknown model"),
+    Case(
+        "import-ptood-ambiguous", f"{IMP} pytorch-ood:resnet-18/imagenet200/crossentropy", "ambig"
+    ),
+    Case(
+        "import-ptood-offline",
+        f"{IMP} pytorch-ood:resnet-18/imagenet200/crossentropy/s1",
+        "huggingface.co/kkirchheim",
+        env={"TORCH_HOME": UNWRITABLE},
+    ),
 ]
 
 
@@ -540,7 +580,7 @@ def test_the_catalogue_is_large_and_covers_every_stage() -> None:
     assert len(CASES) >= 90
     commands = {shlex.split(c.args)[0] for c in CASES}
     assert {"train", "pseudo-label", "generate", "score", "eval", "info", "push"} <= commands
-    assert {"verify", "demo", "sweep"} <= commands
+    assert {"verify", "demo", "sweep", "import"} <= commands
 
 
 CONSOLE_CASES = [

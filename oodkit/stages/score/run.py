@@ -7,6 +7,8 @@ artifact per method.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,8 @@ def check_fit(config, bench, allow_resize: bool) -> None:
             f"the detector takes {config.in_chans}-channel images but benchmark {bench.name} has "
             f"{bench.channels} channel(s)"
         )
-    if bench.image_size and bench.image_size != config.image_size and not allow_resize:
+    resizes = config.resize is not None  # an imported classifier's own preprocessing
+    if bench.image_size and bench.image_size != config.image_size and not (allow_resize or resizes):
         raise OodkitError(
             f"the detector takes {config.image_size}px images but benchmark {bench.name} has "
             f"{bench.image_size}px images; pass --resize to rescale them"
@@ -60,14 +63,20 @@ class _Target:
     existing: Artifact | None
 
 
+def _digest(values: Sequence[int]) -> str:
+    return hashlib.sha256(json.dumps(list(values)).encode()).hexdigest()
+
+
 def first(ds, limit: int | None):
     """The first ``limit`` rows of a set (all without a limit)."""
     return ds.select(range(min(limit, len(ds)))) if limit else ds
 
 
 def detector_label(det: Artifact, name: str | None = None) -> str:
-    """The detector part of a run label: ``name`` (``--label``), else its training loss."""
-    return name or str(det.manifest.params.get("loss", "detector"))
+    """The detector part of a run label: ``name`` (``--label``), else its training loss or,
+    for an imported classifier, its source."""
+    p = det.manifest.params
+    return name or str(p.get("loss") or p.get("source") or "detector")
 
 
 def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs) -> list[_Target]:
@@ -139,6 +148,7 @@ def score(
     """
     from oodkit.data.sources import get_benchmark, load_artifact_or_dataset
     from oodkit.models.detector import load_detector
+    from oodkit.models.imported import class_map
     from oodkit.stages.score.features import cached_extract
 
     o = with_overrides(ScoreOptions, options, overrides)
@@ -166,6 +176,9 @@ def score(
             o.outliers, o.data_root, model.config.in_chans, "--outliers", "outliers"
         )
         inputs.append(inp)
+    columns = class_map(model.config, bench.class_names, bench.class_ids)
+    if columns is not None:
+        inputs.append({"kind": "class-map", "path": "wordnet-ids", "fingerprint": _digest(columns)})
     targets = _targets(chosen, det, benchmark, out, o, inputs)
     todo = [t for t in targets if t.existing is None]
     if not todo:
@@ -174,9 +187,12 @@ def score(
         writable_cache(FEATURES)
 
     def run(ds) -> dict[str, torch.Tensor]:
-        return cached_extract(
+        got = cached_extract(
             model, det.manifest.fingerprint, ds, o.batch_size, o.num_workers, o.cache
         )
+        if columns is not None:  # the data's classes among the classifier's
+            got = {**got, "logits": got["logits"][:, columns]}
+        return got
 
     sets = [("id_test", bench.id_test)] + [(s.name, s) for s in bench.ood]
     loaded = {key: first(bench.load(key), o.limit) for key, _ in sets}

@@ -1,0 +1,69 @@
+"""Options of ``oodkit import detector`` (sources: ``oodkit.models.imported``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from oodkit import options as O
+from oodkit.errors import OodkitError
+from oodkit.models.preprocessing import INTERPOLATIONS, TRAINED_ON
+
+
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise OodkitError(f"{flag} takes comma-separated numbers, got {text!r}") from None
+    if len(values) != 3:
+        raise OodkitError(f"{flag} takes 3 numbers (R, G, B), got {len(values)}")
+    return values
+
+
+@dataclass(kw_only=True)
+class ImportOptions:
+    """Everything ``import_detector`` takes besides the source and the output folder."""
+
+    weights: str | None = O.option(
+        None, "Local weights file (safetensors or a state dict).", role="input"
+    )
+    trained_on: str | None = O.option(
+        None,
+        f"Training set ({', '.join(TRAINED_ON)}): its classes and OpenOOD's test preprocessing, "
+        "where the source does not give them.",
+    )
+    resize: int | None = O.option(None, "Eval resize before the crop.", minimum=1)
+    square: bool | None = O.option(
+        None, "Resize both sides (else the shorter one).", flags=("--square/--no-square",)
+    )
+    crop: int | None = O.option(None, "Centre crop (the model's input size).", minimum=1)
+    mean: str | None = O.option(None, "Normalisation mean, R,G,B.")
+    std: str | None = O.option(None, "Normalisation std, R,G,B.")
+    interpolation: str | None = O.option(None, f"Resize filter: {', '.join(INTERPOLATIONS)}.")
+    overwrite: bool = O.overwrite_option()
+    quiet: bool = O.quiet_option()
+
+    def check(self) -> None:
+        if self.trained_on is not None and self.trained_on not in TRAINED_ON:
+            raise OodkitError(f"--trained-on must be one of {', '.join(TRAINED_ON)}")
+        if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
+            raise OodkitError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}")
+        for flag, text in (("--mean", self.mean), ("--std", self.std)):
+            _floats(text, flag)
+        if self.std is not None and min(_floats(self.std, "--std")) <= 0:
+            raise OodkitError("--std values must be positive")
+        if self.resize is not None and self.crop is not None and self.crop > self.resize:
+            raise OodkitError(f"--crop {self.crop} is larger than --resize {self.resize}")
+
+    def overrides(self) -> dict:
+        """The preprocessing fields given on the command line."""
+        given = {
+            "resize": self.resize,
+            "crop": self.crop,
+            "square": self.square,
+            "interpolation": self.interpolation,
+            "mean": _floats(self.mean, "--mean"),
+            "std": _floats(self.std, "--std"),
+        }
+        return {k: v for k, v in given.items() if v is not None}
