@@ -40,6 +40,7 @@ from oodkit.options import (
 from oodkit.stages.evaluate.options import EvalOptions
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.import_detector.options import ImportOptions
+from oodkit.stages.import_diffusion.options import ImportDiffusionOptions
 from oodkit.stages.pseudo_label.options import PseudoLabelOptions
 from oodkit.stages.score.options import ScoreOptions
 from oodkit.stages.train_detector.options import TrainOptions
@@ -461,7 +462,7 @@ def train_diffusion_cmd(o: DiffusionOptions, id_ref: str, out: Path) -> None:
 
 
 import_app = typer.Typer(
-    help="Import models trained elsewhere: detector.", no_args_is_help=True, cls=_Group
+    help="Import models trained elsewhere: detector, diffusion.", no_args_is_help=True, cls=_Group
 )
 app.add_typer(import_app, name="import")
 
@@ -493,6 +494,33 @@ def import_detector_cmd(o: ImportOptions, source: str, out: Path) -> None:
     _console(o.quiet).print(
         f"detector written to {art.path}: {art.manifest.params['source']}, "
         f"{s['num_classes']} classes, {s['feature_dim']}-d features"
+    )
+
+
+@stage_command(
+    import_app,
+    "diffusion",
+    ImportDiffusionOptions,
+    [
+        _fixed(
+            "source",
+            Annotated[
+                str, typer.Argument(help="adm:FILE (an OpenAI guided-diffusion checkpoint).")
+            ],
+        ),
+        _fixed("out", OutOpt),
+    ],
+    section="import diffusion",
+)
+def import_diffusion_cmd(o: ImportDiffusionOptions, source: str, out: Path) -> None:
+    """Convert a guided-diffusion (ADM) checkpoint into a diffusers model artifact."""
+    from oodkit.stages.import_diffusion.run import import_diffusion
+
+    art = import_diffusion(source, out, o)
+    p = art.manifest.params
+    _console(o.quiet).print(
+        f"diffusion model written to {art.path}: ADM {p['preset']}, "
+        f"{art.manifest.summary['parameters']:,} parameters"
     )
 
 

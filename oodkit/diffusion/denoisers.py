@@ -364,6 +364,8 @@ def describe_model(model: str | Path) -> ModelSpec:
     if folder.is_dir():
         if (folder / MANIFEST_NAME).exists():
             load_artifact(folder, kind="diffusion-model")
+            if (folder / "model_index.json").is_file():  # an imported checkpoint: diffusers inside
+                return _folder_spec(folder)
             info = _read_json(folder / CLASS_MODEL_INFO)
             return ModelSpec(
                 "artifact",

@@ -238,6 +238,7 @@ SWEEP = "sweep --id digits --model {model} --quiet --out {out}"
 IMP = "import detector --quiet --out {out}"
 IMP_W = IMP + " --weights {root}/w18.pth"
 IMP_IN = IMP_W + " torchvision:resnet18 --trained-on imagenet"
+IMPD = "import diffusion --quiet --out {out}"
 
 CASES = [
     # --- the command line itself ------------------------------------------------------------
@@ -529,6 +530,16 @@ CASES = [
         "huggingface.co/kkirchheim",
         env={"TORCH_HOME": UNWRITABLE},
     ),
+    Case("import-diffusion-source", f"{IMPD} ddpm:{{root}}/w18.pth", "expected adm:FILE"),
+    Case("import-adm-preset", f"{IMPD} adm:{{root}}/w18.pth", "no ADM preset 'w18'"),
+    Case("import-adm-misfit", f"{IMPD} adm:{{root}}/w18.pth --preset lsun_cat", "lacks time_embed"),
+    Case("import-adm-flags", f"{IMPD} adm:{{root}}/w18.pth --flags '{{{{\"x\": 1}}}}'", "--flags"),
+    Case(
+        "import-adm-both",
+        f"{IMPD} adm:{{root}}/w18.pth --preset lsun_cat --flags '{{{{\"image_size\": 64}}}}'",
+        "not both",
+    ),
+    Case("import-adm-missing", f"{IMPD} adm:{{root}}/lsun_cat.pt", "does not exist"),
 ]
 
 
