@@ -362,3 +362,35 @@ def test_oracle_labels_are_truth_for_id_and_seeded_random_for_ood() -> None:
     assert oracle_labels(items[::-1], 0, 5) == a[::-1]  # per sample, not per position
     draws = {tuple(oracle_labels(items, s, 5)[1:]) for s in range(20)}
     assert len(draws) > 3
+
+
+def test_a_perfect_diffguard_lowers_both_fpr95_with_the_default_trust_levels() -> None:
+    """The classic FPR@95 thresholds at the ID 5 % quantile: with --trust-below 0.05 it sits
+    on the edge of the confident-OOD zone and cannot move (the baseline's value); with the
+    defaults a perfect DiffGuard lowers it, and the OpenOOD FPR@95 too."""
+    from oodkit.metrics import ood_metrics
+    from oodkit.stages.score.options import ScoreOptions
+
+    rng = np.random.default_rng(0)
+    base_val, base_id, base_ood = (
+        rng.normal(1, 1, 1000),
+        rng.normal(1, 1, 2000),
+        rng.normal(0, 1, 2000),
+    )
+    guard_val, guard_id = rng.uniform(0.5, 1, 1000), rng.uniform(0.5, 1, 2000)
+    guard_ood = rng.uniform(0, 0.5, 2000)  # every OOD sample below every ID sample
+    baseline = ood_metrics(base_id, base_ood)
+    n = len(base_id)
+
+    def combined(low: float, high: float) -> dict[str, float]:
+        both = combine(
+            np.r_[base_id, base_ood], np.r_[guard_id, guard_ood], base_val, guard_val, low, high
+        )
+        return ood_metrics(both[:n], both[n:])
+
+    stuck = combined(0.05, 0.95)
+    assert abs(stuck["fpr95_classic"] - baseline["fpr95_classic"]) < 0.01
+    o = ScoreOptions()
+    moved = combined(o.trust_below, o.trust_above)
+    assert moved["fpr95_classic"] < 0.2 * baseline["fpr95_classic"]
+    assert moved["fpr95"] < 0.5 * baseline["fpr95"]

@@ -9,7 +9,15 @@ DiffGuard for the hard cases. oodkit's rule, fitted on the **ID validation set o
    (confidently ID); elsewhere DiffGuard decides;
 3. combined = q_b − 2 (confident OOD) < q_d (hard cases) < q_b + 2 (confident ID).
 
-No OOD data enters the fit; ``low`` and ``high`` are quantile levels of ID data.
+No OOD data enters the fit; ``low`` and ``high`` are quantile levels of ID data. They decide
+which FPR@95 DiffGuard can move. The classic FPR@95 (DiffGuard's own metric) thresholds at
+the 5 % quantile of ID scores: with ``low`` = 0.05 that threshold sits on the edge of the
+confidently-OOD zone and the combination accepts exactly the OOD samples the baseline
+accepts (even a perfect DiffGuard leaves the baseline's value). With ``low`` below 0.05 — the
+default 0.025, 3.6 standard errors of a 1,000-sample ID validation quantile below it — the
+threshold falls among the hard cases, where DiffGuard orders the samples; the OpenOOD FPR@95
+(95 % of OOD flagged) moves when fewer than 5 % of OOD samples reach the confidently-ID zone,
+which ``high`` = 1 − ``low`` keeps small.
 """
 
 from __future__ import annotations

@@ -66,10 +66,12 @@ class ScoreOptions:
         None, "diffguard: post-hoc scores artifact to combine with.", role="input"
     )
     trust_below: float = O.option(
-        0.05, "diffguard combination: trust the baseline below this ID-val quantile."
+        0.025,
+        "diffguard combination: trust the baseline below this ID-val quantile (under 0.05, "
+        "so the 95 %-TPR threshold lies where DiffGuard decides).",
     )
     trust_above: float = O.option(
-        0.95, "diffguard combination: trust the baseline above this ID-val quantile."
+        0.975, "diffguard combination: trust the baseline above this ID-val quantile."
     )
     limit: int | None = O.option(
         None, "Score only the first N samples of each test set.", minimum=1
