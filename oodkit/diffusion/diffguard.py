@@ -8,7 +8,8 @@ inverted latent, the official reference.
   together and leave the batch when they stop; they then denoise together, each from its
   own start (``DDIMSampler.denoise_chains``), so nothing runs at batch size 1.
 - ``cfg``: ε = where(CAM > cut, ε_u + s·(ε_y − ε_u), ε_u), CAM = Grad-CAM of the classifier
-  for the label on the input, resized (nearest) to the model's grid; without a cut (the
+  for the label on the input, cut at the image size and resized (nearest) to the model's grid
+  as the official code does (or cut on the grid: ``cam_resize="grid"``); without a cut (the
   official oracle run), ε_u + s·(ε_y − ε_u) everywhere.
 - ``classifier``: ε' = ε − √(1 − ᾱ_t)·scale·∇ Σ_cut-outs log p(y | cut-out), the gradient
   taken w.r.t. the blend f·x̂₀ + (1 − f)·x_t (f = √(1 − ᾱ_t)), x̂₀ from the same network call
@@ -120,6 +121,7 @@ class Guidance:
     cutouts: int = 8
     blend: bool = True
     seed: int = 0
+    cam_resize: str = "image"  # cut the CAM at the image size (official) or on the "grid"
 
 
 @dataclass
@@ -236,7 +238,8 @@ def resynthesise(
         mask = None
         if guidance.cam_cut is not None:
             cam = cam_of(classifier, images, labels)
-            mask = cam_mask(cam, tuple(xt.shape[-2:]), guidance.cam_cut).to(xt.device)
+            at = tuple(images.shape[-2:]) if guidance.cam_resize == "image" else None
+            mask = cam_mask(cam, tuple(xt.shape[-2:]), guidance.cam_cut, at).to(xt.device)
         eps_fn = _cfg_eps(denoiser, cond, mask, guidance.cfg_scale, unguided)
     else:
         uncond = denoiser.condition([[None] * b])

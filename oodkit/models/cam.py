@@ -2,8 +2,10 @@
 
 The map is taken on the backbone's last feature map A (timm ``forward_features``): channel
 weights are the spatial means of ∂logit_y/∂A, the map is ReLU(Σ_c w_c·A_c), scaled to [0, 1]
-per image (min–max; a constant map becomes 0). ``cam_mask`` resizes it (nearest) to a latent
-or image grid and cuts it at a threshold (DiffGuard's official code: 0.3).
+per image (min–max; a constant map becomes 0). ``cam_mask`` cuts it at a threshold
+(DiffGuard's official code: 0.3) on the model's grid, either as the official code does —
+bilinear to the image size, min–max, cut, nearest down to the grid (a latent grid is smaller
+than the image) — or nearest to the grid first and cut there.
 """
 
 from __future__ import annotations
@@ -28,7 +30,20 @@ def grad_cam(detector: Detector, x: torch.Tensor, labels: torch.Tensor) -> torch
     return torch.where(span > 0, (cam - low) / span.clamp(min=1e-12), torch.zeros_like(cam))
 
 
-def cam_mask(cam: torch.Tensor, size: tuple[int, int], cut: float) -> torch.Tensor:
-    """Boolean [B, 1, H, W] mask: the map resized (nearest) to ``size`` and kept above ``cut``."""
-    resized = F.interpolate(cam.unsqueeze(1), size=size, mode="nearest")
-    return resized > cut
+def cam_mask(
+    cam: torch.Tensor,
+    size: tuple[int, int],
+    cut: float,
+    image_size: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """Boolean [B, 1, H, W] mask on the grid ``size``. With ``image_size`` (official order) the
+    map is resized bilinearly to the image, min–max scaled, cut, then resized (nearest) to
+    ``size``; without, resized (nearest) to ``size`` and cut."""
+    maps = cam.unsqueeze(1).float()
+    if image_size is None:
+        return F.interpolate(maps, size=size, mode="nearest") > cut
+    up = F.interpolate(maps, size=image_size, mode="bilinear", align_corners=False)
+    low = up.flatten(1).min(dim=1).values.view(-1, 1, 1, 1)
+    span = up.flatten(1).max(dim=1).values.view(-1, 1, 1, 1) - low
+    up = torch.where(span > 0, (up - low) / span.clamp(min=1e-12), torch.zeros_like(up))
+    return F.interpolate((up > cut).float(), size=size, mode="nearest") > 0.5

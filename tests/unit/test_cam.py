@@ -41,3 +41,21 @@ def test_cam_mask_resizes_nearest_and_cuts() -> None:
     )
     assert torch.equal(mask[0, 0], expected)
     assert cam_mask(torch.zeros(1, 2, 2), (2, 2), 0.3).sum() == 0
+
+
+def test_cam_mask_in_the_official_order_cuts_at_the_image_size() -> None:
+    """Official: bilinear to the image size (cv2.resize, half-pixel centres; PIL's bilinear
+    upscaling is the same filter), min–max, cut, then nearest down to the latent grid."""
+    import numpy as np
+    from PIL import Image
+
+    cam = torch.rand(2, 4, 4, generator=torch.Generator().manual_seed(0))
+    cam[1] = 0.0  # a constant map masks nothing
+    mask = cam_mask(cam, (8, 8), 0.3, image_size=(32, 32))
+    up = np.asarray(Image.fromarray(cam[0].numpy(), mode="F").resize((32, 32), Image.BILINEAR))
+    up = (up - up.min()) / (up.max() - up.min())
+    expected = torch.from_numpy(up > 0.3)[::4, ::4]  # nearest 32 → 8 (F.interpolate): pixel 4i
+    assert mask.shape == (2, 1, 8, 8) and mask[1].sum() == 0
+    assert torch.equal(mask[0, 0], expected)
+    grid = cam_mask(cam, (8, 8), 0.3)  # cut after a nearest resize: another mask
+    assert not torch.equal(grid[0, 0], mask[0, 0])

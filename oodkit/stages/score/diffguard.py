@@ -84,6 +84,8 @@ def resolve(o: ScoreOptions) -> Recipe:
         raise OodkitError("--cfg-scale and --classifier-scale must be ≥ 0")
     if not 0 <= o.cam_cut < 1:
         raise OodkitError(f"--cam-cut must lie in [0, 1), got {o.cam_cut}")
+    if o.cam_resize not in ("image", "grid"):
+        raise OodkitError(f"--cam-resize must be image or grid, got {o.cam_resize!r}")
     if not 0 <= o.trust_below <= o.trust_above <= 1:
         raise OodkitError("--trust-below and --trust-above must satisfy 0 ≤ below ≤ above ≤ 1")
     stop = STOPS[o.guidance] if o.stop is None else o.stop
@@ -205,6 +207,7 @@ class Scorer:
             o.cutouts,
             o.blend,
             o.seed,
+            cam_resize=o.cam_resize,
         )
         self.class_names = class_names
         self.inversions = inversions  # an InversionCache, or None
@@ -577,6 +580,7 @@ def score_diffguard(
         "cfg_scale": o.cfg_scale if r.guidance == "cfg" else None,
         "cam": o.cam if r.guidance == "cfg" else None,
         "cam_cut": o.cam_cut if r.guidance == "cfg" and o.cam else None,
+        "cam_resize": o.cam_resize if r.guidance == "cfg" and o.cam else None,
         "oracle": o.oracle,
         "limit": o.limit,
         "diffusion_batch": o.diffusion_batch,

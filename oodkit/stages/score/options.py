@@ -61,6 +61,11 @@ class ScoreOptions:
         flags=("--cam/--no-cam",),
     )
     cam_cut: float = O.option(0.3, "diffguard Grad-CAM mask threshold.")
+    cam_resize: str = O.option(
+        "image",
+        "diffguard cfg: cut the CAM at the image size, then nearest to the model's grid "
+        "(image, official) or nearest to the grid, then cut (grid).",
+    )
     oracle: bool = O.option(False, "diffguard analysis: true ID labels, random OOD labels.")
     combine_with: str | None = O.option(
         None, "diffguard: post-hoc scores artifact to combine with.", role="input"
