@@ -14,14 +14,21 @@ import torch
 import torch.nn.functional as F
 
 from oodkit.models.detector import Detector
+from oodkit.models.imported import ImportedClassifier
 
 
 def grad_cam(detector: Detector, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[B, h, w] maps in [0, 1] for model inputs ``x`` (normalised) and class ``labels`` [B]."""
-    backbone = detector.backbone
+    """[B, h, w] maps in [0, 1] for model inputs ``x`` (normalised) and class ``labels`` [B].
+
+    An imported classifier gives its map at the input of its global pool (``layer4``'s output
+    in a ResNet, the official code's ``layer4[-1]``)."""
     with torch.enable_grad():
-        feats = backbone.forward_features(x).detach().requires_grad_(True)
-        logits = detector.cls(backbone.forward_head(feats, pre_logits=True))
+        if isinstance(detector, ImportedClassifier):
+            feats, logits = detector.feature_map(x)
+        else:
+            backbone = detector.backbone
+            feats = backbone.forward_features(x).detach().requires_grad_(True)
+            logits = detector.cls(backbone.forward_head(feats, pre_logits=True))
         chosen = logits.gather(1, labels.view(-1, 1).to(logits.device)).sum()
         (grads,) = torch.autograd.grad(chosen, feats)
     cam = F.relu((grads.mean(dim=(2, 3), keepdim=True) * feats).sum(dim=1)).detach()

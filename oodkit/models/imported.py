@@ -161,6 +161,37 @@ class ImportedClassifier(nn.Module):
             )
         return {"features": taken[-1].flatten(1), "logits": logits}
 
+    def feature_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(last feature map A [B, C, h, w], logits) for Grad-CAM: A is the input of the
+        network's global pool, made a leaf that requires grad (∂logits/∂A runs through the
+        pool and head only)."""
+        pool = self._pool()
+        taken: list[torch.Tensor] = []
+
+        def leaf(_m, args):
+            a = args[0].detach().requires_grad_(True)
+            taken.append(a)
+            return (a, *args[1:])
+
+        hook = pool.register_forward_pre_hook(leaf)
+        try:
+            logits = self.net(x)
+        finally:
+            hook.remove()
+        return taken[-1], logits
+
+    def _pool(self) -> nn.Module:
+        for name in ("avgpool", "global_pool", "head.global_pool"):  # torchvision, timm
+            try:
+                module = self.net.get_submodule(name)
+            except AttributeError:
+                continue
+            return module
+        raise OodkitError(
+            f"{self.config.arch} has no global pool (avgpool / global_pool) to take a Grad-CAM "
+            "feature map from; pass --no-cam"
+        )
+
     @classmethod
     def build(cls, config: Any) -> ImportedClassifier:
         s = config.source

@@ -59,3 +59,30 @@ def test_cam_mask_in_the_official_order_cuts_at_the_image_size() -> None:
     assert torch.equal(mask[0, 0], expected)
     grid = cam_mask(cam, (8, 8), 0.3)  # cut after a nearest resize: another mask
     assert not torch.equal(grid[0, 0], mask[0, 0])
+
+
+def test_grad_cam_of_an_imported_classifier_is_taken_at_its_global_pool() -> None:
+    """A torchvision ResNet: the map is on layer4's output (the official ``layer4[-1]``), in
+    the same closed form (global average pool + linear head)."""
+    from torchvision.models import resnet18
+
+    from oodkit.models.imported import ImportedClassifier
+
+    torch.manual_seed(1)
+    net = resnet18(num_classes=5).eval()
+    config = DetectorConfig(arch="torchvision:resnet18", num_classes=5, image_size=64)
+    config.source = {"library": "torchvision", "name": "resnet18", "head": "fc"}
+    model = ImportedClassifier(config, net).eval().requires_grad_(False)
+    x = torch.randn(3, 3, 128, 128)
+    labels = torch.tensor([4, 1, 0])
+    cam = grad_cam(model, x, labels)
+    with torch.no_grad():
+        a = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        a = net.layer4(net.layer3(net.layer2(net.layer1(a))))
+    hand = torch.relu(torch.einsum("bc,bchw->bhw", net.fc.weight[labels], a))
+    low = hand.flatten(1).min(1).values.view(-1, 1, 1)
+    high = hand.flatten(1).max(1).values.view(-1, 1, 1)
+    span = high - low
+    expected = torch.where(span > 0, (hand - low) / span.clamp(min=1e-12), torch.zeros_like(hand))
+    assert cam.shape == (3, 4, 4) and (span > 0).sum() >= 2
+    assert torch.allclose(cam, expected, atol=1e-5)
