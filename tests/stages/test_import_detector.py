@@ -105,6 +105,7 @@ def _by_sample(art) -> dict[str, float]:
     return dict(zip(table["sample_id"], table["id_score"], strict=True))
 
 
+@pytest.mark.slow
 def test_scores_of_an_imported_openood_checkpoint_equal_pytorch_ood(tmp_path: Path) -> None:
     """Acceptance: energy and kNN of an OpenOOD-layout ResNet-18 (a DataParallel checkpoint)
     imported through the CLI equal pytorch-ood's detectors on torchvision's module."""
@@ -312,6 +313,7 @@ def _imagenet200_root(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_a_1000_class_classifier_scores_imagenet200_on_its_200_classes(tmp_path: Path) -> None:
     """Logits are the 200 ImageNet-200 columns of the 1000 (by WordNet id), as OpenOOD."""
     from torchvision.models import resnet18
