@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import struct
 import tempfile
 import zipfile
@@ -406,8 +407,9 @@ def check_output(
 
 
 def atomic_file(path: Path, write: Callable[[Path], None]) -> None:
-    """Write one file through a process-unique temporary sibling, then rename it into place."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    """Write one file through a process-unique temporary sibling (host and pid: ranks of
+    several nodes may write the same file in a shared folder), then rename it into place."""
+    tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -47,8 +47,28 @@ class AdmConfig:
             if self.image_size not in defaults:
                 raise OodkitError(f"no default channel_mult for {self.image_size} px ADM models")
             self.channel_mult = defaults[self.image_size]
-        self.channel_mult = tuple(self.channel_mult)
-        self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
+        try:
+            self.channel_mult = tuple(float(m) for m in self.channel_mult)
+            self.attention_resolutions = tuple(int(r) for r in self.attention_resolutions)
+        except (TypeError, ValueError):
+            raise OodkitError(
+                "ADM flags: channel_mult and attention_resolutions are lists of numbers"
+            ) from None
+        if self.channel_mult[0] != 1:
+            raise OodkitError(
+                f"ADM flags: channel_mult starting at {self.channel_mult[0]:g} (not 1) has no "
+                "UNet2DModel equivalent"
+            )
+        if self.noise_schedule not in ("linear", "cosine"):
+            raise OodkitError(
+                f"ADM flags: noise_schedule is linear or cosine, not {self.noise_schedule!r}"
+            )
+        widths = [w for i, w in enumerate(self.widths()) if self.attends(i)] + [self.widths()[-1]]
+        if self.num_head_channels <= 0 or any(w % self.num_head_channels for w in widths):
+            raise OodkitError(
+                f"ADM flags: num_head_channels {self.num_head_channels} must divide every "
+                "attention width (checkpoints with a fixed num_heads are not supported)"
+            )
 
     def widths(self) -> list[int]:
         return [int(m * self.num_channels) for m in self.channel_mult]
@@ -165,6 +185,8 @@ def convert_state(state: dict[str, torch.Tensor], cfg: AdmConfig) -> dict[str, t
         raise OodkitError(
             f"the checkpoint lacks {exc.args[0]}: not an ADM UNet of this shape (another preset?)"
         ) from None
+    except RuntimeError as exc:  # a qkv that does not split into these heads
+        raise OodkitError(f"the checkpoint does not fit these ADM flags: {exc}") from None
     if src:
         raise OodkitError(
             f"the checkpoint has {len(src)} tensors an ADM UNet of this shape lacks, "

@@ -413,11 +413,11 @@ def model_input(model: str | Path, spec: ModelSpec | None = None) -> dict[str, A
     An oodkit artifact by its fingerprint, a diffusers folder by a hash of its files (cached
     by path, size and mtime), a Hub id by the commit it resolves to.
     """
-    from oodkit.artifacts import load_artifact
+    from oodkit.artifacts import MANIFEST_NAME, load_artifact
     from oodkit.hashing import tree_digest
 
     spec = spec or describe_model(model)
-    if spec.source == "artifact":
+    if spec.source == "artifact" or (spec.path and (spec.path / MANIFEST_NAME).is_file()):
         entry = load_artifact(spec.path, kind="diffusion-model").as_input()
         return {**entry, "path": spec.ref} if spec.ref else entry
     if spec.source == "folder":

@@ -9,7 +9,7 @@ safetensors or ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,11 @@ import torch
 from torch import nn
 
 from oodkit.data.images import SMALL_INPUT, normalisation
+from oodkit.errors import OodkitError
 from oodkit.models.backbone import create_backbone, load_backbone_weights
 
 CONFIG_NAME = "config.json"
+IMPORT_FIELDS = ("source", "resize", "resize_square", "interpolation", "class_ids")
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -73,11 +75,24 @@ class DetectorConfig:
         )
 
     def save(self, folder: Path) -> None:
-        (folder / CONFIG_NAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
+        """``config.json``; the imported-classifier fields only for an imported classifier
+        (a trained detector's config stays readable by earlier oodkit versions)."""
+        values = asdict(self)
+        if self.source is None:
+            for name in IMPORT_FIELDS:
+                values.pop(name)
+        (folder / CONFIG_NAME).write_text(json.dumps(values, indent=2) + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> DetectorConfig:
-        return cls(**json.loads((folder / CONFIG_NAME).read_text()))
+        values = json.loads((folder / CONFIG_NAME).read_text())
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
+        if unknown:
+            raise OodkitError(
+                f"{folder / CONFIG_NAME} has fields this oodkit does not know ({unknown[0]}, ...): "
+                "written by a newer version?"
+            )
+        return cls(**values)
 
 
 class Detector(nn.Module):

@@ -27,9 +27,12 @@ import torch
 from torch import nn
 
 from oodkit.errors import OodkitError, first_line
+from oodkit.hashing import file_digest
 from oodkit.models.preprocessing import INTERPOLATIONS, Preprocessing
 
 LIBRARIES = ("torchvision", "timm", "openood", "pytorch-ood")
+# torchvision builders that change the module when given weights (transform_input, aux heads)
+TORCHVISION_BUILDER_ARGS = ("googlenet", "inception_v3")
 
 
 @dataclass
@@ -97,6 +100,11 @@ def build_net(library: str, name: str, num_classes: int) -> nn.Module:
 
         if name not in list_models():
             raise OodkitError(f"unknown torchvision model {name!r}")
+        if name in TORCHVISION_BUILDER_ARGS or name.startswith(("vit_", "maxvit")):
+            raise OodkitError(
+                f"torchvision {name} builds differently with its weights (input transform, "
+                "image size): not supported by oodkit import yet"
+            )
         return get_model(name, weights=None, num_classes=num_classes)
     if library == "timm":
         import timm
@@ -143,23 +151,22 @@ class ImportedClassifier(nn.Module):
         super().__init__()
         self.config = config
         self.net = net
-        head = net.get_submodule(config.source["head"])
-        self._head = head
-        self.feature_dim = head.in_features
+        self.feature_dim = net.get_submodule(config.source["head"]).in_features
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        taken: list[torch.Tensor] = []
-        hook = self._head.register_forward_hook(lambda _m, args, _out: taken.append(args[0]))
+        taken: list[tuple[torch.Tensor, torch.Tensor]] = []
+        head = self.net.get_submodule(self.config.source["head"])
+        hook = head.register_forward_hook(lambda _m, args, out: taken.append((args[0], out)))
         try:
             logits = self.net(x)
         finally:
             hook.remove()
-        if not taken or not isinstance(logits, torch.Tensor):
+        if not taken or logits is not taken[-1][1]:
             raise OodkitError(
-                f"{self.config.arch}: its forward does not end in its classifier layer "
-                f"{self.config.source['head']!r}"
+                f"{self.config.arch}: its output is not its classifier layer "
+                f"{self.config.source['head']!r}'s"
             )
-        return {"features": taken[-1].flatten(1), "logits": logits}
+        return {"features": taken[-1][0].flatten(1), "logits": logits}
 
     def feature_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(last feature map A [B, C, h, w], logits) for Grad-CAM: A is the input of the
@@ -204,6 +211,10 @@ class ImportedClassifier(nn.Module):
 def load_strict(net: nn.Module, state: dict[str, torch.Tensor], origin: str, arch: str) -> None:
     """Every tensor of the architecture from ``state``, same shapes, nothing left over."""
     own = net.state_dict()
+    state = dict(state)
+    for k in own:  # BatchNorm counters that older checkpoints lack (torch fills them too)
+        if k.endswith("num_batches_tracked") and k not in state:
+            state[k] = own[k]
     missing = [k for k in own if k not in state]
     extra = [k for k in state if k not in own]
     wrong = [k for k in own if k in state and state[k].shape != own[k].shape]
@@ -219,20 +230,14 @@ def _hub_file(file_name: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / file_name
 
 
-def _sha256(path: Path) -> str:
-    from oodkit.hashing import file_digest
-
-    return file_digest(path)
-
-
 def _cached(path: Path, what: str, url: str, sha_prefix: str | None) -> Path:
     """A file of the torch hub cache, present and with the expected hash (prefix)."""
     if not path.is_file():
         raise OodkitError(
-            f"{what} are not downloaded and oodkit does not download them: fetch {url} "
-            f"into {path.parent}/ or pass --weights FILE"
+            f"{what} are not downloaded and oodkit does not download them: save {url} "
+            f"as {path}, or pass --weights FILE"
         )
-    if sha_prefix and not _sha256(path).startswith(sha_prefix):
+    if sha_prefix and not file_digest(path).startswith(sha_prefix):
         raise OodkitError(f"{path} does not have the SHA-256 of {what} ({sha_prefix}...)")
     return path
 
@@ -252,7 +257,7 @@ def torchvision_weights(name: str, member: str):
 
 
 def _file_input(path: Path, what: str) -> dict[str, Any]:
-    return {"kind": "weights", "path": str(path), "fingerprint": _sha256(path), "what": what}
+    return {"kind": "weights", "path": str(path), "fingerprint": file_digest(path), "what": what}
 
 
 # --- classes and preprocessing -------------------------------------------------------------
@@ -264,7 +269,7 @@ def classes_of(dataset: str) -> tuple[list[str] | None, list[str] | None]:
 
     if dataset == "cifar10":
         return C.cifar10_classes(), None
-    if dataset == "imagenet":
+    if dataset in ("imagenet", "imagenet1k"):  # pytorch-ood's registry says imagenet1k
         return [n for _, n in C.imagenet1k()], [w for w, _ in C.imagenet1k()]
     if dataset == "imagenet200":
         return C.imagenet200_classes(), C.imagenet200_wnids()
@@ -403,7 +408,7 @@ def import_classifier(source: Source, weights_file: str | Path | None) -> Import
         provenance = _file_input(path, f"torchvision {member}")
     elif lib == "pytorch-ood":
         path = _cached(_hub_file(entry.file_name), f"pytorch-ood weights {name}", entry.url, None)
-        if _sha256(path) != entry.sha256:
+        if file_digest(path) != entry.sha256:
             raise OodkitError(f"{path} does not have the SHA-256 of pytorch-ood {name}")
         state = read_state_dict(path)
         if entry.state_dict_transform is not None:

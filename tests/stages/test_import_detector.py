@@ -356,3 +356,46 @@ def test_a_1000_class_classifier_scores_imagenet200_on_its_200_classes(tmp_path:
     r = _cli("score", "--detector", tmp_path / "d200", "-b", "cifar10", "--data-root", tmp_path,
              "--method", "energy", "--out", tmp_path / "s2")  # fmt: skip
     assert r.exit_code == 2 and "no WordNet ids map" in r.output, r.output
+    from oodkit.errors import OodkitError
+
+    with pytest.raises(OodkitError, match="diffguard needs a classifier of imagenet200's classes"):
+        score(
+            tmp_path / "d", "imagenet200", "diffguard", tmp_path / "dg", data_root=root, model="m"
+        )
+
+
+def test_configs_checkpoints_and_outputs_are_checked(tmp_path: Path) -> None:
+    """A trained detector's config keeps the old fields only; an unknown field is one line;
+    a checkpoint without BatchNorm counters loads; a network whose output is not its
+    classifier layer's is refused."""
+    import json
+
+    from oodkit.errors import OodkitError
+    from oodkit.models.detector import DetectorConfig
+    from oodkit.models.imported import ImportedClassifier, import_classifier, parse_source
+
+    DetectorConfig().save(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert "source" not in saved and "class_ids" not in saved
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "lineage": 1}))
+    with pytest.raises(OodkitError, match="fields this oodkit does not know"):
+        DetectorConfig.load(tmp_path)
+
+    state = _randomise(ResNet18_32x32(10), 7)
+    legacy = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    torch.save(legacy, tmp_path / "old.pt")
+    imp = import_classifier(parse_source("openood:resnet18_32x32"), tmp_path / "old.pt")
+    assert torch.equal(imp.net.layer1[0].bn1.running_var, state["layer1.0.bn1.running_var"])
+
+    class Doubled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1)[:, :4]) * 2  # not the head's own output
+
+    config = DetectorConfig(arch="x", num_classes=3, image_size=2)
+    config.source = {"library": "timm", "name": "x", "head": "fc"}
+    with pytest.raises(OodkitError, match="not its classifier layer"):
+        ImportedClassifier(config, Doubled())(torch.zeros(1, 1, 2, 2))

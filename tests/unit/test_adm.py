@@ -100,3 +100,22 @@ def test_import_diffusion_makes_a_model_every_stage_takes(tmp_path: Path) -> Non
     with torch.no_grad():
         eps = den.eps(t["x"], t["t"], den.condition([[None] * 3]))
     assert (eps[0] - t["legacy/out"][:, :3]).abs().max() <= 1e-5
+
+
+def test_flags_that_cannot_be_converted_are_one_line(tmp_path: Path) -> None:
+    with pytest.raises(OodkitError, match="noise_schedule is linear or cosine"):
+        AdmConfig(16, 32, 1, (8,), 16, channel_mult=(1, 2), noise_schedule="sigmoid")
+    with pytest.raises(OodkitError, match="must divide every attention width"):
+        AdmConfig(16, 32, 1, (8,), 24, channel_mult=(1, 2))
+    with pytest.raises(OodkitError, match="channel_mult starting at 0.5"):
+        AdmConfig(512, 256, 2, (32, 16, 8), 64)
+    with pytest.raises(OodkitError, match="lists of numbers"):
+        AdmConfig(16, 32, 1, "8,4", 16, channel_mult=(1, 2))
+    from oodkit.stages.import_diffusion.run import import_diffusion
+
+    state, _ = _fixture()
+    torch.save(state, tmp_path / "tiny.pt")
+    flags = {**tiny_config().__dict__, "learn_sigma": False}  # the checkpoint has 6 outputs
+    with pytest.raises(OodkitError, match="wrong shapes of 2 tensors, e.g. conv_out"):
+        import_diffusion(f"adm:{tmp_path / 'tiny.pt'}", tmp_path / "m", flags=flags)
+    assert not (tmp_path / "m").exists()

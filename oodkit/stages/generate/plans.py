@@ -103,8 +103,8 @@ def plan_samples(
     if memo is None:
         drawn = draw()
     else:
-        digest = hashlib.sha256(
-            json.dumps([seed, steps, t_start]).encode()
+        digest = hashlib.sha256(  # "plans-v1": the derivation in draw_plans
+            json.dumps(["plans-v1", seed, steps, t_start]).encode()
             + choices.tobytes()
             + "\n".join(names).encode()
         ).hexdigest()

@@ -30,8 +30,8 @@ class ImportOptions:
     )
     trained_on: str | None = O.option(
         None,
-        f"Training set ({', '.join(TRAINED_ON)}): its classes and OpenOOD's test preprocessing, "
-        "where the source does not give them.",
+        f"Training set ({', '.join(TRAINED_ON)}): its classes and OpenOOD's test preprocessing "
+        "(over the source's; explicit options win).",
     )
     resize: int | None = O.option(None, "Eval resize before the crop.", minimum=1)
     square: bool | None = O.option(
@@ -49,12 +49,10 @@ class ImportOptions:
             raise OodkitError(f"--trained-on must be one of {', '.join(TRAINED_ON)}")
         if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
             raise OodkitError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}")
-        for flag, text in (("--mean", self.mean), ("--std", self.std)):
-            _floats(text, flag)
-        if self.std is not None and min(_floats(self.std, "--std")) <= 0:
+        _floats(self.mean, "--mean")
+        std = _floats(self.std, "--std")
+        if std is not None and min(std) <= 0:
             raise OodkitError("--std values must be positive")
-        if self.resize is not None and self.crop is not None and self.crop > self.resize:
-            raise OodkitError(f"--crop {self.crop} is larger than --resize {self.resize}")
 
     def overrides(self) -> dict:
         """The preprocessing fields given on the command line."""

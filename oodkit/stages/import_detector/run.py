@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from oodkit.artifacts import Artifact, check_output, write_artifact
-from oodkit.errors import OodkitError
+from oodkit.errors import OodkitError, first_line
 from oodkit.locks import writes_output
 from oodkit.models.imported import (
     Imported,
@@ -60,7 +60,15 @@ def _classes(imp: Imported, o: ImportOptions, k: int) -> tuple[list | None, list
 
 @torch.no_grad()
 def _check_forward(model: ImportedClassifier, size: int) -> None:
-    out = model(torch.zeros(2, 3, size, size))
+    """One forward of a batch of 2 at the crop size: it must end in the classifier layer."""
+    try:
+        out = model(torch.zeros(2, 3, size, size))
+    except OodkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. a ViT refusing another input size
+        raise OodkitError(
+            f"{model.config.arch} cannot take {size}px inputs: {first_line(exc)}"
+        ) from None
     if tuple(out["logits"].shape) != (2, model.config.num_classes):
         raise OodkitError(
             f"{model.config.arch} gives logits of shape {tuple(out['logits'].shape)} for a "

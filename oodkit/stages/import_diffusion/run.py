@@ -31,7 +31,7 @@ def _adm_config(path: Path, o: ImportDiffusionOptions):
     if o.flags:
         try:
             return "custom", AdmConfig(**o.flags)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise OodkitError(f"--flags: {first_line(exc)}") from None
     name = o.preset or path.stem
     if name not in PRESETS:
@@ -64,20 +64,20 @@ def import_diffusion(
         raise OodkitError(f"diffusion source {source!r}: expected adm:FILE")
     path = Path(file)
     name, cfg = _adm_config(path, o)
-    state = read_state_dict(path)
-    converted = convert_state(state, cfg)
-    from diffusers import DDPMScheduler, UNet2DModel
-
-    unet = UNet2DModel(**unet_config(cfg))
-    missing, extra = unet.load_state_dict(converted, strict=False)
-    if missing or extra:
-        what = f"lacks {missing[0]}" if missing else f"has {extra[0]} too many"
-        raise OodkitError(f"{path} does not fit the {name} ADM UNet: it {what}")
+    if not path.is_file():
+        raise OodkitError(f"checkpoint {path} does not exist")
     params = {"source": "adm", "preset": name, "flags": asdict(cfg)}
     inputs = [{"kind": "checkpoint", "path": str(path), "fingerprint": file_digest(path)}]
     existing = check_output(out, "diffusion-model", params, inputs, o.overwrite)
     if existing is not None:
         return existing
+    converted = convert_state(read_state_dict(path), cfg)
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from oodkit.models.imported import load_strict
+
+    unet = UNet2DModel(**unet_config(cfg))
+    load_strict(unet, converted, str(path), f"the {name} ADM UNet")
     scheduler = DDPMScheduler(**scheduler_config(cfg))
 
     def files(folder: Path) -> None:

@@ -552,6 +552,13 @@ def score_diffguard(
     dtype, dtype_name = resolve_dtype(o.dtype, device)
     config = DetectorConfig.load(det.path)
     check_fit(config, bench, allow_resize=True)
+    from oodkit.models.imported import class_map
+
+    if class_map(config, bench.class_names, bench.class_ids) is not None:
+        raise OodkitError(
+            f"diffguard needs a classifier of {bench.name}'s classes; this one has "
+            f"{config.num_classes} (a class map for DiffGuard's guidance is not built yet)"
+        )
     spec = describe_model(o.model)
     check_model(r, o, spec, config, bench)
     base = _baseline(o, det, benchmark)
