@@ -10,6 +10,7 @@ shows the traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -705,10 +706,15 @@ def main() -> None:
 
 
 def _end_process_group() -> None:
-    """Shut a distributed run's process group down before exiting (a rank that exits with
-    its communication threads alive can abort with "terminate called ...")."""
+    """Shut a distributed run's process group down before exiting, all ranks together: a rank
+    that tore its group down while another still used the connection was seen to abort at
+    exit ("terminate called without an active exception", SIGABRT) after finishing its work.
+    The barrier waits for the main process's last step; if that rank is gone, the barrier
+    fails and this rank leaves anyway (torchrun stops the others when one fails)."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None and dist.is_available() and dist.is_initialized():
+        with contextlib.suppress(Exception):
+            dist.barrier()
         dist.destroy_process_group()
 
 

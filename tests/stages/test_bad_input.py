@@ -504,7 +504,7 @@ CASES = [
     Case(
         "import-tv-offline",
         f"{IMP} torchvision:resnet18:IMAGENET1K_V1",
-        "resnet18-f37072fd.pth into",
+        "resnet18-f37072fd.pth as",
         env={"TORCH_HOME": UNWRITABLE},
     ),
     Case("import-tv-arch", f"{IMP_W} torchvision:resnet999", "unknown torchvision model"),
