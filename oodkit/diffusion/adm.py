@@ -13,7 +13,7 @@ or the new order (all q, all k, all v), split into ``to_q`` / ``to_k`` / ``to_v`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -229,8 +229,3 @@ def _convert(src: dict, dst: dict, cfg: AdmConfig) -> None:
         if level:
             last = f"output_blocks.{block - 1}.{2 if cfg.attends(level) else 1}"
             _resnet(src, dst, last, f"up_blocks.{u}.upsamplers.0")
-
-
-def config_record(cfg: AdmConfig) -> dict[str, Any]:
-    """The flags as JSON (what the converted folder records)."""
-    return asdict(cfg)

@@ -383,14 +383,16 @@ def import_classifier(source: Source, weights_file: str | Path | None) -> Import
         raise OodkitError(f"{source}: name its weights ({source}:IMAGENET1K_V1) or pass --weights")
 
     prep: Preprocessing | None = None
+    probe: nn.Module | None = None  # the architecture built to read a weights file's classes
+    probe_classes = 0
     names: list[str] | None = None
     ids: list[str] | None = None
     if weights_file is not None:
         path = Path(weights_file)
         state = read_state_dict(path)
         probe_classes = 1000 if entry is None else int(entry.arch_kwargs["num_classes"])
-        head = find_head(build_net(lib, name, probe_classes), probe_classes)
-        num_classes = _num_classes_in(state, head, path)
+        probe = build_net(lib, name, probe_classes)
+        num_classes = _num_classes_in(state, find_head(probe, probe_classes), path)
         provenance = _file_input(path, "weights file")
     elif lib == "torchvision":
         member = torchvision_weights(name, source.weights)
@@ -433,7 +435,8 @@ def import_classifier(source: Source, weights_file: str | Path | None) -> Import
             digest.update(k.encode() + state[k].cpu().contiguous().numpy().tobytes())
         provenance = {"kind": "weights", "path": f"timm:{name}", "fingerprint": digest.hexdigest()}
 
-    net = build_net(lib, name, num_classes)
+    fits = probe is not None and num_classes == probe_classes  # the probe's head already fits
+    net = probe if fits else build_net(lib, name, num_classes)
     head = find_head(net, num_classes)
     load_strict(net, state, str(provenance["path"]), f"{source}")
     if entry is not None:  # what the registry says, whichever file the weights came from

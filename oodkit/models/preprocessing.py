@@ -43,13 +43,8 @@ OPENOOD: dict[str, dict] = {
         "mean": [0.485, 0.456, 0.406],
         "std": [0.229, 0.224, 0.225],
     },
-    "imagenet200": {
-        "resize": 256,
-        "crop": 224,
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-    },
 }
+OPENOOD["imagenet200"] = OPENOOD["imagenet"]  # the same ImageNet setting
 
 TRAINED_ON = tuple(OPENOOD)
 

@@ -537,6 +537,7 @@ def score_diffguard(
     from oodkit.devices import resolve_device, resolve_dtype
     from oodkit.diffusion.denoisers import describe_model, load_denoiser, model_input
     from oodkit.models.detector import DetectorConfig, load_detector
+    from oodkit.models.imported import class_map
     from oodkit.perceptual import weights_input
     from oodkit.sharding import open_sharded, run_shards
     from oodkit.stages.score.run import check_fit, detector_label, first
@@ -552,8 +553,6 @@ def score_diffguard(
     dtype, dtype_name = resolve_dtype(o.dtype, device)
     config = DetectorConfig.load(det.path)
     check_fit(config, bench, allow_resize=True)
-    from oodkit.models.imported import class_map
-
     if class_map(config, bench.class_names, bench.class_ids) is not None:
         raise OodkitError(
             f"diffguard needs a classifier of {bench.name}'s classes; this one has "
