@@ -42,9 +42,17 @@ def _normalised(config) -> list:
 
 
 def eval_transform(config):
-    """Resize → centre crop → normalise. The resize is the config's own (an imported
-    classifier's: shorter side or both sides, its interpolation); else 256/224 of the size
-    for large inputs, as OpenOOD, and the size itself for small ones."""
+    """Resize → centre crop → normalise (``eval_view`` and the config's mean / std)."""
+    from torchvision.transforms import v2
+
+    return v2.Compose([*eval_view(config).transforms[:2], *_normalised(config)])
+
+
+def eval_view(config):
+    """Resize → centre crop → [0, 1] tensor: what the classifier sees before normalisation.
+    The resize is the config's own (an imported classifier's: shorter side or both sides,
+    its interpolation); else 256/224 of the size for large inputs, as OpenOOD, and the size
+    itself for small ones."""
     from torchvision.transforms import InterpolationMode, v2
 
     size = config.image_size
@@ -57,7 +65,8 @@ def eval_transform(config):
         [
             v2.Resize(shape, interpolation=mode, antialias=True),
             v2.CenterCrop(size),
-            *_normalised(config),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
         ]
     )
 

@@ -48,6 +48,7 @@ class StopRule:
     max_steps: int
     psnr: float | None = None
     pixel: Sequence[tuple[float, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]] = ()
+    clamp: bool = True  # pixel similarities see x·0.5 + 0.5 clamped to [0, 1] (official: not)
 
     @property
     def adaptive(self) -> bool:
@@ -58,7 +59,9 @@ class StopRule:
         if self.psnr is not None:
             stop |= psnr_255(x, ref) < self.psnr
         if self.pixel:
-            a, b = (((v.float() + 1) / 2).clamp(0, 1) for v in (x, ref))
+            a, b = (((v.float() + 1) / 2) for v in (x, ref))
+            if self.clamp:
+                a, b = a.clamp(0, 1), b.clamp(0, 1)
             for threshold, similarity in self.pixel:
                 stop |= similarity(a, b).to(stop.device) < threshold
         return stop
@@ -80,10 +83,13 @@ def _guide_net(detector: Any) -> torch.nn.Module:
 
 
 class Classifier:
-    """The detector as DiffGuard's classifier: images in [0, 1] at any size → logits."""
+    """The detector as DiffGuard's classifier: images in [0, 1] → logits; resized to the
+    detector's input size first unless ``resize`` is off (the official LDM run shows the
+    ResNet-50 its 256-px crops as they are)."""
 
-    def __init__(self, detector: Any) -> None:
+    def __init__(self, detector: Any, resize: bool = True) -> None:
         self.detector = detector.eval().requires_grad_(False)
+        self.resize = resize
         self.guide = _guide_net(self.detector)
         config = detector.config
         self.size = int(config.image_size)
@@ -92,9 +98,10 @@ class Classifier:
         self.std = torch.tensor(config.std, device=dev).view(1, -1, 1, 1)
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """Resized to the classifier's input (bilinear, antialiased) and normalised."""
+        """Resized to the classifier's input (bilinear, antialiased; with ``resize``) and
+        normalised."""
         x = images.float().to(self.mean.device)
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
+        if self.resize and (x.shape[-1] != self.size or x.shape[-2] != self.size):
             x = F.interpolate(x, size=self.size, mode="bilinear", antialias=True)
         return (x - self.mean) / self.std
 
@@ -112,7 +119,9 @@ class Classifier:
 @dataclass
 class Guidance:
     """The guidance of one run (``cfg`` or ``classifier``) and its settings; ``cam_cut=None``
-    guides every pixel of a ``cfg`` run."""
+    guides every pixel of a ``cfg`` run; ``clip``: each chain's x̂₀ clipped to [−1, 1] and ε
+    re-derived from it before guidance (guided-diffusion's ``clip_denoised``; the classifier
+    still sees the unclipped x̂₀)."""
 
     kind: str
     cfg_scale: float = 10.0
@@ -122,6 +131,17 @@ class Guidance:
     blend: bool = True
     seed: int = 0
     cam_resize: str = "image"  # cut the CAM at the image size (official) or on the "grid"
+    clip: bool = False
+
+
+@dataclass
+class Inversion:
+    """How inputs are inverted: the stop rule, the timestep ε is taken at (``target`` or
+    ``source``, see ``DDIMSampler.inversion_path``) and x̂₀ clipping."""
+
+    rule: StopRule
+    eps_at: str = "target"
+    clip: bool = False
 
 
 @dataclass
@@ -138,9 +158,9 @@ def _rows(cond: torch.Tensor, parts: Sequence[tuple[int, torch.Tensor]]) -> torc
     return torch.cat([cond[k, rows] for k, rows in parts])[None]
 
 
-def _cfg_eps(denoiser, cond, mask, scale: float, unguided: bool):
+def _cfg_eps(denoiser, sampler: DDIMSampler, cond, mask, scale: float, unguided: bool, clip):
     """ε for the chains (guided[, unguided]) under classifier-free guidance, CAM-masked
-    unless ``mask`` is None."""
+    unless ``mask`` is None, x̂₀-clipped with ``clip``."""
 
     def eps_fn(xs: list[torch.Tensor], step: Step) -> list[torch.Tensor]:
         r = step.rows
@@ -151,7 +171,10 @@ def _cfg_eps(denoiser, cond, mask, scale: float, unguided: bool):
         guided = e[0] + scale * (e[1] - e[0])
         if mask is not None:
             guided = torch.where(mask[r], guided, e[0])
-        return [guided, e[2]] if unguided else [guided]
+        out = [guided, e[2]] if unguided else [guided]
+        if clip:
+            out = [sampler.clip_eps(x, o, step.index) for x, o in zip(xs, out, strict=True)]
+        return out
 
     return eps_fn
 
@@ -168,7 +191,9 @@ def _classifier_eps(
         e = denoiser.eps(x, step.t.repeat(len(xs)), _rows(cond, [(0, r)] * len(xs)))[0]
         e = e.view(len(xs), *xs[0].shape)
         sigma = sampler.sigma(step.index)
-        seen = sampler.clean(xs[0], e[0], step.index)
+        seen = sampler.clean(xs[0], e[0], step.index)  # unclipped, as officially
+        if g.clip:
+            e = [sampler.clip_eps(x, ei, step.index) for x, ei in zip(xs, e, strict=True)]
         if g.blend:
             seen = blend(seen, xs[0], sigma)
         if size > classifier.size:
@@ -200,17 +225,25 @@ def cam_of(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor) -
 
 
 def invert(
-    denoiser: Any, sampler: DDIMSampler, images: torch.Tensor, rule: StopRule
+    denoiser: Any, sampler: DDIMSampler, images: torch.Tensor, how: Inversion
 ) -> tuple[torch.Tensor, list[int]]:
     """DDIM inversion of ``images`` ([0, 1], the model's square) with the unconditional row,
-    each to its own depth under ``rule``: (latents where they stopped, inversion steps)."""
+    each to its own depth under ``how.rule``: (latents where they stopped, inversion steps)."""
     x0 = denoiser.encode(images)
     uncond = denoiser.condition([[None] * len(x0)])
 
     def invert_eps(x, t, rows, k):
         return denoiser.eps(x, t, uncond[:, rows])[0]
 
-    return sampler.invert_until(x0, invert_eps, rule.max_steps, rule if rule.adaptive else None)
+    rule = how.rule
+    return sampler.invert_until(
+        x0,
+        invert_eps,
+        rule.max_steps,
+        rule if rule.adaptive else None,
+        eps_at=how.eps_at,
+        clip=how.clip,
+    )
 
 
 def resynthesise(
@@ -219,15 +252,17 @@ def resynthesise(
     classifier: Classifier,
     images: torch.Tensor,
     inverted: tuple[torch.Tensor, list[int]],
+    starts: Sequence[int],
     labels: torch.Tensor,
     conditions: Sequence[Any],
     keys: Sequence[str],
     guidance: Guidance,
     unguided: bool,
 ) -> Synthesis:
-    """Denoise each inverted latent toward ``labels`` (the classifier's classes;
-    ``conditions`` are the model's condition values for them: class ids or prompts) and, with
-    ``unguided``, without guidance. ``images`` are the inputs (for the CAM)."""
+    """Denoise each inverted latent from its grid level ``starts`` (``DDIMSampler.restart``)
+    toward ``labels`` (the classifier's classes; ``conditions`` are the model's condition
+    values for them: class ids or prompts) and, with ``unguided``, without guidance.
+    ``images`` are the classifier's view of the inputs (for the CAM)."""
     from oodkit.models.cam import cam_mask
 
     xt, stops = inverted
@@ -238,13 +273,16 @@ def resynthesise(
         mask = None
         if guidance.cam_cut is not None:
             cam = cam_of(classifier, images, labels)
-            at = tuple(images.shape[-2:]) if guidance.cam_resize == "image" else None
+            size = (denoiser.image_size, denoiser.image_size)
+            at = size if guidance.cam_resize == "image" else None
             mask = cam_mask(cam, tuple(xt.shape[-2:]), guidance.cam_cut, at).to(xt.device)
-        eps_fn = _cfg_eps(denoiser, cond, mask, guidance.cfg_scale, unguided)
+        eps_fn = _cfg_eps(
+            denoiser, sampler, cond, mask, guidance.cfg_scale, unguided, guidance.clip
+        )
     else:
         uncond = denoiser.condition([[None] * b])
         eps_fn = _classifier_eps(denoiser, sampler, classifier, uncond, labels, keys, guidance)
-    chains = sampler.denoise_chains([xt] * (2 if unguided else 1), stops, eps_fn)
+    chains = sampler.denoise_chains([xt] * (2 if unguided else 1), starts, eps_fn)
     out = [denoiser.decode(c) for c in chains]
     return Synthesis(out[0], out[1] if unguided else None, stops)
 
@@ -257,18 +295,22 @@ def diffguard_batch(
     labels: torch.Tensor,
     conditions: Sequence[Any],
     keys: Sequence[str],
-    rule: StopRule,
+    how: Inversion,
     guidance: Guidance,
     unguided: bool,
+    restart: int = 0,
 ) -> Synthesis:
-    """``invert`` then ``resynthesise`` one batch."""
-    inverted = invert(denoiser, sampler, images, rule)
+    """``invert`` then ``resynthesise`` one batch (denoising ``restart`` levels above where
+    inversion stopped)."""
+    inverted = invert(denoiser, sampler, images, how)
+    starts = [sampler.restart(s, how.eps_at, restart) for s in inverted[1]]
     return resynthesise(
         denoiser,
         sampler,
         classifier,
         images,
         inverted,
+        starts,
         labels,
         conditions,
         keys,

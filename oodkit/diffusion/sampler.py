@@ -192,33 +192,57 @@ class DDIMSampler:
             trajectory.append(x)
         return trajectory
 
+    def clip_eps(self, x: torch.Tensor, eps: torch.Tensor, index: int) -> torch.Tensor:
+        """ε re-derived from x̂₀ clipped to [−1, 1] at grid index ``index`` (guided-diffusion's
+        ``clip_denoised``): x̂₀ = clip((x − √(1 − ᾱ)·ε)/√ᾱ), ε = (x − √ᾱ·x̂₀)/√(1 − ᾱ)."""
+        eps = eps.to(x.dtype)
+        x0 = self.clean(x, eps, index).clamp(-1, 1)
+        return (x - self._sqrt_a[index] * x0) / self._sqrt_1ma[index]
+
+    def inversion_path(self, steps: int, eps_at: str) -> list[tuple[int, int, int]]:
+        """(source index, target index, ε's grid index) of each inversion step.
+
+        ``target``: from the clean end (index N) up, ε at the target timestep (diffusers'
+        ``DDIMInverseScheduler``). ``source``: the image is taken as x at the grid's lowest
+        timestep (index N − 1, guided-diffusion's ``ddim_reverse_sample``), ε at the source.
+        """
+        first = self.num_steps if eps_at == "target" else self.num_steps - 1
+        if eps_at not in ("target", "source") or not 1 <= steps <= first:
+            raise ValueError(f"inversion of {steps} steps with ε at the {eps_at} timestep")
+        return [
+            (i, i - 1, i - 1 if eps_at == "target" else i) for i in range(first, first - steps, -1)
+        ]
+
     def invert_until(
         self,
         x0: torch.Tensor,
         eps_fn: EpsFn,
         max_steps: int,
         stop: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        eps_at: str = "target",
+        clip: bool = False,
     ) -> tuple[torch.Tensor, list[int]]:
         """DDIM inversion of each sample until ``stop(x_t, x_0)`` [A] holds (checked after
         every step) or ``max_steps`` steps; returns each sample's latent where it stopped and
-        its number of inversion steps (its start for ``denoise``).
+        its number of inversion steps. ``eps_at``: see ``inversion_path``; ``clip``: x̂₀
+        clipped (``clip_eps``) wherever the source timestep is above the grid's lowest.
 
         Samples invert together; a stopped sample leaves the batch, so each sample costs
         exactly its own steps. The only host read is the [A] stop flags after each step.
         """
-        if not 1 <= max_steps <= self.num_steps:
-            raise ValueError(f"inversion steps {max_steps} outside 1..{self.num_steps}")
+        path = self.inversion_path(max_steps, eps_at)
         x = _working(x0).clone()
         ref = x.clone()
         out = torch.empty_like(x)
         stops = [max_steps] * len(x)
         alive = list(range(len(x)))
         rows = torch.arange(len(x), device=x.device)
-        for j, i in enumerate(range(self.num_steps - 1, self.num_steps - 1 - max_steps, -1)):
-            t = self.timesteps[i].repeat(len(x)).to(x.device)
-            x = self.move(
-                x, eps_fn(x, t, rows, torch.full((len(x),), j, device=x.device)), i + 1, i
-            )
+        for j, (src, dst, at) in enumerate(path):
+            t = self.timesteps[at].repeat(len(x)).to(x.device)
+            eps = eps_fn(x, t, rows, torch.full((len(x),), j, device=x.device))
+            if clip and src < self.num_steps - 1:
+                eps = self.clip_eps(x, eps, src)
+            x = self.move(x, eps, src, dst)
             if j + 1 == max_steps:
                 out[rows] = x
                 break
@@ -238,3 +262,9 @@ class DDIMSampler:
             if not alive:
                 break
         return out, stops
+
+    def restart(self, steps: int, eps_at: str, offset: int = 0) -> int:
+        """The denoising start of a latent inverted ``steps`` steps: the grid level it sits
+        at (one more with ε at the source: the image sat at index N − 1), plus ``offset``
+        levels (guided-diffusion DiffGuard's ``forback_skip_diff: 3`` is 1), at most N."""
+        return min(self.num_steps, steps + (eps_at == "source") + offset)

@@ -35,7 +35,13 @@ def test_each_distance_is_its_reference_call_on_the_syntheses(
     syntheses (run again here) with the input."""
     from oodkit.data.images import fit_square
     from oodkit.data.sources import get_benchmark
-    from oodkit.diffusion.diffguard import Classifier, Guidance, StopRule, diffguard_batch
+    from oodkit.diffusion.diffguard import (
+        Classifier,
+        Guidance,
+        Inversion,
+        StopRule,
+        diffguard_batch,
+    )
     from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
     from oodkit.models.detector import load_detector
     from oodkit.similarity import logits_l1, measure
@@ -57,7 +63,7 @@ def test_each_distance_is_its_reference_call_on_the_syntheses(
     syn = diffguard_batch(
         den, sampler, c, images, labels, labels.tolist(),
         [f"digits-0-4/{s}" for s in ds["sample_id"]],
-        StopRule(6), Guidance("cfg"), False,
+        Inversion(StopRule(6)), Guidance("cfg"), False,
     )  # fmt: skip
     for art in arts:
         d = art.path.name
@@ -262,7 +268,12 @@ def test_bad_input_is_refused_before_anything_loads(
         ([*dg, "--reference", "x"], "--reference must be one of unguided, input"),
         ([*dg, "--stop", "1.5"], "--stop must be aes or a fraction in (0, 1]"),
         ([*dg, "--stop", "deep"], "--stop must be aes or a fraction"),
-        ([*dg, "--stop", "aes", "--aes-psnr", "-1", "--max-invert", "0"], "--max-invert"),
+        ([*dg, "--stop", "aes", "--aes-psnr", "40", "--max-invert", "0"], "--max-invert"),
+        ([*dg, "--aes-psnr", "-1"], "--aes-psnr must be ≥ 0 (0: off)"),
+        ([*dg, "--preset", "sd"], "--preset must be one of gdm, ldm"),
+        ([*dg, "--geometry", "crop"], "--geometry must be one of resize, classifier, model"),
+        ([*dg, "--restart", "late"], "--restart must be one of exact, official"),
+        ([*dg, "--inversion-eps", "mid"], "--inversion-eps must be one of target, source"),
         ([*dg, "--steps", "0"], "--steps must be positive"),
         ([*dg, "--cutouts", "0"], "--cutouts must be positive"),
         ([*dg, "--limit", "0"], "--limit must be positive"),
@@ -280,3 +291,71 @@ def test_bad_input_is_refused_before_anything_loads(
         line = _fail([*args, "--quiet", "--out", str(tmp_path / f"o{n}")])
         assert message in line, (args, line)
     assert not list(tmp_path.glob("o*"))
+
+
+@pytest.mark.parametrize("geometry", ["classifier", "model"])
+def test_geometries_show_the_classifier_what_the_official_runs_show_it(
+    ce_detector, tmp_path, geometry
+):
+    """``classifier`` (official GDM): inputs are the detector's own resize and crop, upsampled
+    for a larger model, syntheses resized back before the classifier and the distances;
+    ``model`` (official LDM): the model's square, seen by the classifier at that size."""
+    import json
+
+    import torch.nn.functional as F
+    from diffusers import DDIMScheduler
+
+    from oodkit.artifacts import write_artifact
+    from oodkit.data.images import eval_view, fit_square
+    from oodkit.data.sources import get_benchmark
+    from oodkit.diffusion.diffguard import (
+        Classifier,
+        Guidance,
+        Inversion,
+        StopRule,
+        invert,
+        resynthesise,
+    )
+    from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
+    from oodkit.diffusion.unets import build_unet
+    from oodkit.models.detector import DetectorConfig, load_detector
+    from oodkit.similarity import logits_l1
+
+    torch.manual_seed(0)
+    unet = build_unet("tiny", 32, 1, 5)
+    info = {"num_classes": 5, "null_class": 5, "channels": 1, "image_size": 32, "class_names": None}
+
+    def files(folder):
+        unet.save_pretrained(str(folder / "unet"))
+        DDIMScheduler(clip_sample=False).save_pretrained(str(folder / "scheduler"))
+        (folder / "oodkit_model.json").write_text(json.dumps(info))
+
+    model = write_artifact(tmp_path / "m32", "diffusion-model", {}, write_files=files).path
+    (art,) = _dg(
+        ce_detector, model, tmp_path / "dg", guidance="cfg", reference="input",
+        distance="logits-l1", diffusion_batch=4, geometry=geometry,
+    )  # fmt: skip
+    assert art.manifest.params["geometry"] == geometry
+    ds = get_benchmark("digits").load("id_test").select(range(4))
+    config = DetectorConfig.load(ce_detector)
+    det = load_detector(ce_detector)
+    den = denoisers.load_denoiser(str(model))
+    c = Classifier(det, resize=geometry != "model")
+    if geometry == "classifier":
+        view = eval_view(config)
+        images = torch.stack([view(im.convert("L")) for im in ds["image"]])
+        assert images.shape[-1] == config.image_size < 32
+    else:
+        images = fit_square(ds["image"], 32, 1)[0]
+    labels = c.logits(images).argmax(1)
+    model_in = F.interpolate(images, size=32, mode="bilinear", antialias=True)
+    sampler = DDIMSampler(ddim_scheduler(den.scheduler_config), 6)
+    inverted = invert(den, sampler, model_in, Inversion(StopRule(6)))
+    syn = resynthesise(
+        den, sampler, c, images, inverted, inverted[1], labels, labels.tolist(),
+        [f"digits-0-4/{s}" for s in ds["sample_id"]], Guidance("cfg"), False,
+    )  # fmt: skip
+    size = images.shape[-1]
+    guided = F.interpolate(syn.guided, size=size, mode="bilinear", antialias=True).clamp(0, 1)
+    ref = logits_l1(c.logits(guided), c.logits(images))
+    assert np.allclose(_scores(art.path)[:4], ref.detach().numpy(), rtol=1e-4, atol=1e-4)

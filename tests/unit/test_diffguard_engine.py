@@ -14,6 +14,7 @@ from diffusers import DDIMScheduler
 from oodkit.diffusion.diffguard import (
     Classifier,
     Guidance,
+    Inversion,
     StopRule,
     _cfg_eps,
     _classifier_eps,
@@ -167,7 +168,7 @@ def test_batched_diffguard_equals_one_sample_at_a_time(parts, kind) -> None:
     x0 = images * 2 - 1
     path = sampler.invert(x0, lambda x, t, rows, k: den.eps(x, t, cond[:, rows])[0], 10)
     threshold = float(psnr_255(path[4], x0).median())
-    rule = StopRule(10, psnr=threshold)
+    rule = Inversion(StopRule(10, psnr=threshold))
     g = Guidance(kind, cfg_scale=3.0, cam_cut=0.3, classifier_scale=2.0, cutouts=2)
     whole = diffguard_batch(
         den, sampler, classifier, images, labels, labels.tolist(), keys, rule, g, True
@@ -214,7 +215,7 @@ def test_cfg_rule_is_masked_guidance_toward_the_label() -> None:
     cond = den.condition([[None] * 3, [0, 1, 2]])
     mask = torch.zeros(3, 1, 4, 4, dtype=torch.bool)
     mask[:, :, :2] = True
-    fn = _cfg_eps(den, cond, mask, 10.0, unguided=True)
+    fn = _cfg_eps(den, None, cond, mask, 10.0, unguided=True, clip=False)
     xg, xu = torch.randn(2, 1, 4, 4), torch.randn(2, 1, 4, 4)
     rows = torch.tensor([2, 0])
     step = Step(torch.tensor([5, 5]), rows, torch.zeros(2), 3, [2, 0])
@@ -224,7 +225,7 @@ def test_cfg_rule_is_masked_guidance_toward_the_label() -> None:
     assert torch.allclose(guided, hand) and torch.allclose(unguided, 0.1 * xu + 0.09)
     assert not torch.allclose(guided[:, :, 2:], (eu + 10 * (ey - eu))[:, :, 2:])
     # without a CAM (--no-cam, the official oracle run): guidance at every pixel
-    everywhere, _ = _cfg_eps(den, cond, None, 10.0, unguided=True)([xg, xu], step)
+    everywhere, _ = _cfg_eps(den, None, cond, None, 10.0, unguided=True, clip=False)([xg, xu], step)
     assert torch.allclose(everywhere, eu + 10 * (ey - eu))
 
 

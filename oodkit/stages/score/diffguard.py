@@ -14,6 +14,7 @@ processes, ends with the identical artifacts.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -38,14 +39,18 @@ from oodkit.stages.score.options import ScoreOptions
 
 GUIDANCES = ("classifier", "cfg")
 REFERENCES = ("unguided", "input")
+INVERSION_EPS = ("target", "source")
+RESTARTS = {"exact": 0, "official": 1}  # levels above where inversion stopped
+GEOMETRIES = ("resize", "classifier", "model")
 STEPS = {"classifier": 100, "cfg": 25}  # official: 100-step GDM, 25-step LDM
 STOPS = {"classifier": "aes", "cfg": "1"}  # official: AES for GDM, full inversion for LDM
 
 
 @dataclass
 class Recipe:
-    """The resolved DiffGuard settings of a run."""
+    """The resolved DiffGuard settings of a run (``options``: every option, preset applied)."""
 
+    options: ScoreOptions
     guidance: str
     steps: int
     stop: str  # "aes" or a fraction
@@ -70,15 +75,29 @@ def _stop_depth(stop: str, o: ScoreOptions, steps: int) -> int:
 
 
 def resolve(o: ScoreOptions) -> Recipe:
-    """The run's settings with per-guidance defaults, every value checked."""
+    """The run's settings: the preset and per-guidance defaults applied, every value
+    checked."""
+    from oodkit.stages.score.presets import apply_preset
+
     if o.model is None:
         raise OodkitError("--method diffguard needs --model (a diffusion model)")
+    o = apply_preset(o)
     for flag, value, allowed in (
         ("--guidance", o.guidance, GUIDANCES),
         ("--reference", o.reference, REFERENCES),
+        ("--inversion-eps", o.inversion_eps, INVERSION_EPS),
+        ("--restart", o.restart, tuple(RESTARTS)),
+        ("--geometry", o.geometry, GEOMETRIES),
     ):
         if value not in allowed:
             raise OodkitError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
+    for flag, value in (("--aes-psnr", o.aes_psnr), ("--aes-dists", o.aes_dists)):
+        if value is not None and value < 0:
+            raise OodkitError(f"{flag} must be ≥ 0 (0: off), got {value}")
+    if o.aes_dists == 0:  # 0 switches a preset's DISTS rule off
+        o = dataclasses.replace(o, aes_dists=None)
+    if o.aes_psnr == 0:
+        o = dataclasses.replace(o, aes_psnr=None)
     steps = STEPS[o.guidance] if o.steps is None else o.steps
     if o.cfg_scale < 0 or o.classifier_scale < 0:
         raise OodkitError("--cfg-scale and --classifier-scale must be ≥ 0")
@@ -95,7 +114,13 @@ def resolve(o: ScoreOptions) -> Recipe:
     for d in distances:
         if d not in DISTANCES:
             raise OodkitError(f"unknown distance {d!r} (one of {', '.join(DISTANCES)})")
-    return Recipe(o.guidance, steps, stop, _stop_depth(stop, o, steps), distances)
+    depth = _stop_depth(stop, o, steps)
+    if o.inversion_eps == "source" and depth > steps - 1:
+        raise OodkitError(
+            f"--inversion-eps source starts from the image taken as x at t = 0, so at most "
+            f"{steps - 1} of {steps} steps invert: lower --stop / --max-invert or raise --steps"
+        )
+    return Recipe(o, o.guidance, steps, stop, depth, distances)
 
 
 def check_model(r: Recipe, o: ScoreOptions, spec, config, bench) -> None:
@@ -123,6 +148,10 @@ def check_model(r: Recipe, o: ScoreOptions, spec, config, bench) -> None:
     if spec.kind == "text" and not bench.class_names:
         raise OodkitError(
             f"benchmark {bench.name} has no class names for a text-conditional model's prompts"
+        )
+    if o.clip_x0 and spec.layout in ("sd", "dit", "ldm"):
+        raise OodkitError(
+            "--clip-x0 clips x̂₀ to the pixel range [−1, 1]: not for a latent model (--no-clip-x0)"
         )
     pixel_rules = [f for f, v in (("--aes-gmsd", o.aes_gmsd), ("--aes-dists", o.aes_dists)) if v]
     if pixel_rules and r.stop == "aes" and spec.layout in ("sd", "dit"):
@@ -180,12 +209,12 @@ class Scorer:
     def __init__(
         self, denoiser, detector, r: Recipe, o: ScoreOptions, class_names, inversions=None
     ) -> None:
-        from oodkit.diffusion.diffguard import Classifier, Guidance, StopRule
+        from oodkit.diffusion.diffguard import Classifier, Guidance, Inversion, StopRule
         from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
         from oodkit.similarity import measure
 
         self.denoiser, self.r, self.o = denoiser, r, o
-        self.classifier = Classifier(detector)
+        self.classifier = Classifier(detector, resize=o.geometry != "model")
         self.sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), r.steps)
         dev = self.classifier.mean.device
         self.measures = {
@@ -198,7 +227,9 @@ class Scorer:
         if aes and o.aes_dists is not None:
             dists = self.measures.get("dists") or measure("dists", o.perceptual_weights, dev)
             pixel.append((o.aes_dists, dists))
-        self.rule = StopRule(r.max_steps, o.aes_psnr if aes else None, pixel)
+        rule = StopRule(r.max_steps, o.aes_psnr if aes else None, pixel, clamp=o.aes_clamp)
+        self.inversion = Inversion(rule, o.inversion_eps, o.clip_x0)
+        self.restart = RESTARTS[o.restart]
         self.guidance = Guidance(
             r.guidance,
             o.cfg_scale,
@@ -208,6 +239,7 @@ class Scorer:
             o.blend,
             o.seed,
             cam_resize=o.cam_resize,
+            clip=o.clip_x0,
         )
         self.class_names = class_names
         self.inversions = inversions  # an InversionCache, or None
@@ -224,6 +256,8 @@ class Scorer:
     def __call__(
         self, items: Sequence[Item], images: torch.Tensor, oracle: list[int] | None, keep: set
     ) -> dict[str, list]:
+        """``images``: the inputs as the geometry gives them ([0, 1]; the model's square, or
+        the classifier's own crop with ``--geometry classifier``)."""
         from oodkit.diffusion.diffguard import invert, resynthesise
         from oodkit.similarity import logits_l1
 
@@ -234,22 +268,29 @@ class Scorer:
         unguided = self.o.reference == "unguided"
 
         def run(x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
-            return invert(self.denoiser, self.sampler, x, self.rule)
+            return invert(self.denoiser, self.sampler, x, self.inversion)
 
         cache = self.inversions
-        inverted = run(images) if cache is None else cache.invert(images, run, pred.device)
+        model_in = _resized(images, self.denoiser.image_size)
+        inverted = run(model_in) if cache is None else cache.invert(model_in, run, pred.device)
+        eps_at = self.inversion.eps_at
+        starts = [self.sampler.restart(s, eps_at, self.restart) for s in inverted[1]]
         syn = resynthesise(
             self.denoiser,
             self.sampler,
             c,
             images,
             inverted,
+            starts,
             labels,
             self.conditions(labels.tolist()),
             [it.key for it in items],
             self.guidance,
             unguided,
         )
+        size = images.shape[-1]  # syntheses back to the inputs' size (official GDM: 224)
+        syn.guided = _resized(syn.guided, size)
+        syn.unguided = None if syn.unguided is None else _resized(syn.unguided, size)
         ref = syn.unguided if unguided else images.to(syn.guided.device)
         values = {}
         for d in self.r.distances:
@@ -259,6 +300,15 @@ class Scorer:
             else:
                 values[d] = self.measures[d](syn.guided, ref)
         return _rows(items, pred, labels, syn, images, values, keep)
+
+
+def _resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``x`` resized bilinearly (antialiased) to ``size``² (itself when it has that size)."""
+    import torch.nn.functional as F
+
+    if x.shape[-1] == size and x.shape[-2] == size:
+        return x
+    return F.interpolate(x.float(), size=size, mode="bilinear", antialias=True).clamp(0, 1)
 
 
 def _rows(items, pred, labels, syn, images, values, keep: set) -> dict[str, list]:
@@ -377,8 +427,11 @@ def _sets(bench, combining: bool) -> list[tuple[str, str, str]]:
     return sets
 
 
-def _work(scorer: Scorer, items, loaded, o: ScoreOptions, oracle, keep: set, cuda: bool):
-    """DiffGuard as sharded-run work: batches in item order, cut into shards."""
+def _work(scorer: Scorer, config, items, loaded, o: ScoreOptions, oracle, keep: set, cuda: bool):
+    """DiffGuard as sharded-run work: batches in item order, cut into shards; inputs as the
+    geometry gives them (the model's square, or the classifier's resize and crop)."""
+    from oodkit.data.images import eval_view
+    from oodkit.data.tables import image_mode
     from oodkit.devices import resolve_workers
     from oodkit.sharding import ShardWork, cut_shards
 
@@ -387,9 +440,13 @@ def _work(scorer: Scorer, items, loaded, o: ScoreOptions, oracle, keep: set, cud
         list(range(i, min(i + o.diffusion_batch, len(items))))
         for i in range(0, len(items), o.diffusion_batch)
     ]
+    view = eval_view(config) if o.geometry == "classifier" else None
+    mode = image_mode(den.channels)
 
     def load(batch: list[int]) -> torch.Tensor:
         images = [loaded[items[i].set_key][items[i].row]["image"] for i in batch]
+        if view is not None:
+            return torch.stack([view(im.convert(mode) if im.mode != mode else im) for im in images])
         return fit_square(images, den.image_size, den.channels, "crop")[0]
 
     def compute(batch: list[int], images: torch.Tensor) -> dict[str, list]:
@@ -544,6 +601,7 @@ def score_diffguard(
 
     # 1. every check that needs no weights
     r = resolve(o)
+    o = r.options
     out = Path(out)
     det = load_artifact(detector, kind="detector")
     if det.manifest.params.get("labels") is not None:
@@ -572,6 +630,7 @@ def score_diffguard(
         "detector": det.ref or str(det.path),
         "benchmark": benchmark,
         "model": str(o.model),
+        "preset": o.preset,
         "guidance": r.guidance,
         "steps": r.steps,
         "stop": r.stop,
@@ -579,6 +638,11 @@ def score_diffguard(
         "aes_psnr": o.aes_psnr if r.stop == "aes" else None,
         "aes_gmsd": o.aes_gmsd if r.stop == "aes" else None,
         "aes_dists": o.aes_dists if r.stop == "aes" else None,
+        "aes_clamp": o.aes_clamp if r.stop == "aes" and (o.aes_dists or o.aes_gmsd) else None,
+        "inversion_eps": o.inversion_eps,
+        "clip_x0": o.clip_x0,
+        "restart": o.restart,
+        "geometry": o.geometry,
         "reference": o.reference,
         "classifier_scale": o.classifier_scale if r.guidance == "classifier" else None,
         "cutouts": o.cutouts if r.guidance == "classifier" else None,
@@ -594,8 +658,9 @@ def score_diffguard(
         "seed": o.seed,
         "scheduler": "DDIMScheduler",
         "eta": 0.0,
-        "denoise_start": "inversion depth (exact DDIM inverse)",
-        "fit": "crop to the model's square",
+        "fit": "the classifier's resize and crop"
+        if o.geometry == "classifier"
+        else "crop to the model's square",
     }
     targets = _targets(r, o, params, inputs, out, base)
     syn_path, syn_params = out / "syntheses", {**params, "samples": o.save_syntheses}
@@ -637,13 +702,16 @@ def score_diffguard(
         from oodkit.diffusion.inversions import InversionCache
 
         keys = ("steps", "max_inversion_steps", "aes_psnr", "aes_gmsd", "aes_dists", "dtype")
+        keys += ("aes_clamp", "inversion_eps", "clip_x0", "geometry")
         recipe = {k: params[k] for k in keys} | {"model": inputs[1]["fingerprint"]}
         if params["aes_dists"] is not None:
             recipe["dists"] = next(i for i in inputs if i["kind"] == "dists-weights")["fingerprint"]
         inversions = InversionCache(json.dumps(recipe, sort_keys=True))
     scorer = Scorer(denoiser, model, r, o, bench.class_names, inversions)
     started = time.perf_counter()
-    work = _work(scorer, items, loaded, o, oracle, set(id_keys + ood_keys), dev.type == "cuda")
+    work = _work(
+        scorer, config, items, loaded, o, oracle, set(id_keys + ood_keys), dev.type == "cuda"
+    )
     with Progress(disable=o.quiet or not state.is_main_process) as progress:
         task = progress.add_task("diffguard", total=len(writer.pending()))
         stats = run_shards(work, writer, claims, lambda n: progress.advance(task, n))

@@ -23,7 +23,12 @@ class ScoreOptions:
     model: str | None = O.option(
         None, "diffguard: diffusion model (folder, artifact or Hub id).", role="input"
     )
-    guidance: str = O.option("classifier", "diffguard: classifier (any model) or cfg.")
+    preset: str | None = O.option(
+        None,
+        "diffguard: the official recipe, gdm (ImageNet exp6.1: ADM, classifier guidance) or ldm "
+        "(exp2.25: cin256-v2, CFG); options given on the command line win.",
+    )
+    guidance: str | None = O.option(None, "diffguard: classifier (any model; default) or cfg.")
     steps: int | None = O.option(None, "diffguard: DDIM steps (classifier 100, cfg 25).", minimum=1)
     stop: str | None = O.option(
         None, "diffguard: inversion depth, aes or a fraction (classifier aes, cfg 1)."
@@ -33,7 +38,35 @@ class ScoreOptions:
     )
     aes_gmsd: float | None = O.option(None, "diffguard AES: stop below this 1 − GMSD.")
     aes_dists: float | None = O.option(
-        None, "diffguard AES: stop below this 1 − DISTS (official 0.38; local weights)."
+        None, "diffguard AES: stop below this 1 − DISTS (official 0.38; local weights; 0: off)."
+    )
+    aes_clamp: bool | None = O.option(
+        None,
+        "diffguard AES: clamp x_t to [0, 1] before pixel similarities (default; official: not).",
+        flags=("--aes-clamp/--no-aes-clamp",),
+    )
+    inversion_eps: str | None = O.option(
+        None,
+        "diffguard: inversion ε at the target timestep from the clean image (default, "
+        "diffusers) or at the source timestep from the image taken as x at t = 0 (source, "
+        "official GDM).",
+    )
+    clip_x0: bool | None = O.option(
+        None,
+        "diffguard: clip x̂₀ to [−1, 1] in inversion and both chains, ε re-derived (official "
+        "GDM; pixel models; default off).",
+        flags=("--clip-x0/--no-clip-x0",),
+    )
+    restart: str | None = O.option(
+        None,
+        "diffguard: denoise from where inversion stopped (exact, default) or one level above "
+        "(official, GDM's forback_skip_diff 3).",
+    )
+    geometry: str | None = O.option(
+        None,
+        "diffguard: resize (default: the model's square, resized for the classifier), "
+        "classifier (its own resize and crop, upsampled for the model; official GDM) or model "
+        "(the model's square as the classifier's input; official LDM).",
     )
     perceptual_weights: str | None = O.option(
         None,
@@ -41,11 +74,12 @@ class ScoreOptions:
         role="input",
     )
     max_invert: float = O.option(0.9, "diffguard AES: deepest inversion, fraction of steps.")
-    distance: str = O.option(
-        "logits-l1", f"diffguard: comma list of {', '.join(DISTANCES)}; one artifact each."
+    distance: str | None = O.option(
+        None,
+        f"diffguard: comma list of {', '.join(DISTANCES)}; one artifact each (default logits-l1).",
     )
-    reference: str = O.option(
-        "unguided", "diffguard: compare with the unguided synthesis or the input."
+    reference: str | None = O.option(
+        None, "diffguard: compare with the unguided synthesis (default) or the input."
     )
     classifier_scale: float = O.option(3.0, "diffguard classifier guidance scale.")
     cutouts: int = O.option(8, "diffguard cut-outs per step.", minimum=1)
