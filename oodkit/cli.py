@@ -506,7 +506,11 @@ def import_detector_cmd(o: ImportOptions, source: str, out: Path) -> None:
         _fixed(
             "source",
             Annotated[
-                str, typer.Argument(help="adm:FILE (an OpenAI guided-diffusion checkpoint).")
+                str,
+                typer.Argument(
+                    help="adm:FILE (an OpenAI guided-diffusion checkpoint) or ldm:FILE (a "
+                    "CompVis class-conditional latent diffusion checkpoint, e.g. cin256-v2)."
+                ),
             ],
         ),
         _fixed("out", OutOpt),
@@ -514,13 +518,13 @@ def import_detector_cmd(o: ImportOptions, source: str, out: Path) -> None:
     section="import diffusion",
 )
 def import_diffusion_cmd(o: ImportDiffusionOptions, source: str, out: Path) -> None:
-    """Convert a guided-diffusion (ADM) checkpoint into a diffusers model artifact."""
+    """Convert an ADM or LDM checkpoint into a diffusers model artifact."""
     from oodkit.stages.import_diffusion.run import import_diffusion
 
     art = import_diffusion(source, out, o)
     p = art.manifest.params
     _console(o.quiet).print(
-        f"diffusion model written to {art.path}: ADM {p['preset']}, "
+        f"diffusion model written to {art.path}: {p['source'].upper()} {p['preset']}, "
         f"{art.manifest.summary['parameters']:,} parameters"
     )
 

@@ -100,29 +100,10 @@ def _feature_cache(tmp_path_factory) -> None:
 
 @pytest.fixture(scope="session")
 def perceptual_weights(tmp_path_factory) -> Path:
-    """Random VGG16 trunk, DISTS alpha/beta and LPIPS layer weights under the real file names
-    (the files piq would download), for DISTS / LPIPS without a network."""
-    import torch
-    from torchvision.models import vgg16
+    """Random perceptual weights under the real file names (``oodkit.testing``)."""
+    from oodkit.testing.tiny_models import write_random_perceptual_weights
 
-    from oodkit.perceptual import DISTS_CHANNELS, FILES
-
-    root = tmp_path_factory.mktemp("perceptual-weights")
-    g = torch.Generator().manual_seed(0)
-    trunk = vgg16(weights=None).features
-    state = {
-        f"features.{k}": torch.randn(v.shape, generator=g) * 0.05
-        for k, v in trunk.state_dict().items()
-    }
-    torch.save(state, root / FILES["dists"][0][0])
-    total = sum(DISTS_CHANNELS)
-    alpha_beta = {k: torch.rand(1, total, 1, 1, generator=g) for k in ("alpha", "beta")}
-    norm = sum(v.sum() for v in alpha_beta.values())  # DISTS's weights sum to 1
-    alpha_beta = {k: v / norm for k, v in alpha_beta.items()}
-    torch.save(alpha_beta, root / FILES["dists"][1][0])
-    lpips = [torch.rand(1, c, 1, 1, generator=g) for c in DISTS_CHANNELS[1:]]
-    torch.save(lpips, root / FILES["lpips"][1][0])
-    return root
+    return write_random_perceptual_weights(tmp_path_factory.mktemp("perceptual-weights"))
 
 
 def scores_table(case: str = ""):

@@ -12,7 +12,10 @@ Backends, one per model layout users bring:
   ``google/ddpm-cifar10-32``), which take no condition (only ``None`` rows);
 - ``LatentClassDenoiser``: class-conditional latent transformers (``DiTPipeline`` folders, e.g.
   ``facebook/DiT-XL-2-256``: null class = number of classes, learned σ whose first half is ε);
-- ``LatentTextDenoiser``: Stable Diffusion (VAE, CLIP text encoder, ``UNet2DConditionModel``).
+- ``LatentTextDenoiser``: Stable Diffusion (VAE, CLIP text encoder, ``UNet2DConditionModel``);
+- ``LatentCrossClassDenoiser``: CompVis class-conditional LDMs (``cin256-v2``, converted by
+  ``oodkit import diffusion ldm:FILE``): a ``UNet2DConditionModel`` whose context is the class's
+  embedding row, a VQ autoencoder, the null class as the table's last row.
 
 Latents cross this interface in float32 whatever the UNet's dtype: inputs are cast to the
 UNet's dtype for the forward and its outputs back to float32, so the DDIM state and all
@@ -44,7 +47,10 @@ LAYOUTS = {
     "DDPMPipeline": ("ddpm", "uncond", ("unet",)),
     "DDIMPipeline": ("ddpm", "uncond", ("unet",)),
     "DiTPipeline": ("dit", "class", ("transformer", "vae")),
+    # oodkit's own layout for converted CompVis LDMs (no diffusers pipeline has a class table)
+    "LDMClassPipeline": ("ldm", "class", ("unet", "vqvae", "class_embedder")),
 }
+CLASS_TABLE = "class_embedder/embedding.safetensors"  # [classes + 1, context] ("weight")
 
 
 class _UNetDenoiser:
@@ -242,6 +248,60 @@ class LatentTextDenoiser(_VaeCodec, _UNetDenoiser):
         return out.float().view(n, *x.shape)
 
 
+class LatentCrossClassDenoiser(_UNetDenoiser):
+    """A class-conditional LDM: the class reaches the ``UNet2DConditionModel`` as a one-token
+    context (its row of ``table``; the last row is the null class), images through a
+    ``VQModel`` (encoding stops before quantisation; decoding quantises, as LDM's
+    ``VQModelInterface``; gradients pass the quantiser straight through)."""
+
+    kind = "class"
+
+    def __init__(self, unet, vqvae, table: torch.Tensor, scheduler_config, names) -> None:
+        self.unet, self.vqvae = unet, vqvae
+        self.table = table.to(self.device, self.dtype)
+        self.scheduler_config = scheduler_config
+        self.num_classes = int(table.shape[0]) - 1
+        self.null_class = self.num_classes
+        self.channels = 3
+        self.scale = float(vqvae.config.scaling_factor)
+        factor = 2 ** (len(vqvae.config.block_out_channels) - 1)
+        self.image_size = int(unet.config.sample_size) * factor
+        self.class_names = names
+
+    condition = PixelClassDenoiser.condition
+
+    def eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        n = cond.shape[0]
+        rows = x.to(self.dtype).repeat(n, 1, 1, 1)
+        context = self.table[cond.reshape(-1)][:, None]
+        out = self.unet(rows, t.repeat(n), encoder_hidden_states=context).sample
+        return out.float().view(n, *x.shape)
+
+    @property
+    def vq_dtype(self) -> torch.dtype:
+        return next(self.vqvae.parameters()).dtype
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] → float32 latents (``VQModelInterface.encode``: no quantisation)."""
+        x = images.to(self.device, self.vq_dtype) * 2 - 1
+        return self.vqvae.encode(x).latents.float() * self.scale
+
+    def to_pixels(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents → images, quantised (unclamped, differentiable: classifier guidance)."""
+        z = (z.float() / self.scale).to(self.vq_dtype)
+        return (self.vqvae.decode(z).sample.float() + 1) / 2
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.to_pixels(z).clamp(0, 1)
+
+    @torch.no_grad()
+    def round_trip(self, images: torch.Tensor) -> torch.Tensor:
+        """Autoencoder reconstructions of images in [0, 1], no diffusion."""
+        return self.decode(self.encode(images))
+
+
 def _read_scheduler_config(folder: Path) -> dict[str, Any]:
     path = folder / "scheduler" / "scheduler_config.json"
     if not path.is_file():
@@ -267,9 +327,10 @@ class ModelSpec:
     num_classes: int | None = None
     path: Path | None = None
     scheduler_config: dict[str, Any] | None = None  # None: a Hub model
-    layout: str = "oodkit"  # "oodkit" | "sd" | "ddpm" | "dit"
+    layout: str = "oodkit"  # "oodkit" | "sd" | "ddpm" | "dit" | "ldm"
     class_names: list[str] | None = None
     ref: str | None = None  # hub:OWNER/NAME@COMMIT of an artifact fetched from the Hub
+    class_ids: list[str] | None = None  # WordNet ids of the classes, where known
 
 
 def _layout(index: dict[str, Any] | None, folder: Path | None, where: str) -> tuple:
@@ -317,8 +378,17 @@ def _folder_spec(folder: Path) -> ModelSpec:
             )
         size, channels = int(unet["sample_size"]), int(unet["in_channels"])
         return ModelSpec("folder", kind, channels, size, None, folder, scheduler, layout)
-    vae = _read_json(folder / "vae" / "config.json")
+    vae = _read_json(folder / ("vqvae" if layout == "ldm" else "vae") / "config.json")
     factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    if layout == "ldm":
+        info = _read_json(folder / "class_embedder" / "config.json")
+        size = int(_read_json(folder / "unet" / "config.json")["sample_size"]) * factor
+        names = _label_names(index)
+        classes = int(info["num_classes"])
+        return ModelSpec(
+            "folder", kind, 3, size, classes, folder, scheduler, layout, names,
+            class_ids=info.get("class_ids"),
+        )  # fmt: skip
     if layout == "dit":
         net = _read_json(folder / "transformer" / "config.json")
         classes = int(net["num_embeds_ada_norm"])
@@ -382,6 +452,10 @@ def describe_model(model: str | Path) -> ModelSpec:
         raise OodkitError(f"model {model!r} is neither a folder nor a Hub id (OWNER/NAME)")
     index = _hub_index(str(model))
     layout, kind, _ = _layout(index, None, str(model))
+    if layout == "ldm":
+        raise OodkitError(
+            f"{model}: a converted LDM loads from a folder or an oodkit artifact (hub:OWNER/NAME)"
+        )
     channels = None if layout == "ddpm" else 3
     return ModelSpec("hub", kind, channels, None, layout=layout, class_names=_label_names(index))
 
@@ -435,7 +509,13 @@ def load_denoiser(
     dtype: torch.dtype = torch.float32,
     revision: str | None = None,
     spec: ModelSpec | None = None,
-) -> PixelClassDenoiser | PixelUncondDenoiser | LatentClassDenoiser | LatentTextDenoiser:
+) -> (
+    PixelClassDenoiser
+    | PixelUncondDenoiser
+    | LatentClassDenoiser
+    | LatentTextDenoiser
+    | LatentCrossClassDenoiser
+):
     """A denoiser from an oodkit diffusion-model artifact, a diffusers folder or a Hub id.
 
     Weights load through diffusers / transformers ``from_pretrained`` (safetensors preferred,
@@ -453,6 +533,19 @@ def load_denoiser(
     if spec.source == "folder":
         return _load_diffusers(str(spec.path), spec, device, dtype, None)
     return _load_diffusers(str(model), spec, device, dtype, revision or hub_revision(str(model)))
+
+
+def _load_ldm(folder: Path, spec: ModelSpec, device, dtype, scheduler_config):
+    """A converted LDM folder (``oodkit import diffusion ldm:FILE``)."""
+    from diffusers import UNet2DConditionModel, VQModel
+    from safetensors.torch import load_file
+
+    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", torch_dtype=dtype)
+    vq = VQModel.from_pretrained(str(folder), subfolder="vqvae", torch_dtype=dtype)
+    table = load_file(str(folder / CLASS_TABLE))["weight"]
+    return LatentCrossClassDenoiser(
+        _placed(unet, device), _placed(vq, device), table, scheduler_config, spec.class_names
+    )
 
 
 def _placed(module, device):
@@ -481,6 +574,8 @@ def _load_diffusers(source: str, spec: ModelSpec, device, dtype, revision: str |
 
             unet = UNet2DModel.from_pretrained(source, subfolder="unet", torch_dtype=dtype, **kw)
             return PixelUncondDenoiser(_placed(unet, device), scheduler_config)
+        if spec.layout == "ldm":
+            return _load_ldm(Path(source), spec, device, dtype, scheduler_config)
         from diffusers import AutoencoderKL
 
         vae = AutoencoderKL.from_pretrained(source, subfolder="vae", torch_dtype=dtype, **kw)

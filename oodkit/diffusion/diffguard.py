@@ -85,9 +85,13 @@ def _guide_net(detector: Any) -> torch.nn.Module:
 class Classifier:
     """The detector as DiffGuard's classifier: images in [0, 1] → logits; resized to the
     detector's input size first unless ``resize`` is off (the official LDM run shows the
-    ResNet-50 its 256-px crops as they are)."""
+    ResNet-50 its 256-px crops as they are). ``columns``: the logit column of each class of
+    the data (a class map, e.g. ImageNet-200 on a 1000-class classifier, as OpenOOD scores
+    it); labels, guidance and Grad-CAM are then in the data's classes."""
 
-    def __init__(self, detector: Any, resize: bool = True) -> None:
+    def __init__(
+        self, detector: Any, resize: bool = True, columns: Sequence[int] | None = None
+    ) -> None:
         self.detector = detector.eval().requires_grad_(False)
         self.resize = resize
         self.guide = _guide_net(self.detector)
@@ -96,6 +100,14 @@ class Classifier:
         dev = next(detector.parameters()).device
         self.mean = torch.tensor(config.mean, device=dev).view(1, -1, 1, 1)
         self.std = torch.tensor(config.std, device=dev).view(1, -1, 1, 1)
+        self.columns = None if columns is None else torch.tensor(list(columns), device=dev)
+
+    def _mapped(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits if self.columns is None else logits[:, self.columns]
+
+    def column(self, labels: torch.Tensor) -> torch.Tensor:
+        """The detector's own output index of data labels."""
+        return labels if self.columns is None else self.columns[labels.to(self.columns.device)]
 
     def prepare(self, images: torch.Tensor) -> torch.Tensor:
         """Resized to the classifier's input (bilinear, antialiased; with ``resize``) and
@@ -107,13 +119,13 @@ class Classifier:
 
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Logits of images in [0, 1] (any size), float32."""
-        return self.detector(self.prepare(images))["logits"].float()
+        return self._mapped(self.detector(self.prepare(images))["logits"]).float()
 
     def crop_logits(self, crops: torch.Tensor) -> torch.Tensor:
         """Logits of cut-outs already at the classifier's size (differentiable; through the
         fused copy, see ``_guide_net``)."""
         x = ((crops.float() - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return self.guide(x)["logits"].float()
+        return self._mapped(self.guide(x)["logits"]).float()
 
 
 @dataclass
@@ -221,7 +233,7 @@ def cam_of(classifier: Classifier, images: torch.Tensor, labels: torch.Tensor) -
     """Grad-CAM maps [B, h, w] of the classifier for ``labels`` on images in [0, 1]."""
     from oodkit.models.cam import grad_cam
 
-    return grad_cam(classifier.detector, classifier.prepare(images), labels)
+    return grad_cam(classifier.detector, classifier.prepare(images), classifier.column(labels))
 
 
 def invert(

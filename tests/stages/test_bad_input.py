@@ -540,6 +540,12 @@ CASES = [
         "not both",
     ),
     Case("import-adm-missing", f"{IMPD} adm:{{root}}/lsun_cat.pt", "does not exist"),
+    Case("import-ldm-preset", f"{IMPD} ldm:{{root}}/w18.pth", "no LDM preset 'w18'"),
+    Case(
+        "import-ldm-foreign",
+        f"{IMPD} ldm:{{root}}/w18.pth --preset cin256-v2",
+        "is not a class-conditional LDM checkpoint",
+    ),
 ]
 
 

@@ -356,12 +356,6 @@ def test_a_1000_class_classifier_scores_imagenet200_on_its_200_classes(tmp_path:
     r = _cli("score", "--detector", tmp_path / "d200", "-b", "cifar10", "--data-root", tmp_path,
              "--method", "energy", "--out", tmp_path / "s2")  # fmt: skip
     assert r.exit_code == 2 and "no WordNet ids map" in r.output, r.output
-    from oodkit.errors import OodkitError
-
-    with pytest.raises(OodkitError, match="diffguard needs a classifier of imagenet200's classes"):
-        score(
-            tmp_path / "d", "imagenet200", "diffguard", tmp_path / "dg", data_root=root, model="m"
-        )
 
 
 def test_configs_checkpoints_and_outputs_are_checked(tmp_path: Path) -> None:

@@ -243,8 +243,10 @@ def _check_model(o: GenerateOptions, spec: ModelSpec) -> None:
         )
     if o.judge == MODEL and spec.kind != "class":
         raise OodkitError("--judge model needs a class-conditional model; pass a detector")
-    if o.mode == "vae" and spec.layout not in ("sd", "dit"):
-        raise OodkitError("--mode vae needs a latent model with a VAE (Stable Diffusion, DiT)")
+    if o.mode == "vae" and spec.layout not in ("sd", "dit", "ldm"):
+        raise OodkitError(
+            "--mode vae needs a latent model with an autoencoder (Stable Diffusion, DiT, LDM)"
+        )
 
 
 def _load_sources(train, rows: list[int], size: int, channels: int, policy: str):

@@ -1,4 +1,4 @@
-"""Options of ``oodkit import diffusion`` (conversions: ``oodkit.diffusion.adm``)."""
+"""Options of ``oodkit import diffusion`` (conversions: ``oodkit.diffusion.adm``, ``.ldm``)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ class ImportDiffusionOptions:
     """Everything ``import_diffusion`` takes besides the source and the output folder."""
 
     preset: str | None = O.option(
-        None, "ADM checkpoint preset, e.g. 256x256_diffusion_uncond (default: the file's name)."
+        None,
+        "Checkpoint preset, e.g. 256x256_diffusion_uncond (ADM) or cin256-v2 (LDM) (default: "
+        "the file's name, or for LDM its folder's).",
     )
     flags: dict[str, Any] = O.option(
-        help="ADM flags as JSON (image_size, num_channels, num_res_blocks, "
-        "attention_resolutions, num_head_channels, ...) for a checkpoint without a preset.",
+        help="Flags as JSON for a checkpoint without a preset: ADM (image_size, num_channels, "
+        "num_res_blocks, attention_resolutions, num_head_channels, ...) or LDM (image_size, "
+        "model_channels, channel_mult, num_res_blocks, attention_resolutions, context_dim, ...).",
         factory=dict,
         parse="json",
     )

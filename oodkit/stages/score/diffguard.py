@@ -140,11 +140,6 @@ def check_model(r: Recipe, o: ScoreOptions, spec, config, bench) -> None:
             f"the detector takes {config.image_size}px images but the model makes "
             f"{spec.image_size}px ones: classifier-guidance cut-outs need detector ≤ model size"
         )
-    if spec.kind == "class" and spec.num_classes and config.num_classes > spec.num_classes:
-        raise OodkitError(
-            f"the detector has {config.num_classes} classes but the model only "
-            f"{spec.num_classes}: labels are passed to the model by index"
-        )
     if spec.kind == "text" and not bench.class_names:
         raise OodkitError(
             f"benchmark {bench.name} has no class names for a text-conditional model's prompts"
@@ -154,8 +149,33 @@ def check_model(r: Recipe, o: ScoreOptions, spec, config, bench) -> None:
             "--clip-x0 clips x̂₀ to the pixel range [−1, 1]: not for a latent model (--no-clip-x0)"
         )
     pixel_rules = [f for f, v in (("--aes-gmsd", o.aes_gmsd), ("--aes-dists", o.aes_dists)) if v]
-    if pixel_rules and r.stop == "aes" and spec.layout in ("sd", "dit"):
+    if pixel_rules and r.stop == "aes" and spec.layout in ("sd", "dit", "ldm"):
         raise OodkitError(f"{pixel_rules[0]} compares pixels: use --aes-psnr with a latent model")
+
+
+def model_classes(spec, bench, labels: int) -> list[int] | None:
+    """The class-conditional model's class of each of the ``labels`` classes the classifier
+    gives (the benchmark's): by WordNet id where both know theirs (a 1000-class LDM / DiT with
+    ImageNet-200), else by index (``None``: the same index)."""
+    if spec.kind != "class":
+        return None
+    own, ids = spec.class_ids, bench.class_ids
+    if own and ids:
+        where = {w: i for i, w in enumerate(own)}
+        missing = [w for w in ids if w not in where]
+        if missing:
+            raise OodkitError(
+                f"the model lacks {len(missing)} of {bench.name}'s {len(ids)} classes "
+                f"(e.g. {missing[0]}): no class map"
+            )
+        mapped = [where[w] for w in ids]
+        return None if mapped == list(range(len(mapped))) else mapped
+    if spec.num_classes and labels > spec.num_classes:
+        raise OodkitError(
+            f"the detector gives {labels} classes but the model has only {spec.num_classes}, "
+            "and no WordNet ids map one to the other: labels pass to the model by index"
+        )
+    return None
 
 
 def perceptual_needs(r: Recipe, o: ScoreOptions) -> list[str]:
@@ -207,14 +227,23 @@ class Scorer:
     """Runs one canonical batch: prediction, syntheses and every distance."""
 
     def __init__(
-        self, denoiser, detector, r: Recipe, o: ScoreOptions, class_names, inversions=None
+        self,
+        denoiser,
+        detector,
+        r: Recipe,
+        o: ScoreOptions,
+        class_names,
+        inversions=None,
+        columns: list[int] | None = None,
+        model_ids: list[int] | None = None,
     ) -> None:
         from oodkit.diffusion.diffguard import Classifier, Guidance, Inversion, StopRule
         from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
         from oodkit.similarity import measure
 
         self.denoiser, self.r, self.o = denoiser, r, o
-        self.classifier = Classifier(detector, resize=o.geometry != "model")
+        self.classifier = Classifier(detector, resize=o.geometry != "model", columns=columns)
+        self.model_ids = model_ids  # the model's class of each label, or None (same index)
         self.sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), r.steps)
         dev = self.classifier.mean.device
         self.measures = {
@@ -247,7 +276,7 @@ class Scorer:
     def conditions(self, labels: list[int]) -> list[Any]:
         """The model's condition values for the classifier's labels."""
         if self.denoiser.kind != "text":
-            return labels
+            return labels if self.model_ids is None else [self.model_ids[y] for y in labels]
         from oodkit.data.classes import prompt
 
         return [prompt(self.class_names[y]) for y in labels]
@@ -597,7 +626,7 @@ def score_diffguard(
     from oodkit.models.imported import class_map
     from oodkit.perceptual import weights_input
     from oodkit.sharding import open_sharded, run_shards
-    from oodkit.stages.score.run import check_fit, detector_label, first
+    from oodkit.stages.score.run import check_fit, detector_label, first, map_digest
 
     # 1. every check that needs no weights
     r = resolve(o)
@@ -611,19 +640,20 @@ def score_diffguard(
     dtype, dtype_name = resolve_dtype(o.dtype, device)
     config = DetectorConfig.load(det.path)
     check_fit(config, bench, allow_resize=True)
-    if class_map(config, bench.class_names, bench.class_ids) is not None:
-        raise OodkitError(
-            f"diffguard needs a classifier of {bench.name}'s classes; this one has "
-            f"{config.num_classes} (a class map for DiffGuard's guidance is not built yet)"
-        )
+    columns = class_map(config, bench.class_names, bench.class_ids)
+    labels = len(columns) if columns is not None else config.num_classes
     spec = describe_model(o.model)
     check_model(r, o, spec, config, bench)
+    model_ids = model_classes(spec, bench, labels)
     base = _baseline(o, det, benchmark)
     sets = _sets(bench, base is not None)
 
     # 2. recorded recipe, fingerprinted inputs, finished outputs
     inputs = [det.as_input(), model_input(o.model, spec)] + ([base.as_input()] if base else [])
     inputs += [weights_input(n, o.perceptual_weights) for n in perceptual_needs(r, o)]
+    for name, mapped in (("wordnet-ids", columns), ("model-wordnet-ids", model_ids)):
+        if mapped is not None:
+            inputs.append({"kind": "class-map", "path": name, "fingerprint": map_digest(mapped)})
     params = {
         "method": "diffguard",
         "label": detector_label(det, o.label) + (f"[first {o.limit}]" if o.limit else ""),
@@ -676,7 +706,7 @@ def score_diffguard(
         writable_cache(INVERSIONS)
     loaded = {key: first(bench.load(key), o.limit) for key, _, _ in sets}
     items = plan_items(loaded, sets)
-    oracle = oracle_labels(items, o.seed, config.num_classes) if o.oracle else None
+    oracle = oracle_labels(items, o.seed, labels) if o.oracle else None
     state = PartialState(cpu=device == "cpu")
     dev = state.device if device.startswith("cuda") else torch.device("cpu")
     model = load_detector(det.path, dev)
@@ -707,7 +737,7 @@ def score_diffguard(
         if params["aes_dists"] is not None:
             recipe["dists"] = next(i for i in inputs if i["kind"] == "dists-weights")["fingerprint"]
         inversions = InversionCache(json.dumps(recipe, sort_keys=True))
-    scorer = Scorer(denoiser, model, r, o, bench.class_names, inversions)
+    scorer = Scorer(denoiser, model, r, o, bench.class_names, inversions, columns, model_ids)
     started = time.perf_counter()
     work = _work(
         scorer, config, items, loaded, o, oracle, set(id_keys + ood_keys), dev.type == "cuda"

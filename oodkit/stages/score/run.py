@@ -63,7 +63,8 @@ class _Target:
     existing: Artifact | None
 
 
-def _digest(values: Sequence[int]) -> str:
+def map_digest(values: Sequence[int]) -> str:
+    """SHA-256 of a class map (a list of indices), its fingerprint in a manifest."""
     return hashlib.sha256(json.dumps(list(values)).encode()).hexdigest()
 
 
@@ -178,7 +179,8 @@ def score(
         inputs.append(inp)
     columns = class_map(model.config, bench.class_names, bench.class_ids)
     if columns is not None:
-        inputs.append({"kind": "class-map", "path": "wordnet-ids", "fingerprint": _digest(columns)})
+        digest = map_digest(columns)
+        inputs.append({"kind": "class-map", "path": "wordnet-ids", "fingerprint": digest})
     targets = _targets(chosen, det, benchmark, out, o, inputs)
     todo = [t for t in targets if t.existing is None]
     if not todo:
