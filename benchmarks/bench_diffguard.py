@@ -1,22 +1,29 @@
-"""DiffGuard speed: oodkit's batched engine vs an official-shaped loop, same inputs, one process.
+"""DiffGuard speed: oodkit's batched engine vs a loop shaped like the released code, the same
+recipe (the official GDM switches) and inputs, one process.
 
-The official-shaped loop follows the released DiffGuard code's classifier-guidance path
-(docs/methods.md §7): each image alone (batch size 1 under AES), DDIM inversion step by step
-with a host-side PSNR check after each step, inversion capped at 90 % of the steps, then
-denoising from one grid step above the stop with "clean grad": an extra network pass for
-x̂₀, K cut-outs cropped and resized one by one, the gradient of Σ log softmax[y], and an
-unguided synthesis from the same latent (the main config's reference). oodkit runs
-``diffguard_batch``: samples invert and denoise together, each with its own stop, one
-network call per step for both chains, x̂₀ from the step's own ε, cut-outs in one gather,
-the detector's BatchNorm folded into its convolutions (channels-last) for the gradient.
+The official-shaped side follows the released DiffGuard code's classifier-guidance path
+(``guided_diffusion_model.py``, its ``gaussian_diffusion.py``) as it runs:
+
+- inversion of the **whole batch** (``ddim_reverse_ode_loop``): ε at the source timestep,
+  x̂₀ clipped, the stop rule (PSNR, and 1 − DISTS with ``--aes-dists``) evaluated on every
+  sample after every step, stopped samples still inverted until all stopped or the cap;
+- denoising per image (AES sets the batch size to 1), **guided and unguided in one 2-row
+  call** (``uncond_aux``), x̂₀ clipped in both, the official restart (``forback_skip_diff``);
+  the guided row's gradient from an **extra network pass** for x̂₀ run under autograd (the
+  official ``cond_fn``), K cut-outs cropped and resized one by one, the plain detector.
+
+oodkit runs ``diffguard_batch`` with ``--inversion-eps source --clip-x0 --restart official``:
+samples invert and denoise together, each with its own stop and leaving the batch when it
+stops, one network call per step for both chains, x̂₀ from the step's own ε, cut-outs in one
+gather, the detector's BatchNorm folded into its convolutions for the gradient.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_diffguard.py --threads 2
 
-Prints one JSON object: images/s of both, their ratio, the stop steps, and the settings;
-also oodkit's images/s when every inversion comes from the cache (a second guidance setting
-on the same inputs).
-A random tiny pixel model and detector built from configs (no downloads): the figures are
-throughput, not detection quality.
+Prints one JSON object: images/s of both, their ratio, the inversion depths of both (they
+must agree), the largest difference of the syntheses, and oodkit's images/s when every
+inversion comes from the cache. A random tiny pixel model and detector built from configs
+(and random DISTS weights with ``--aes-dists``; no downloads): the figures are throughput,
+not detection quality.
 """
 
 from __future__ import annotations
@@ -49,59 +56,68 @@ def build(size: int, det_size: int, channels: int, seed: int, device: str = "cpu
     return den, Detector(config).eval().to(device)
 
 
-def official_one(den, sampler, classifier, image, label, g, cap: int, psnr: float):
-    """One image the official way; returns (guided, unguided, inversion steps)."""
-    from oodkit.diffusion.diffguard import psnr_255
-
-    x0 = den.encode(image)
-    cond = den.condition([[None]])
+def official_batch(den, sampler, classifier, images, labels, g, rule, restart: int = 1):
+    """One loader batch the released code's way; returns (guided, unguided, inversion steps)."""
     n = sampler.num_steps
-    x, k = x0.clone(), cap
-    for j, i in enumerate(range(n - 1, n - 1 - cap, -1)):
-        t = sampler.timesteps[i].view(1)
-        x = sampler.move(x, den.eps(x, t, cond)[0], i + 1, i)
-        if psnr_255(x, x0).item() < psnr:  # host check every step
-            k = j + 1
+    x0 = den.encode(images)
+    b = len(x0)
+    cond = den.condition([[None] * b])
+    x, out = x0.clone(), torch.empty_like(x0)
+    stops = torch.full((b,), rule.max_steps)
+    done = torch.zeros(b, dtype=torch.bool)
+    for j in range(rule.max_steps):  # the whole batch, every step
+        i = n - 1 - j  # the image sits at the grid's lowest timestep
+        eps = den.eps(x, sampler.timesteps[i].repeat(b), cond)[0]
+        if j > 0:
+            eps = sampler.clip_eps(x, eps, i)
+        x = sampler.move(x, eps, i, i - 1)
+        new = rule(x, x0).cpu() & ~done  # every metric on every sample
+        out[new.to(x.device)] = x[new.to(x.device)]
+        stops[new] = j + 1
+        done |= new
+        if done.all():
             break
-    start = min(k + 1, n)  # denoising restarts one grid step above the stop
-
-    def chain(x, guided: bool):
+    out[~done.to(x.device)] = x[~done.to(x.device)]
+    guided, unguided = [], []
+    cond2 = den.condition([[None, None]])
+    for k in range(b):  # AES forces batch size 1; guided + unguided rows in one call
+        start = sampler.restart(int(stops[k]), "source", restart)
+        pair = out[k : k + 1].repeat(2, 1, 1, 1)
         for i in range(n - start, n):
-            t = sampler.timesteps[i].view(1)
-            eps = den.eps(x, t, cond)[0]
-            if guided:
-                again = den.eps(x, t, cond)[0]  # the extra pass for x̂₀
-                sigma = sampler.sigma(i)
-                seen = sigma * sampler.clean(x, again, i) + (1 - sigma) * x
-                with torch.enable_grad():
-                    leaf = seen.detach().requires_grad_(True)
-                    pixels = den.to_pixels(leaf)
-                    s, d = pixels.shape[-1], classifier.size
-                    crops = []
-                    for _ in range(g.cutouts):
-                        side = int(torch.rand(()) * (s - d) + d) if s > d else s
-                        top, left = (int(v) for v in torch.randint(0, s - side + 1, (2,)))
-                        crop = pixels[:, :, top : top + side, left : left + side]
-                        crops.append(F.interpolate(crop, size=d, mode="nearest"))
-                    plain = (torch.cat(crops) - classifier.mean) / classifier.std
-                    logits = classifier.detector(plain)["logits"]  # no fusion
-                    chosen = F.log_softmax(logits, 1)[:, label].sum()
-                    (grad,) = torch.autograd.grad(chosen, leaf)
-                eps = eps - sigma * g.classifier_scale * grad
-            x = sampler.move(x, eps, i, i + 1)
-        return den.decode(x)
-
-    x_start = x  # the latent where inversion stopped
-    return chain(x_start.clone(), True), chain(x_start.clone(), False), k
+            t = sampler.timesteps[i].repeat(2)
+            eps = sampler.clip_eps(pair, den.eps(pair, t, cond2)[0], i)
+            sigma = sampler.sigma(i)
+            with torch.enable_grad():  # cond_fn: x̂₀ again, under autograd
+                x_in = pair[:1].detach().requires_grad_(True)
+                again = den.eps(x_in, t[:1], cond2[:, :1])[0]
+                seen = sigma * sampler.clean(x_in, again, i) + (1 - sigma) * x_in
+                pixels = den.to_pixels(seen)
+                s, d = pixels.shape[-1], classifier.size
+                crops = []
+                for _ in range(g.cutouts):
+                    side = int(torch.rand(()) * (s - d) + d) if s > d else s
+                    top, left = (int(v) for v in torch.randint(0, s - side + 1, (2,)))
+                    crop = pixels[:, :, top : top + side, left : left + side]
+                    crops.append(F.interpolate(crop, size=d, mode="nearest"))
+                plain = (torch.cat(crops) - classifier.mean) / classifier.std
+                logits = classifier.detector(plain)["logits"]  # no fusion
+                chosen = F.log_softmax(logits, 1)[:, int(labels[k])].sum()
+                (grad,) = torch.autograd.grad(chosen, seen)
+            eps[:1] = eps[:1] - sigma * g.classifier_scale * grad
+            pair = sampler.move(pair, eps, i, i + 1)
+        decoded = den.decode(pair)
+        guided.append(decoded[:1])
+        unguided.append(decoded[1:])
+    return torch.cat(guided), torch.cat(unguided), stops.tolist()
 
 
 def main() -> None:
-
     import tempfile
 
     from oodkit.diffusion.diffguard import (
         Classifier,
         Guidance,
+        Inversion,
         StopRule,
         diffguard_batch,
         invert,
@@ -109,6 +125,8 @@ def main() -> None:
     )
     from oodkit.diffusion.inversions import InversionCache
     from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
+    from oodkit.similarity import measure
+    from oodkit.testing.tiny_models import write_random_perceptual_weights
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=32)
@@ -118,6 +136,14 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--psnr", type=float, default=48.5)
+    ap.add_argument(
+        "--aes-dists",
+        type=float,
+        default=-1.0,
+        help="also stop below this 1 − DISTS (random weights: the default −1 never stops, "
+        "only its cost counts, as the official rule computes it every step)",
+    )
+    ap.add_argument("--no-dists", action="store_true", help="PSNR alone (no DISTS each step)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
@@ -127,56 +153,61 @@ def main() -> None:
     den, det = build(a.size, a.det_size, a.channels, a.seed, a.device)
     classifier = Classifier(det)
     sampler = DDIMSampler(ddim_scheduler(den.scheduler_config), a.steps)
-    cap = int(0.9 * a.steps)
-    g = Guidance("classifier", classifier_scale=3.0, cutouts=8)
-    rule = StopRule(cap, psnr=a.psnr)
+    cap = min(int(0.9 * a.steps), a.steps - 1)  # the image sits at the lowest grid level
+    g = Guidance("classifier", classifier_scale=3.0, cutouts=8, clip=True)
+    pixel = []
+    if not a.no_dists:
+        dists = measure("dists", write_random_perceptual_weights(tempfile.mkdtemp()), a.device)
+        pixel = [(a.aes_dists, lambda x, y: dists(x, y, clamp=False))]
+    rule = StopRule(cap, psnr=a.psnr, pixel=pixel, clamp=False)
+    how = Inversion(rule, "source", clip=True)
     gen = torch.Generator().manual_seed(a.seed)
     images = F.avg_pool2d(torch.rand(a.images, a.channels, a.size, a.size, generator=gen), 3, 1, 1)
     images = images.to(a.device)
     with torch.no_grad():
         labels = classifier.logits(images).argmax(1)
     keys = [f"img{i}" for i in range(a.images)]
+    batches = [slice(s, s + a.batch) for s in range(0, a.images, a.batch)]
+    unguided: dict[str, list[torch.Tensor]] = {}
 
     def ours():
-        stops = []
+        stops, unguided["oodkit"] = [], []
         with torch.no_grad():
-            for s in range(0, a.images, a.batch):
-                sl = slice(s, s + a.batch)
+            for sl in batches:
                 out = diffguard_batch(
                     den, sampler, classifier, images[sl], labels[sl], labels[sl].tolist(),
-                    keys[sl], rule, g, True,
+                    keys[sl], how, g, True, restart=1,
                 )  # fmt: skip
                 stops += out.stops
+                unguided["oodkit"].append(out.unguided)
         return stops
 
     def warm():
         """oodkit with every inversion already in the cache (another guidance setting's run)."""
         stops = []
         with torch.no_grad():
-            for s in range(0, a.images, a.batch):
-                sl = slice(s, s + a.batch)
+            for sl in batches:
 
                 def run(x):
-                    return invert(den, sampler, x, rule)
+                    return invert(den, sampler, x, how)
 
                 inverted = cache.invert(images[sl], run, a.device)
+                starts = [sampler.restart(k, "source", 1) for k in inverted[1]]
                 out = resynthesise(
-                    den, sampler, classifier, images[sl], inverted, labels[sl],
+                    den, sampler, classifier, images[sl], inverted, starts, labels[sl],
                     labels[sl].tolist(), keys[sl], g, True,
                 )  # fmt: skip
                 stops += out.stops
         return stops
 
     def official():
-        stops = []
+        stops, unguided["official"] = [], []
         torch.manual_seed(a.seed)
         with torch.no_grad():
-            for i in range(a.images):
-                stops.append(
-                    official_one(
-                        den, sampler, classifier, images[i : i + 1], int(labels[i]), g, cap, a.psnr
-                    )[2]
-                )
+            for sl in batches:
+                _, ug, k = official_batch(den, sampler, classifier, images[sl], labels[sl], g, rule)
+                stops += k
+                unguided["official"].append(ug)
         return stops
 
     cache = InversionCache("bench", root=tempfile.mkdtemp())
@@ -195,6 +226,7 @@ def main() -> None:
                 torch.cuda.synchronize()
             times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
+    diff = (torch.cat(unguided["oodkit"]) - torch.cat(unguided["official"])).abs().max()
     print(
         json.dumps(
             {
@@ -202,6 +234,7 @@ def main() -> None:
                 "size": a.size,
                 "detector_size": a.det_size,
                 "steps": a.steps,
+                "aes": {"psnr": a.psnr, "dists": None if a.no_dists else a.aes_dists, "cap": cap},
                 "threads": a.threads,
                 "batch": a.batch,
                 "repeats": a.repeats,
@@ -215,6 +248,7 @@ def main() -> None:
                 "same_stops": stops["official"]
                 == stops["oodkit"]
                 == stops["oodkit_cached_inversions"],
+                "unguided_max_abs_diff": float(diff),
             }
         )
     )

@@ -2,7 +2,7 @@
 
 Runs in one process and prints one JSON object:
 
-- feature extraction (``oodkit.stages.score.features.extract``, batched) vs one image at a time,
+- feature extraction (``oodkit.scoring.features.extract``, batched) vs one image at a time,
   images/s, on a ResNet-18 at 32×32;
 - kNN, 10^5 references × 10^4 queries, 512-d: ``knn_search`` with the faiss and the chunked
   torch backends vs a naive full-distance-matrix torch reference (``torch.cdist`` + ``topk``);
@@ -27,7 +27,7 @@ from _measure import measure
 from oodkit.data.images import ImageTable, eval_transform
 from oodkit.models.detector import Detector, DetectorConfig
 from oodkit.neighbors import knn_search
-from oodkit.stages.score.features import extract
+from oodkit.scoring.features import extract
 
 
 def naive_knn(q: torch.Tensor, r: torch.Tensor, k: int) -> torch.Tensor:

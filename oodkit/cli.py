@@ -38,12 +38,12 @@ from oodkit.options import (
     json_object,
     read_config,
 )
+from oodkit.scoring.options import ScoreOptions
 from oodkit.stages.evaluate.options import EvalOptions
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.import_detector.options import ImportOptions
 from oodkit.stages.import_diffusion.options import ImportDiffusionOptions
 from oodkit.stages.pseudo_label.options import PseudoLabelOptions
-from oodkit.stages.score.options import ScoreOptions
 from oodkit.stages.train_detector.options import TrainOptions
 from oodkit.stages.train_diffusion.options import DiffusionOptions
 from oodkit.sweep import SweepOptions

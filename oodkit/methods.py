@@ -122,7 +122,7 @@ SCORE.register(
 )
 SCORE.register(
     "diffguard",
-    "oodkit.stages.score.diffguard:score_diffguard",
+    "oodkit.stages.diffguard.run:score_diffguard",
     "DiffGuard: similarity of each image to its re-synthesis toward the predicted label",
     needs=("model",),
 )

@@ -88,7 +88,8 @@ def measure(
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """``similarity`` for ``name`` as a function of two batches; DISTS and LPIPS load their
     network once from ``weights`` (a folder; default torch's hub cache), 1-channel images
-    entering as grey RGB."""
+    entering as grey RGB, clamped to [0, 1] unless called with ``clamp=False`` (DiffGuard's
+    official stop rule feeds noisy latents as they are)."""
     if name not in PERCEPTUAL:
         if name not in SIMILARITIES:
             raise OodkitError(f"unknown similarity {name!r} (one of {', '.join(SIMILARITIES)})")
@@ -97,8 +98,10 @@ def measure(
 
     net = load_metric(name, weights).to(device)
 
-    def perceptual(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        x, y = (v.float().clamp(0, 1).to(device) for v in (x, y))
+    def perceptual(x: torch.Tensor, y: torch.Tensor, clamp: bool = True) -> torch.Tensor:
+        x, y = (v.float().to(device) for v in (x, y))
+        if clamp:
+            x, y = x.clamp(0, 1), y.clamp(0, 1)
         if x.shape[1] == 1:
             x, y = x.expand(-1, 3, -1, -1), y.expand(-1, 3, -1, -1)
         return 1 - net(x, y)

@@ -55,8 +55,8 @@ class SweepOptions:
 def read_grid(path: str | Path) -> dict[str, dict[str, Any]]:
     """The grid file's sections (``generate``, ``train detector``, ``score``), options checked."""
     from oodkit.options import config_options
+    from oodkit.scoring.options import ScoreOptions
     from oodkit.stages.generate.options import GenerateOptions
-    from oodkit.stages.score.options import ScoreOptions
     from oodkit.stages.train_detector.options import TrainOptions
 
     classes = {"generate": GenerateOptions, "train detector": TrainOptions, "score": ScoreOptions}

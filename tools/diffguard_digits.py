@@ -4,6 +4,8 @@ combination with energy, next to energy on the same samples (docs/diffguard.md, 
     OMP_NUM_THREADS=2 python tools/diffguard_digits.py --out runs/diffguard-digits
     OMP_NUM_THREADS=2 python tools/diffguard_digits.py --out runs/diffguard-digits \
         --variants cfg-nocam --distances logits-l1,ssim --no-combine
+    OMP_NUM_THREADS=2 python tools/diffguard_digits.py --out runs/diffguard-digits \
+        --variants cfg,classifier,cfg-input,classifier-official
 
 Trains the demo's diffusion model and ``ce`` detectors (resumable), scores the first
 ``--limit`` samples of each test set, evaluates, and prints one JSON line per run label.
@@ -24,7 +26,19 @@ from oodkit.stages.train_detector.run import train_detector
 from oodkit.stages.train_diffusion.run import DiffusionOptions, train_diffusion
 
 DISTANCES = "logits-l1,ssim,psnr,gmsd,l2"
-VARIANTS = {**DIFFGUARD_DEMO, "cfg-nocam": {"guidance": "cfg", "cam": False}}
+VARIANTS = {
+    **DIFFGUARD_DEMO,
+    "cfg-nocam": {"guidance": "cfg", "cam": False},
+    # the official recipes' switches that apply to a 16-px pixel model without DISTS weights
+    "cfg-input": {"guidance": "cfg", "reference": "input"},  # ldm: compared with the input
+    "classifier-official": {  # gdm: ε at the source timestep, x̂₀ clipped, official restart
+        "guidance": "classifier",
+        "steps": 25,
+        "inversion_eps": "source",
+        "clip_x0": True,
+        "restart": "official",
+    },
+}
 
 
 def main() -> None:

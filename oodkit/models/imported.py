@@ -3,10 +3,12 @@ pytorch-ood models, with the preprocessing and classes they were trained with.
 
 A source is one string: ``torchvision:NAME[:WEIGHTS]`` (a weights enum member, e.g.
 ``torchvision:resnet50:IMAGENET1K_V1``), ``timm:NAME[.TAG]``, ``openood:ARCH``
-(``resnet18_32x32``, ``resnet18_224x224``, ``resnet50``) or ``pytorch-ood:KEY`` (its model
-registry, e.g. ``resnet-18/imagenet200/crossentropy/s1``). Weights come from a local file, or
-for named weights from the library's download cache, never from the network here: a missing
-file is one line saying what to fetch and where to put it.
+(``resnet18_32x32``, ``resnet18_224x224``, ``resnet50``), ``pytorch-ood:KEY`` (its model
+registry, e.g. ``resnet-18/imagenet200/crossentropy/s1``) or ``python:MODULE:CALLABLE`` (any
+``nn.Module`` that an importable function of the user's builds, with keyword arguments
+recorded in the artifact; the function is imported again wherever the detector loads).
+Weights come from a local file, or for named weights from the library's download cache, never
+from the network here: a missing file is one line saying what to fetch and where to put it.
 
 The network keeps its own module tree (checkpoints in the original key layout load strictly,
 and the detector artifact stores them in that layout); :class:`ImportedClassifier` returns
@@ -30,7 +32,7 @@ from oodkit.errors import OodkitError, first_line
 from oodkit.hashing import file_digest
 from oodkit.models.preprocessing import INTERPOLATIONS, Preprocessing
 
-LIBRARIES = ("torchvision", "timm", "openood", "pytorch-ood")
+LIBRARIES = ("torchvision", "timm", "openood", "pytorch-ood", "python")
 # torchvision builders that change the module when given weights (transform_input, aux heads)
 TORCHVISION_BUILDER_ARGS = ("googlenet", "inception_v3")
 
@@ -53,8 +55,10 @@ def parse_source(text: str) -> Source:
     if library not in LIBRARIES or not rest:
         raise OodkitError(
             f"classifier source {text!r}: expected torchvision:NAME[:WEIGHTS], timm:NAME, "
-            "openood:ARCH or pytorch-ood:KEY"
+            "openood:ARCH, pytorch-ood:KEY or python:MODULE:CALLABLE"
         )
+    if library == "python" and rest.count(":") != 1:
+        raise OodkitError(f"classifier source {text!r}: expected python:MODULE:CALLABLE")
     name, _, weights = rest.partition(":") if library == "torchvision" else (rest, "", "")
     if library == "openood":
         from oodkit.models.openood import ARCHITECTURES
@@ -93,8 +97,43 @@ def _registry_entry(key: str):
         raise OodkitError(f"pytorch-ood: {why} (see pytorch_ood.model.list_models())") from None
 
 
-def build_net(library: str, name: str, num_classes: int) -> nn.Module:
-    """The architecture with random weights and ``num_classes`` outputs (no download)."""
+def python_builder(name: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
+    """``MODULE:CALLABLE(**kwargs)``, which must return an ``nn.Module``; one line if the
+    module does not import here."""
+    import importlib
+
+    module, _, attr = name.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise OodkitError(
+            f"the classifier's builder {name} cannot be imported here ({first_line(exc)}): "
+            "install or put on PYTHONPATH the code that defines it"
+        ) from None
+    try:
+        net = fn(**(kwargs or {}))
+    except Exception as exc:  # noqa: BLE001 - the user's code, any error
+        raise OodkitError(f"{name}(**{kwargs or {}}) failed: {first_line(exc)}") from None
+    if not isinstance(net, nn.Module):
+        raise OodkitError(f"{name} returned a {type(net).__name__}, not an nn.Module")
+    return net
+
+
+def last_linear(net: nn.Module) -> int:
+    """Outputs of the last ``nn.Linear`` (a built network's number of classes)."""
+    linear = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    if not linear:
+        raise OodkitError(f"{type(net).__name__} has no nn.Linear classifier layer")
+    return int(linear[-1].out_features)
+
+
+def build_net(
+    library: str, name: str, num_classes: int, kwargs: dict[str, Any] | None = None
+) -> nn.Module:
+    """The architecture with random weights and ``num_classes`` outputs (no download; a
+    ``python`` builder decides its classes itself, from ``kwargs``)."""
+    if library == "python":
+        return python_builder(name, kwargs)
     if library == "torchvision":
         from torchvision.models import get_model, list_models
 
@@ -202,7 +241,8 @@ class ImportedClassifier(nn.Module):
     @classmethod
     def build(cls, config: Any) -> ImportedClassifier:
         s = config.source
-        return cls(config, build_net(s["library"], s["name"], config.num_classes))
+        net = build_net(s["library"], s["name"], config.num_classes, s.get("kwargs"))
+        return cls(config, net)
 
 
 # --- weights ------------------------------------------------------------------------------
@@ -366,12 +406,63 @@ def _num_classes_in(state: dict[str, torch.Tensor], head: str, path: Path) -> in
     return int(weight.shape[0])
 
 
-def import_classifier(source: Source, weights_file: str | Path | None) -> Imported:
+def state_input(state: dict[str, torch.Tensor], path: str) -> dict[str, Any]:
+    """A manifest input for weights held in memory: SHA-256 over names and values."""
+    digest = hashlib.sha256()
+    for k in sorted(state):
+        digest.update(k.encode() + state[k].detach().cpu().contiguous().numpy().tobytes())
+    return {"kind": "weights", "path": path, "fingerprint": digest.hexdigest()}
+
+
+def import_module(net: nn.Module, builder: str, kwargs: dict[str, Any] | None) -> Imported:
+    """A module built in Python: ``builder(**kwargs)`` must rebuild its architecture (every
+    tensor of ``net`` loads strictly into the rebuilt one, which is what the artifact keeps)."""
+    rebuilt = python_builder(builder, kwargs)
+    state = net.state_dict()
+    load_strict(rebuilt, state, f"the given {type(net).__name__}", f"python:{builder}")
+    k = last_linear(rebuilt)
+    return Imported(
+        net=rebuilt.eval(),
+        arch={
+            "library": "python",
+            "name": builder,
+            "head": find_head(rebuilt, k),
+            "kwargs": kwargs or {},
+        },
+        preprocessing=None,
+        class_names=None,
+        class_ids=None,
+        weights=state_input(state, f"python:{builder}"),
+    )
+
+
+def import_classifier(
+    source: Source, weights_file: str | Path | None, kwargs: dict[str, Any] | None = None
+) -> Imported:
     """Build ``source`` and load its weights: from ``weights_file`` (any library) or, without
-    one, the named weights from the library's cache (torchvision, timm, pytorch-ood)."""
+    one, the named weights from the library's cache (torchvision, timm, pytorch-ood).
+    ``kwargs``: a ``python`` builder's keyword arguments."""
     from oodkit.models.backbone import read_state_dict
 
     lib, name = source.library, source.name
+    if kwargs and lib != "python":
+        raise OodkitError("--builder-kwargs is for python:MODULE:CALLABLE sources")
+    if lib == "python":
+        if weights_file is None:
+            raise OodkitError(f"{source}: pass --weights FILE (its state dict)")
+        path = Path(weights_file)
+        state = read_state_dict(path)
+        net = python_builder(name, kwargs)
+        head = find_head(net, last_linear(net))
+        load_strict(net, state, str(path), str(source))
+        return Imported(
+            net=net.eval(),
+            arch={"library": lib, "name": name, "head": head, "kwargs": kwargs or {}},
+            preprocessing=None,
+            class_names=None,
+            class_ids=None,
+            weights=_file_input(path, "weights file"),
+        )
     entry = _registry_entry(name) if lib == "pytorch-ood" else None
     if entry is not None:
         name = entry.key  # a key given without its seed resolves to one entry
@@ -430,10 +521,7 @@ def import_classifier(source: Source, weights_file: str | Path | None) -> Import
             ) from None
         state = net.state_dict()
         num_classes = int(net.num_classes)
-        digest = hashlib.sha256()
-        for k in sorted(state):
-            digest.update(k.encode() + state[k].cpu().contiguous().numpy().tobytes())
-        provenance = {"kind": "weights", "path": f"timm:{name}", "fingerprint": digest.hexdigest()}
+        provenance = state_input(state, f"timm:{name}")
 
     fits = probe is not None and num_classes == probe_classes  # the probe's head already fits
     net = probe if fits else build_net(lib, name, num_classes)

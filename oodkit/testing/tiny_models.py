@@ -98,3 +98,27 @@ def write_random_perceptual_weights(root: str | Path) -> Path:
     lpips = [torch.rand(1, c, 1, 1, generator=g) for c in DISTS_CHANNELS[1:]]
     torch.save(lpips, root / FILES["lpips"][1][0])
     return root
+
+
+def tiny_classifier(num_classes: int = 10, width: int = 8) -> torch.nn.Module:
+    """A small CNN classifier (``features`` → ``avgpool`` → ``fc``), the kind of module a user
+    builds in Python; ``python:oodkit.testing.tiny_models:tiny_classifier`` imports it."""
+    from torch import nn
+
+    class TinyNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, width, 3, padding=1),
+                nn.BatchNorm2d(width),
+                nn.ReLU(),
+                nn.Conv2d(width, 2 * width, 3, stride=2, padding=1),
+                nn.ReLU(),
+            )
+            self.avgpool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(2 * width, num_classes)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.avgpool(self.features(x)).flatten(1))
+
+    return TinyNet()

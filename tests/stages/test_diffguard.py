@@ -153,9 +153,9 @@ def test_oracle_and_combination_rules(ce_detector, class_model, tmp_path, merged
     from oodkit.data.images import ImageTable, eval_transform
     from oodkit.data.sources import get_benchmark
     from oodkit.models.detector import load_detector
-    from oodkit.stages.score.combine import combine
-    from oodkit.stages.score.diffguard import Item, oracle_labels
-    from oodkit.stages.score.features import extract
+    from oodkit.scoring.combine import combine
+    from oodkit.scoring.features import extract
+    from oodkit.stages.diffguard.work import Item, oracle_labels
     from oodkit.stages.score.posthoc import energy
 
     base = score(ce_detector, "digits", "energy", tmp_path / "energy", limit=LIMIT)[0]

@@ -393,3 +393,55 @@ def test_configs_checkpoints_and_outputs_are_checked(tmp_path: Path) -> None:
     config.source = {"library": "timm", "name": "x", "head": "fc"}
     with pytest.raises(OodkitError, match="not its classifier layer"):
         ImportedClassifier(config, Doubled())(torch.zeros(1, 1, 2, 2))
+
+
+BUILDER = "oodkit.testing.tiny_models:tiny_classifier"
+
+
+def test_a_module_built_in_python_is_a_detector(tmp_path: Path) -> None:
+    """``import_module`` keeps the module's weights and its builder; the loaded detector gives
+    the module's logits and its penultimate features; the CLI takes the same builder with a
+    weights file; unbuildable or unimportable builders are one line, nothing written."""
+    from oodkit.errors import OodkitError
+    from oodkit.models.preprocessing import Preprocessing
+    from oodkit.stages.import_detector.run import import_module
+    from oodkit.testing.tiny_models import tiny_classifier
+
+    torch.manual_seed(0)
+    net = tiny_classifier(num_classes=3)
+    net.load_state_dict(_randomise(net, 7))
+    net.eval()
+    prep = {"resize": 20, "crop": 16, "mean": "0.5,0.5,0.5", "std": "0.25,0.25,0.25"}
+    art = import_module(
+        net, BUILDER, tmp_path / "d", builder_kwargs={"num_classes": 3},
+        class_names=["cat", "dog", "eel"], **prep,
+    )  # fmt: skip
+    assert art.manifest.params["source"] == f"python:{BUILDER}"
+    assert art.manifest.params["builder_kwargs"] == {"num_classes": 3}
+    det = load_detector(tmp_path / "d")
+    assert det.config.class_names == ["cat", "dog", "eel"]
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        out = det(x)
+        ref = net(x)
+        feats = net.avgpool(net.features(x)).flatten(1)
+    torch.testing.assert_close(out["logits"], ref)
+    torch.testing.assert_close(out["features"], feats)
+    assert isinstance(det.config.source, dict) and det.config.source["kwargs"] == {"num_classes": 3}
+    assert Preprocessing is not None
+
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    r = _cli("import", "detector", f"python:{BUILDER}", "--weights", tmp_path / "w.pt",
+             "--builder-kwargs", '{"num_classes": 3}', "--resize", "20", "--crop", "16",
+             "--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25", "--out", tmp_path / "c")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    with torch.no_grad():
+        torch.testing.assert_close(load_detector(tmp_path / "c")(x)["logits"], ref)
+
+    with pytest.raises(OodkitError, match="does not fit python:"):
+        import_module(net, BUILDER, tmp_path / "e", builder_kwargs={"num_classes": 5}, **prep)
+    r = _cli("import", "detector", "python:no_such_pkg.nets:build", "--weights", tmp_path / "w.pt",
+             "--crop", "16", "--resize", "20", "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5",
+             "--out", tmp_path / "f")  # fmt: skip
+    assert r.exit_code == 2 and "builder no_such_pkg.nets:build cannot be imported" in r.output
+    assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()

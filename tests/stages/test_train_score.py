@@ -114,7 +114,7 @@ def test_scores_equal_pytorch_ood_on_the_trained_model(ce_detector: Path, tmp_pa
 def test_cached_features_give_the_same_scores(
     ce_detector: Path, tmp_path: Path, monkeypatch
 ) -> None:
-    from oodkit.stages.score import features
+    from oodkit.scoring import features
 
     first = score(ce_detector, "digits", ["knn"], tmp_path / "a")[0]
     assert list(features.cache_root().glob("*.safetensors"))

@@ -22,8 +22,8 @@ from oodkit.diffusion.diffguard import (
     psnr_255,
 )
 from oodkit.diffusion.sampler import DDIMSampler, Step
-from oodkit.stages.score.combine import combine, id_quantiles
-from oodkit.stages.score.diffguard import Item, oracle_labels
+from oodkit.scoring.combine import combine, id_quantiles
+from oodkit.stages.diffguard.work import Item, oracle_labels
 
 pytestmark = pytest.mark.threads(1)
 
@@ -370,7 +370,7 @@ def test_a_perfect_diffguard_lowers_both_fpr95_with_the_default_trust_levels() -
     on the edge of the confident-OOD zone and cannot move (the baseline's value); with the
     defaults a perfect DiffGuard lowers it, and the OpenOOD FPR@95 too."""
     from oodkit.metrics import ood_metrics
-    from oodkit.stages.score.options import ScoreOptions
+    from oodkit.scoring.options import ScoreOptions
 
     rng = np.random.default_rng(0)
     base_val, base_id, base_ood = (

@@ -23,8 +23,8 @@ from oodkit.diffusion.diffguard import (
 )
 from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
 from oodkit.errors import OodkitError
-from oodkit.stages.score.diffguard import resolve
-from oodkit.stages.score.options import ScoreOptions
+from oodkit.scoring.options import ScoreOptions
+from oodkit.stages.diffguard.recipe import resolve
 
 pytestmark = pytest.mark.threads(1)
 

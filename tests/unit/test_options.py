@@ -17,10 +17,10 @@ from oodkit.cli import app
 from oodkit.demo import DemoOptions
 from oodkit.methods import REGISTRIES
 from oodkit.options import cli_fields, flags_of
+from oodkit.scoring.options import ScoreOptions
 from oodkit.stages.evaluate.options import EvalOptions
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.pseudo_label.options import PseudoLabelOptions
-from oodkit.stages.score.options import ScoreOptions
 from oodkit.stages.train_detector.options import TrainOptions
 from oodkit.stages.train_diffusion.options import DiffusionOptions
 from oodkit.sweep import SweepOptions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from oodkit import options as O
 from oodkit.errors import OodkitError
@@ -41,6 +42,17 @@ class ImportOptions:
     mean: str | None = O.option(None, "Normalisation mean, R,G,B.")
     std: str | None = O.option(None, "Normalisation std, R,G,B.")
     interpolation: str | None = O.option(None, f"Resize filter: {', '.join(INTERPOLATIONS)}.")
+    class_names: list[str] = O.option(
+        help="Class names in label order (repeat the option; default: --trained-on's or the "
+        "source's).",
+        factory=list,
+    )
+    builder_kwargs: dict[str, Any] = O.option(
+        help="python:MODULE:CALLABLE sources: the callable's keyword arguments as JSON "
+        "(recorded; used again wherever the detector loads).",
+        factory=dict,
+        parse="json",
+    )
     overwrite: bool = O.overwrite_option()
     quiet: bool = O.quiet_option()
 

@@ -1,10 +1,12 @@
-"""``import_detector``: a classifier from torchvision, timm, OpenOOD or pytorch-ood as a
-detector artifact that ``score``, ``eval`` and ``push`` treat like a trained one.
+"""``import_detector``: a classifier from torchvision, timm, OpenOOD, pytorch-ood or the
+user's own Python code as a detector artifact that ``score``, DiffGuard, ``eval`` and
+``push`` treat like a trained one.
 
 Steps: parse the source and options; build the network and load its weights (from a file, or
-the library's cache — nothing is downloaded); settle its preprocessing and classes; check
-that a forward pass ends in its classifier layer; write the artifact (config + weights in
-the original key layout). Nothing is written before every check passed.
+the library's cache — nothing is downloaded; or, through ``import_module``, from a module
+in memory); settle its preprocessing and classes; check that a forward pass ends in its
+classifier layer; write the artifact (config + weights in the original key layout). Nothing
+is written before every check passed.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def _preprocessing(source: Source, imp: Imported, o: ImportOptions) -> Preproces
 
 def _classes(imp: Imported, o: ImportOptions, k: int) -> tuple[list | None, list | None]:
     names, ids = classes_of(o.trained_on) if o.trained_on else (imp.class_names, imp.class_ids)
+    if o.class_names:
+        names, ids = list(o.class_names), (ids if names == list(o.class_names) else None)
     if names is not None and len(names) != k:
         raise OodkitError(
             f"the classifier has {k} classes but {o.trained_on or 'its source'} names {len(names)}"
@@ -81,16 +85,47 @@ def import_detector(
     source: str, out: str | Path, options: ImportOptions | None = None, **overrides: Any
 ) -> Artifact:
     """Import ``source`` (``torchvision:NAME:WEIGHTS``, ``timm:NAME``, ``openood:ARCH``,
-    ``pytorch-ood:KEY``; see ``oodkit.models.imported``) as a detector artifact at ``out``.
+    ``pytorch-ood:KEY``, ``python:MODULE:CALLABLE``; see ``oodkit.models.imported``) as a
+    detector artifact at ``out``.
 
     Keyword arguments override fields of ``options``.
     """
-    from oodkit.models.detector import DetectorConfig, save_detector
-
     o = with_overrides(ImportOptions, options, overrides)
     o.check()
     src = parse_source(source)
-    imp = import_classifier(src, o.weights)
+    return _write(src, import_classifier(src, o.weights, o.builder_kwargs), o, out)
+
+
+@writes_output
+def import_module(
+    net: torch.nn.Module,
+    builder: str,
+    out: str | Path,
+    options: ImportOptions | None = None,
+    **overrides: Any,
+) -> Artifact:
+    """Import an ``nn.Module`` built in Python as a detector artifact at ``out``.
+
+    ``builder`` (``MODULE:CALLABLE``) called with ``builder_kwargs`` must rebuild ``net``'s
+    architecture: the artifact keeps its weights and that recipe, as a ``python:`` source.
+    Preprocessing comes from ``trained_on`` and / or ``resize``, ``crop``, ``mean``, ``std``;
+    classes from ``trained_on`` or ``class_names``. Keyword arguments override fields of
+    ``options``.
+    """
+    from oodkit.models.imported import import_module as rebuild
+
+    o = with_overrides(ImportOptions, options, overrides)
+    o.check()
+    if o.weights is not None:
+        raise OodkitError("import_module takes the module's own weights: drop weights=")
+    src = parse_source(f"python:{builder}")
+    return _write(src, rebuild(net, builder, o.builder_kwargs), o, out)
+
+
+def _write(src: Source, imp: Imported, o: ImportOptions, out: str | Path) -> Artifact:
+    """Preprocessing, classes, checks and the artifact of an imported classifier."""
+    from oodkit.models.detector import DetectorConfig, save_detector
+
     prep = _preprocessing(src, imp, o)
     head = imp.net.get_submodule(imp.arch["head"])
     k = int(head.out_features)
@@ -102,6 +137,10 @@ def import_detector(
         "head": imp.arch["head"],
         "preprocessing": dataclasses.asdict(prep),
     }
+    if imp.arch.get("kwargs"):
+        params["builder_kwargs"] = imp.arch["kwargs"]
+    if o.class_names:
+        params["class_names"] = list(o.class_names)
     inputs = [imp.weights]
     existing = check_output(out, "detector", params, inputs, o.overwrite)
     if existing is not None:

@@ -7,22 +7,12 @@ features, outlier features) and its recorded parameters (``temperature``, ``k``,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from oodkit.scoring.common import Outputs, References
 from oodkit.stages.score import posthoc
-
-Outputs = dict[str, torch.Tensor]  # "features", "logits" (and other heads) of one set
-
-
-@dataclass
-class References:
-    """Outputs of the sets that methods compare against."""
-
-    id_train: Outputs | None = None
-    outliers: Outputs | None = None
 
 
 def msp(f: Outputs, refs: References, p: dict[str, Any]) -> torch.Tensor:

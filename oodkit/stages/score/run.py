@@ -7,8 +7,6 @@ artifact per method.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,24 +22,9 @@ from oodkit.locks import writes_output
 from oodkit.methods import SCORE, Method
 from oodkit.options import with_overrides
 from oodkit.schemas import SetScores, write_scores
-from oodkit.stages.score.features import FEATURES
-from oodkit.stages.score.methods import References
-from oodkit.stages.score.options import ScoreOptions
-
-
-def check_fit(config, bench, allow_resize: bool) -> None:
-    """Refuse benchmarks whose images the detector cannot take."""
-    if bench.channels != config.in_chans:
-        raise OodkitError(
-            f"the detector takes {config.in_chans}-channel images but benchmark {bench.name} has "
-            f"{bench.channels} channel(s)"
-        )
-    resizes = config.resize is not None  # an imported classifier's own preprocessing
-    if bench.image_size and bench.image_size != config.image_size and not (allow_resize or resizes):
-        raise OodkitError(
-            f"the detector takes {config.image_size}px images but benchmark {bench.name} has "
-            f"{bench.image_size}px images; pass --resize to rescale them"
-        )
+from oodkit.scoring.common import References, check_fit, detector_label, first, map_digest
+from oodkit.scoring.features import FEATURES
+from oodkit.scoring.options import ScoreOptions
 
 
 def method_params(method: Method, o: ScoreOptions) -> dict[str, Any]:
@@ -61,23 +44,6 @@ class _Target:
     path: Path
     params: dict[str, Any]
     existing: Artifact | None
-
-
-def map_digest(values: Sequence[int]) -> str:
-    """SHA-256 of a class map (a list of indices), its fingerprint in a manifest."""
-    return hashlib.sha256(json.dumps(list(values)).encode()).hexdigest()
-
-
-def first(ds, limit: int | None):
-    """The first ``limit`` rows of a set (all without a limit)."""
-    return ds.select(range(min(limit, len(ds)))) if limit else ds
-
-
-def detector_label(det: Artifact, name: str | None = None) -> str:
-    """The detector part of a run label: ``name`` (``--label``), else its training loss or,
-    for an imported classifier, its source."""
-    p = det.manifest.params
-    return name or str(p.get("loss") or p.get("source") or "detector")
 
 
 def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs) -> list[_Target]:
@@ -144,13 +110,14 @@ def score(
     """Score the benchmark's ID test set and every OOD test set with each method.
 
     With one method ``out`` is the scores artifact; with several, ``out/<method>``.
-    ``diffguard`` runs alone and writes one artifact per distance
-    (``oodkit.stages.score.diffguard``). Keyword arguments override fields of ``options``.
+    ``diffguard`` runs alone and writes one artifact per distance (its own stage,
+    ``oodkit.stages.diffguard``, reached through the method registry). Keyword arguments
+    override fields of ``options``.
     """
     from oodkit.data.sources import get_benchmark, load_artifact_or_dataset
     from oodkit.models.detector import load_detector
     from oodkit.models.imported import class_map
-    from oodkit.stages.score.features import cached_extract
+    from oodkit.scoring.features import cached_extract
 
     o = with_overrides(ScoreOptions, options, overrides)
     chosen = SCORE.parse(methods)

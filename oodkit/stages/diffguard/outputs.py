@@ -1,0 +1,212 @@
+"""DiffGuard's outputs: one scores artifact per distance (and per combination with a post-hoc
+baseline), and the syntheses preview."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from oodkit.artifacts import Artifact, check_output, column, load_artifact, write_artifact
+from oodkit.errors import OodkitError
+from oodkit.schemas import SetScores, scores_dataset
+from oodkit.scoring.options import ScoreOptions
+from oodkit.stages.diffguard.recipe import (
+    Recipe,
+)
+
+
+@dataclass
+class Target:
+    """One output artifact: a distance alone, or combined with the baseline."""
+
+    name: str
+    distance: str
+    path: Path
+    params: dict[str, Any]
+    existing: Artifact | None
+    combined: bool = False
+
+
+def targets_of(r: Recipe, o, base_params, inputs, out: Path, baseline) -> list[Target]:
+    names = [(d, d, False) for d in r.distances]
+    if baseline is not None:
+        b = baseline.manifest.params["method"]
+        names += [(f"{d}+{b}", d, True) for d in r.distances]
+    targets = []
+    for name, d, combined in names:
+        nocam = "-nocam" if r.guidance == "cfg" and not o.cam else ""
+        tag = f"diffguard-{r.guidance}{nocam}{'-oracle' if o.oracle else ''}-{d}"
+        params = {**base_params, "distance": d, "label": f"{base_params['label']}+{tag}"}
+        if combined:
+            b = baseline.manifest.params
+            params.update(
+                method=f"diffguard+{b['method']}",
+                label=f"{params['label']}+{b['method']}",
+                trust_below=o.trust_below,
+                trust_above=o.trust_above,
+            )
+        path = out if len(names) == 1 and not o.save_syntheses else out / name
+        existing = check_output(path, "scores", params, inputs, o.overwrite)
+        targets.append(Target(name, d, path, params, existing, combined))
+    return targets
+
+
+def baseline_artifact(o: ScoreOptions, det, benchmark: str):
+    """The post-hoc scores artifact to combine with, checked against this run."""
+    from oodkit.methods import SCORE
+
+    if o.combine_with is None:
+        return None
+    art = load_artifact(o.combine_with, kind="scores")
+    p = art.manifest.params
+    method = p.get("method")
+    if method not in SCORE.names() or "model" in SCORE.get(method).needs:
+        raise OodkitError(
+            f"--combine-with {o.combine_with}: not a post-hoc scores artifact (method {method!r})"
+        )
+    if p.get("benchmark") != benchmark:
+        raise OodkitError(
+            f"--combine-with {o.combine_with} scores benchmark {p.get('benchmark')!r}, "
+            f"not {benchmark!r}"
+        )
+    recorded = str(p.get("detector"))
+    same = (
+        recorded == det.ref
+        if det.ref or recorded.startswith("hub:")
+        else Path(recorded).resolve() == Path(det.path).resolve()
+    )
+    if not same:
+        raise OodkitError(
+            f"--combine-with {o.combine_with} was made with another detector ({p.get('detector')})"
+        )
+    return art
+
+
+def scored_sets(bench, combining: bool) -> list[tuple[str, str, str]]:
+    """(load key, set name, group) of the scored sets; ID validation for a combination."""
+    sets = [("id_test", bench.id_test.name, "id")] + [(s.name, s.name, s.group) for s in bench.ood]
+    if combining:
+        if bench.id_val is None:
+            raise OodkitError(
+                f"benchmark {bench.name} has no ID validation set to fit the combination on"
+            )
+        sets.append(("id_val", bench.id_val.name, "id-val"))
+    return sets
+
+
+def _preview(path: Path, ds) -> None:
+    """Rows of (input, unguided, guided), upscaled for viewing (no unguided cell with
+    ``--reference input``)."""
+    from PIL import Image
+
+    cell = 96
+    canvas = Image.new("RGB", (3 * (cell + 8), len(ds) * (cell + 4)), "white")
+    for r, row in enumerate(ds):
+        for j, name in enumerate(("input", "unguided", "guided")):
+            if row[name] is None:
+                continue
+            canvas.paste(
+                row[name].convert("RGB").resize((cell, cell), Image.NEAREST),
+                (j * (cell + 8), r * (cell + 4)),
+            )
+    canvas.save(path)
+
+
+def write_syntheses(path: Path, params, inputs, table, items) -> Artifact:
+    """The kept samples' inputs, syntheses and scores as their own artifact, with
+    ``preview.png`` (ID rows first, then OOD)."""
+    kept = [j for j, im in enumerate(table["input"]) if im is not None]
+    order = sorted(kept, key=lambda j: items[j].group not in ("id", "id-val"))
+    ds = table.select(order)
+    info = {
+        "dataset": [items[j].dataset for j in order],
+        "group": [items[j].group for j in order],
+        "sample_id": [items[j].sample_id for j in order],
+    }
+    for name, values in info.items():
+        ds = ds.add_column(name, values)
+    return write_artifact(
+        path,
+        "syntheses",
+        params,
+        inputs,
+        dataset=ds,
+        summary={"samples": len(ds)},
+        write_files=lambda folder: _preview(folder / "preview.png", ds),
+    )
+
+
+def baseline_scores(base, det, model, bench, loaded, items, o) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline's id_score for every scored test item (from its artifact) and for the ID
+    validation items (recomputed with its method and recorded parameters)."""
+    from oodkit.methods import SCORE
+    from oodkit.scoring.common import References
+    from oodkit.scoring.features import cached_extract
+
+    ds = base.dataset()
+    by_key = {
+        f"{d}/{s}": v
+        for d, s, v in zip(
+            column(ds, "dataset"), column(ds, "sample_id"), column(ds, "id_score"), strict=True
+        )
+    }
+    test = [it for it in items if it.group != "id-val"]
+    missing = [it.key for it in test if it.key not in by_key]
+    if missing:
+        raise OodkitError(f"--combine-with {base.path} has no score for {missing[0]!r}")
+    p = base.manifest.params
+    method = SCORE.get(p["method"])
+
+    def run(d):
+        return cached_extract(
+            model, det.manifest.fingerprint, d, o.batch_size, o.num_workers, o.cache
+        )
+
+    refs = References(id_train=run(bench.load("id_train")) if "id_train" in method.needs else None)
+    val = [it.row for it in items if it.group == "id-val"]
+    val_scores = method.load()(run(loaded["id_val"].select(val)), refs, p)
+    return np.array([by_key[it.key] for it in test]), np.asarray(val_scores, dtype=np.float64)
+
+
+def write_targets(targets, table, items, o, inputs, acc, summary, base_scores) -> None:
+    """One scores artifact per target from the merged per-sample table."""
+    from oodkit.scoring.combine import combine
+
+    is_test = np.array([it.group != "id-val" for it in items])
+    test = [it for it in items if it.group != "id-val"]
+    pred = np.asarray(column(table, "pred"))[is_test]
+    for t in targets:
+        if t.existing is not None:
+            continue
+        values = np.asarray(table[f"score:{t.distance}"], dtype=np.float64)
+        scores = values[is_test]
+        if t.combined:
+            base_test, base_val = base_scores
+            scores = combine(
+                base_test, scores, base_val, values[~is_test], o.trust_below, o.trust_above
+            )
+        sets = []
+        for name in dict.fromkeys(it.dataset for it in test):
+            idx = [j for j, it in enumerate(test) if it.dataset == name]
+            group = test[idx[0]].group
+            sets.append(
+                SetScores(
+                    name,
+                    group,
+                    [test[j].sample_id for j in idx],
+                    scores[idx],
+                    pred[idx],
+                    [test[j].label for j in idx] if group == "id" else None,
+                )
+            )
+        t.existing = write_artifact(
+            t.path,
+            "scores",
+            t.params,
+            inputs,
+            dataset=scores_dataset(sets),
+            summary={"id_accuracy": acc, **summary},
+        )
