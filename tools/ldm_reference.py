@@ -13,8 +13,9 @@ and a class embedding table, all with random fp16-exact weights; runs them on fi
 (the UNet on real and null classes; encoding; decoding with and without quantisation, the
 nearest codebook row taken by hand as taming's ``VectorQuantizer2`` does), checks oodkit's
 conversion against them, and writes ``ldm_tiny.safetensors`` (the weights in the original
-``LatentDiffusion`` key layout, inputs, outputs) and ``ldm_cin256_v2_shapes.json`` (every
-key and shape of ``cin256-v2``, built on the meta device) for ``tests/unit/test_ldm.py``.
+``LatentDiffusion`` key layout, inputs, outputs; the flags in its metadata) and
+``ldm_cin256_v2_shapes.json`` (every key and shape of ``cin256-v2``, built on the meta
+device) for ``tests/unit/test_ldm.py``.
 """
 
 from __future__ import annotations
@@ -154,7 +155,7 @@ def main() -> None:
     tensors.update({"z": z, "t": t, "y": y, "img": img})
     tensors.update({f"ref/{k}": v.contiguous() for k, v in ref.items()})
     out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / "ldm_tiny.safetensors"))
+    save_file(tensors, str(out / "ldm_tiny.safetensors"), metadata={"flags": json.dumps(TINY)})
     big = official_parts(PRESETS["cin256-v2"], device="meta")
     shapes = {
         prefix + k: list(v.shape)

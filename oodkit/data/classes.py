@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from importlib import resources
+
+from oodkit.errors import OodkitError
 
 
 def _read(name: str) -> list[str]:
@@ -43,3 +46,17 @@ def prompt(name: str) -> str:
     """The prompt of a class name: "a photo of a {name}" ("an" before a vowel)."""
     article = "an" if name[:1].lower() in "aeiou" else "a"
     return f"a photo of {article} {name}"
+
+
+def map_by_id(own: Sequence[str], wanted: Sequence[str], owner: str, data: str) -> list[int]:
+    """The index in ``own`` of each id of ``wanted`` (WordNet ids: a 1000-class ImageNet model
+    on ImageNet-200); one line naming a missing class. ``owner`` / ``data`` name both sides
+    in that line ("the classifier", "the data's")."""
+    where = {w: i for i, w in enumerate(own)}
+    missing = [w for w in wanted if w not in where]
+    if missing:
+        raise OodkitError(
+            f"{owner} lacks {len(missing)} of {data} {len(wanted)} classes "
+            f"(e.g. {missing[0]}): no class map"
+        )
+    return [where[w] for w in wanted]

@@ -139,7 +139,8 @@ class PixelUncondDenoiser(PixelClassDenoiser):
 
 
 class _VaeCodec:
-    """Images ↔ scaled latents through a VAE (the posterior mode: no sampling noise)."""
+    """Images ↔ scaled latents through an autoencoder (a VAE: its posterior mode, no sampling
+    noise; subclasses say what their latent is: ``_latent``)."""
 
     vae: Any
     device: torch.device
@@ -154,11 +155,16 @@ class _VaeCodec:
     def vae_dtype(self) -> torch.dtype:
         return next(self.vae.parameters()).dtype
 
+    def _latent(self, x: torch.Tensor) -> torch.Tensor:
+        """The autoencoder's latent of images in [−1, 1], unscaled (a VAE: its posterior
+        mode)."""
+        return self.vae.encode(x).latent_dist.mode()
+
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] → scaled float32 latent (the posterior mode: no sampling noise)."""
+        """Images in [0, 1] → scaled float32 latent (no sampling noise)."""
         x = images.to(self.device, self.vae_dtype) * 2 - 1
-        return self.vae.encode(x).latent_dist.mode().float() * self.scale
+        return self._latent(x).float() * self.scale
 
     def to_pixels(self, z: torch.Tensor) -> torch.Tensor:
         """Scaled latents → images (unclamped, differentiable: classifier guidance)."""
@@ -171,9 +177,9 @@ class _VaeCodec:
 
     @torch.no_grad()
     def round_trip(self, images: torch.Tensor) -> torch.Tensor:
-        """VAE reconstructions of images in [0, 1]: decode(encode(x).mode()), no diffusion."""
+        """Autoencoder reconstructions of images in [0, 1] (the latent decoded), no diffusion."""
         x = images.to(self.device, self.vae_dtype) * 2 - 1
-        out = self.vae.decode(self.vae.encode(x).latent_dist.mode()).sample
+        out = self.vae.decode(self._latent(x)).sample
         return ((out.float() + 1) / 2).clamp(0, 1)
 
 
@@ -248,7 +254,7 @@ class LatentTextDenoiser(_VaeCodec, _UNetDenoiser):
         return out.float().view(n, *x.shape)
 
 
-class LatentCrossClassDenoiser(_UNetDenoiser):
+class LatentCrossClassDenoiser(_VaeCodec, _UNetDenoiser):
     """A class-conditional LDM: the class reaches the ``UNet2DConditionModel`` as a one-token
     context (its row of ``table``; the last row is the null class), images through a
     ``VQModel`` (encoding stops before quantisation; decoding quantises, as LDM's
@@ -257,18 +263,19 @@ class LatentCrossClassDenoiser(_UNetDenoiser):
     kind = "class"
 
     def __init__(self, unet, vqvae, table: torch.Tensor, scheduler_config, names) -> None:
-        self.unet, self.vqvae = unet, vqvae
+        self.unet = unet
+        self._codec(vqvae)
         self.table = table.to(self.device, self.dtype)
         self.scheduler_config = scheduler_config
         self.num_classes = int(table.shape[0]) - 1
         self.null_class = self.num_classes
-        self.channels = 3
-        self.scale = float(vqvae.config.scaling_factor)
-        factor = 2 ** (len(vqvae.config.block_out_channels) - 1)
-        self.image_size = int(unet.config.sample_size) * factor
+        self.image_size = int(unet.config.sample_size) * self.factor
         self.class_names = names
 
     condition = PixelClassDenoiser.condition
+
+    def _latent(self, x: torch.Tensor) -> torch.Tensor:
+        return self.vae.encode(x).latents
 
     def eps(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         n = cond.shape[0]
@@ -276,30 +283,6 @@ class LatentCrossClassDenoiser(_UNetDenoiser):
         context = self.table[cond.reshape(-1)][:, None]
         out = self.unet(rows, t.repeat(n), encoder_hidden_states=context).sample
         return out.float().view(n, *x.shape)
-
-    @property
-    def vq_dtype(self) -> torch.dtype:
-        return next(self.vqvae.parameters()).dtype
-
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] → float32 latents (``VQModelInterface.encode``: no quantisation)."""
-        x = images.to(self.device, self.vq_dtype) * 2 - 1
-        return self.vqvae.encode(x).latents.float() * self.scale
-
-    def to_pixels(self, z: torch.Tensor) -> torch.Tensor:
-        """Latents → images, quantised (unclamped, differentiable: classifier guidance)."""
-        z = (z.float() / self.scale).to(self.vq_dtype)
-        return (self.vqvae.decode(z).sample.float() + 1) / 2
-
-    @torch.no_grad()
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.to_pixels(z).clamp(0, 1)
-
-    @torch.no_grad()
-    def round_trip(self, images: torch.Tensor) -> torch.Tensor:
-        """Autoencoder reconstructions of images in [0, 1], no diffusion."""
-        return self.decode(self.encode(images))
 
 
 def _read_scheduler_config(folder: Path) -> dict[str, Any]:

@@ -1,12 +1,12 @@
 """DDIM inversions kept on disk, so runs that differ only after inversion (guidance, scale,
 distance, reference, oracle) invert each input once.
 
-An entry is keyed by the inversion recipe (model fingerprint, precision, steps, stop rule:
-the caller's ``recipe`` string) and by a hash of the input image as the model sees it, and
-holds the latent where inversion stopped and its number of steps. Entries are written
-atomically, so processes sharing a cache at worst invert a sample twice. A hit is the latent
-the same batch would recompute; one computed inside a different batch can differ from a
-recomputation by float rounding of batched kernels.
+An entry is keyed by the inversion recipe (model fingerprint, precision, steps, stop rule,
+ε timestep, x̂₀ clipping: the caller's ``recipe`` string) and by a hash of the input image
+as the model sees it, and holds the latent where inversion stopped and its number of steps.
+Entries are written atomically, so processes sharing a cache at worst invert a sample twice.
+A hit is the latent the same batch would recompute; one computed inside a different batch
+can differ from a recomputation by float rounding of batched kernels.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def parse_source(text: str) -> Source:
             f"classifier source {text!r}: expected torchvision:NAME[:WEIGHTS], timm:NAME, "
             "openood:ARCH, pytorch-ood:KEY or python:MODULE:CALLABLE"
         )
-    if library == "python" and rest.count(":") != 1:
+    if library == "python" and (rest.count(":") != 1 or "" in rest.split(":")):
         raise OodkitError(f"classifier source {text!r}: expected python:MODULE:CALLABLE")
     name, _, weights = rest.partition(":") if library == "torchvision" else (rest, "", "")
     if library == "openood":
@@ -379,14 +379,9 @@ def class_map(config: Any, classes: list[str] | None, ids: list[str] | None) -> 
     if own is not None and ids is not None:
         if own == ids:
             return None
-        where = {w: i for i, w in enumerate(own)}
-        missing = [w for w in ids if w not in where]
-        if missing:
-            raise OodkitError(
-                f"the classifier lacks {len(missing)} of the data's {len(ids)} classes "
-                f"(e.g. {missing[0]}): no class map"
-            )
-        return [where[w] for w in ids]
+        from oodkit.data.classes import map_by_id
+
+        return map_by_id(own, ids, "the classifier", "the data's")
     if config.num_classes != len(classes):
         raise OodkitError(
             f"the classifier has {config.num_classes} classes and the data {len(classes)}, and "

@@ -34,9 +34,9 @@ class ScoreOptions:
         None, "diffguard: inversion depth, aes or a fraction (classifier aes, cfg 1)."
     )
     aes_psnr: float | None = O.option(
-        48.5, "diffguard AES: stop below this PSNR, 20·log10(255/√MSE) on [−1, 1]."
+        48.5, "diffguard AES: stop below this PSNR, 20·log10(255/√MSE) on [−1, 1] (0: off)."
     )
-    aes_gmsd: float | None = O.option(None, "diffguard AES: stop below this 1 − GMSD.")
+    aes_gmsd: float | None = O.option(None, "diffguard AES: stop below this 1 − GMSD (0: off).")
     aes_dists: float | None = O.option(
         None, "diffguard AES: stop below this 1 − DISTS (official 0.38; local weights; 0: off)."
     )
@@ -119,7 +119,10 @@ class ScoreOptions:
         None, "Name of these runs in eval tables (default: the detector's loss) before +METHOD."
     )
     diffusion_batch: int = O.option(16, "diffguard: samples per diffusion batch.", minimum=1)
-    dtype: str = O.option("auto", "diffguard model precision: auto, fp32, fp16, bf16.")
+    dtype: str | None = O.option(
+        None,
+        "diffguard model precision: auto (default: fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.",
+    )
     seed: int = O.option(0, "diffguard: seed of cut-outs and oracle labels.")
     save_syntheses: int = O.option(
         0, "diffguard: preview of N ID and N OOD syntheses.", role="run", minimum=0

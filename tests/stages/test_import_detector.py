@@ -445,3 +445,5 @@ def test_a_module_built_in_python_is_a_detector(tmp_path: Path) -> None:
              "--out", tmp_path / "f")  # fmt: skip
     assert r.exit_code == 2 and "builder no_such_pkg.nets:build cannot be imported" in r.output
     assert not (tmp_path / "e").exists() and not (tmp_path / "f").exists()
+    r = _cli("import", "detector", "python::build", "--out", tmp_path / "g")
+    assert r.exit_code == 2 and "expected python:MODULE:CALLABLE" in r.output, r.output

@@ -15,13 +15,10 @@ from typer.testing import CliRunner
 
 from oodkit.cli import app
 from oodkit.data.classes import imagenet1k, imagenet200_wnids
+from tests.unit.test_ldm import tiny_flags
 
 DATA = Path(__file__).parent.parent / "data"
-FLAGS = {
-    "image_size": 8, "model_channels": 32, "channel_mult": [1, 2], "num_res_blocks": 1,
-    "attention_resolutions": [2], "context_dim": 16, "ch": 32, "ch_mult": [1, 2],
-    "vq_res_blocks": 1, "resolution": 16, "n_embed": 16, "n_classes": 1001,
-}  # fmt: skip
+FLAGS = {**tiny_flags(), "n_classes": 1001}  # the fixture's, with ImageNet's 1000 classes + null
 
 
 def _cli(*args):

@@ -198,3 +198,46 @@ def test_options_given_win_over_the_preset_and_defaults_stay_oodkits() -> None:
         resolve(ScoreOptions(model="m", preset="adm"))
     with pytest.raises(OodkitError, match="at most 24 of 25 steps invert"):
         resolve(ScoreOptions(model="m", preset="ldm", inversion_eps="source"))
+
+
+def test_run_labels_tell_recipes_apart() -> None:
+    """Runs that differ by a preset or any recipe option never share an ``eval`` label (they
+    did: the reference-input and official-switch digits runs merged with the defaults')."""
+    from oodkit.stages.diffguard.recipe import recipe_tag
+
+    def tag(**kw):
+        return recipe_tag(resolve(ScoreOptions(model="m", **kw)))
+
+    assert tag() == "" and tag(guidance="cfg") == ""
+    assert tag(guidance="cfg", reference="input") == "-ref=input"
+    assert tag(inversion_eps="source", clip_x0=True, restart="official") == (
+        "-eps=source-clip-restart=official"
+    )
+    assert tag(steps=25) == "-steps=25"
+    assert tag(preset="gdm") == "-gdm"
+    assert tag(preset="gdm", clip_x0=False) == "-gdm-no-clip"
+    assert tag(preset="gdm", aes_dists=0) == "-gdm-dists=off"
+    assert tag(preset="ldm", reference="unguided") == "-ldm-ref=unguided"
+    assert tag(preset="ldm", dtype="auto") == "-ldm-dtype=auto"
+
+
+def test_cfg_labels_reach_the_model_by_wordnet_id_or_not_at_all() -> None:
+    """A model whose classes are WordNet ids maps ImageNet-200 by id; on a benchmark without
+    ids it is refused rather than fed benchmark indices as ImageNet classes."""
+    from types import SimpleNamespace
+
+    from oodkit.data.classes import imagenet1k, imagenet200_wnids
+    from oodkit.stages.diffguard.recipe import model_classes
+
+    wnids = [w for w, _ in imagenet1k()]
+    spec = SimpleNamespace(kind="class", class_ids=wnids, num_classes=1000)
+    inet200 = SimpleNamespace(name="imagenet200", class_ids=imagenet200_wnids())
+    mapped = model_classes(spec, inet200, 200)
+    assert mapped == [wnids.index(w) for w in imagenet200_wnids()]
+    cifar = SimpleNamespace(name="cifar10", class_ids=None)
+    with pytest.raises(OodkitError, match="cifar10's are not: no class map"):
+        model_classes(spec, cifar, 10)
+    own = SimpleNamespace(kind="class", class_ids=None, num_classes=5)
+    assert model_classes(own, cifar, 5) is None
+    with pytest.raises(OodkitError, match="gives 10 classes but the model has only 5"):
+        model_classes(own, cifar, 10)

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DConditionModel, VQModel
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from oodkit.diffusion.ldm import (
@@ -31,8 +32,15 @@ from oodkit.errors import OodkitError
 from oodkit.models.imported import load_strict
 
 DATA = Path(__file__).parent.parent / "data"
-TINY = LdmConfig(8, 32, (1, 2), 1, (2,), 16, ch=32, ch_mult=(1, 2), vq_res_blocks=1,
-                 resolution=16, n_embed=16, n_classes=11)  # fmt: skip
+
+
+def tiny_flags() -> dict:
+    """The fixture's LDM flags (written into its metadata by tools/ldm_reference.py)."""
+    with safe_open(str(DATA / "ldm_tiny.safetensors"), "pt") as f:
+        return json.loads(f.metadata()["flags"])
+
+
+TINY = LdmConfig(**tiny_flags())
 
 
 def _fixture() -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

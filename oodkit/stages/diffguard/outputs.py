@@ -15,6 +15,7 @@ from oodkit.schemas import SetScores, scores_dataset
 from oodkit.scoring.options import ScoreOptions
 from oodkit.stages.diffguard.recipe import (
     Recipe,
+    recipe_tag,
 )
 
 
@@ -38,7 +39,8 @@ def targets_of(r: Recipe, o, base_params, inputs, out: Path, baseline) -> list[T
     targets = []
     for name, d, combined in names:
         nocam = "-nocam" if r.guidance == "cfg" and not o.cam else ""
-        tag = f"diffguard-{r.guidance}{nocam}{'-oracle' if o.oracle else ''}-{d}"
+        oracle = "-oracle" if o.oracle else ""
+        tag = f"diffguard-{r.guidance}{recipe_tag(r)}{nocam}{oracle}-{d}"
         params = {**base_params, "distance": d, "label": f"{base_params['label']}+{tag}"}
         if combined:
             b = baseline.manifest.params

@@ -7,7 +7,7 @@ the LDM one (``testOOD/exp/ldm-exp2.25.yaml`` over ``conf/diffusion/latent-diffu
 ``latent_diffusion_model.py``, ``ldm/models/diffusion/ddim.py``). A preset names only options
 whose default is ``None`` ("not given"), so an option given explicitly always wins; the
 official values that equal oodkit's defaults (scales, cut-outs, CAM cut, AES cap) need no
-entry. ``tests/unit/test_diffguard_presets.py`` checks the resolved recipe of each preset
+entry. ``tests/unit/test_diffguard_official.py`` checks the resolved recipe of each preset
 against a table transcribed from those files.
 """
 
@@ -42,6 +42,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "reference": "input",  # uncond_aux: False → compared with the input
         "distance": "dists",
         "geometry": "model",  # input_size 256: the classifier sees the 256-px crop
+        "dtype": "fp32",  # LDMWrapper never halves the model (GDM: use_fp16, = auto on CUDA)
     },
 }
 
@@ -55,6 +56,7 @@ DEFAULTS: dict[str, Any] = {
     "reference": "unguided",
     "distance": "logits-l1",
     "geometry": "resize",
+    "dtype": "auto",
 }
 
 

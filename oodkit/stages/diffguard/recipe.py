@@ -65,13 +65,13 @@ def resolve(o: ScoreOptions) -> Recipe:
     ):
         if value not in allowed:
             raise OodkitError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")
-    for flag, value in (("--aes-psnr", o.aes_psnr), ("--aes-dists", o.aes_dists)):
+    rules = {"aes_psnr": o.aes_psnr, "aes_gmsd": o.aes_gmsd, "aes_dists": o.aes_dists}
+    for name, value in rules.items():
         if value is not None and value < 0:
+            flag = "--" + name.replace("_", "-")
             raise OodkitError(f"{flag} must be ≥ 0 (0: off), got {value}")
-    if o.aes_dists == 0:  # 0 switches a preset's DISTS rule off
-        o = dataclasses.replace(o, aes_dists=None)
-    if o.aes_psnr == 0:
-        o = dataclasses.replace(o, aes_psnr=None)
+    # 0 switches a rule off (e.g. a preset's DISTS rule)
+    o = dataclasses.replace(o, **{k: None for k, v in rules.items() if v == 0})
     steps = STEPS[o.guidance] if o.steps is None else o.steps
     if o.cfg_scale < 0 or o.classifier_scale < 0:
         raise OodkitError("--cfg-scale and --classifier-scale must be ≥ 0")
@@ -129,21 +129,21 @@ def check_model(r: Recipe, o: ScoreOptions, spec, config, bench) -> None:
 
 def model_classes(spec, bench, labels: int) -> list[int] | None:
     """The class-conditional model's class of each of the ``labels`` classes the classifier
-    gives (the benchmark's): by WordNet id where both know theirs (a 1000-class LDM / DiT with
-    ImageNet-200), else by index (``None``: the same index)."""
+    gives (the benchmark's), for CFG: by WordNet id where both know theirs (a 1000-class LDM
+    with ImageNet-200), by index where neither does (``None``: the same index)."""
     if spec.kind != "class":
         return None
     own, ids = spec.class_ids, bench.class_ids
     if own and ids:
-        where = {w: i for i, w in enumerate(own)}
-        missing = [w for w in ids if w not in where]
-        if missing:
-            raise OodkitError(
-                f"the model lacks {len(missing)} of {bench.name}'s {len(ids)} classes "
-                f"(e.g. {missing[0]}): no class map"
-            )
-        mapped = [where[w] for w in ids]
+        from oodkit.data.classes import map_by_id
+
+        mapped = map_by_id(own, ids, "the model", f"{bench.name}'s")
         return None if mapped == list(range(len(mapped))) else mapped
+    if own and not ids:
+        raise OodkitError(
+            f"the model's classes are known by WordNet id and {bench.name}'s are not: no class "
+            "map (its labels would reach the model as ImageNet class indices)"
+        )
     if spec.num_classes and labels > spec.num_classes:
         raise OodkitError(
             f"the detector gives {labels} classes but the model has only {spec.num_classes}, "
@@ -158,3 +158,51 @@ def perceptual_needs(r: Recipe, o: ScoreOptions) -> list[str]:
     if r.stop == "aes" and o.aes_dists is not None and "dists" not in need:
         need.append("dists")
     return need
+
+
+# what sets recipes apart in run labels: option → label word
+TAGGED = (
+    ("steps", "steps"),
+    ("stop", "stop"),
+    ("max_invert", "max-invert"),
+    ("aes_psnr", "psnr"),
+    ("aes_gmsd", "gmsd"),
+    ("aes_dists", "dists"),
+    ("aes_clamp", "aes-clamp"),
+    ("inversion_eps", "eps"),
+    ("clip_x0", "clip"),
+    ("restart", "restart"),
+    ("geometry", "geometry"),
+    ("reference", "ref"),
+    ("classifier_scale", "scale"),
+    ("cutouts", "cutouts"),
+    ("blend", "blend"),
+    ("cfg_scale", "cfg"),
+    ("cam_cut", "cut"),
+    ("cam_resize", "cam-resize"),
+    ("dtype", "dtype"),
+)
+
+
+def _tagged(r: Recipe) -> dict[str, object]:
+    o = r.options
+    values = {name: getattr(o, name) for name, _ in TAGGED}
+    return values | {"steps": r.steps, "stop": r.stop}
+
+
+def recipe_tag(r: Recipe) -> str:
+    """Label words for what sets a resolved recipe apart from its preset (or oodkit's
+    defaults) for the same guidance: the preset's name, then every option whose value
+    differs (e.g. ``-ref=input``, ``-gdm-no-clip``, ``-steps=25``), so runs of different
+    recipes do not share a label in ``eval``."""
+    o = r.options
+    base = _tagged(resolve(ScoreOptions(model=o.model, preset=o.preset, guidance=o.guidance)))
+    words = [o.preset] if o.preset else []
+    for (name, word), value in zip(TAGGED, _tagged(r).values(), strict=True):
+        if value == base[name]:
+            continue
+        if isinstance(value, bool):
+            words.append(word if value else f"no-{word}")
+        else:
+            words.append(f"{word}={'off' if value is None else value}")
+    return "".join(f"-{w}" for w in words)

@@ -117,7 +117,7 @@ def check_inputs(detector: str | Path, benchmark: str, out: Path, o: ScoreOption
     labels = len(columns) if columns is not None else config.num_classes
     spec = describe_model(o.model)
     check_model(r, o, spec, config, bench)
-    model_ids = model_classes(spec, bench, labels)
+    model_ids = model_classes(spec, bench, labels) if r.guidance == "cfg" else None
     base = baseline_artifact(o, det, benchmark)
     return Run(
         r, o, out, det, benchmark, bench, config, spec, device, dtype, dtype_name, columns, labels,
@@ -155,7 +155,7 @@ def record(run: Run) -> list[Artifact] | None:
         "aes_psnr": o.aes_psnr if aes else None,
         "aes_gmsd": o.aes_gmsd if aes else None,
         "aes_dists": o.aes_dists if aes else None,
-        "aes_clamp": o.aes_clamp if aes and (o.aes_dists or o.aes_gmsd) else None,
+        "aes_clamp": o.aes_clamp if aes and o.aes_dists is not None else None,
         "inversion_eps": o.inversion_eps,
         "clip_x0": o.clip_x0,
         "restart": o.restart,
@@ -200,7 +200,7 @@ def _inversion_cache(run: Run):
     if not run.o.cache:
         return None
     keys = ("steps", "max_inversion_steps", "aes_psnr", "aes_gmsd", "aes_dists", "dtype")
-    keys += ("aes_clamp", "inversion_eps", "clip_x0", "geometry")
+    keys += ("aes_clamp", "inversion_eps", "clip_x0")  # geometry: in the image hash
     recipe = {k: run.params[k] for k in keys} | {"model": run.inputs[1]["fingerprint"]}
     if run.params["aes_dists"] is not None:
         weights = next(i for i in run.inputs if i["kind"] == "dists-weights")

@@ -54,6 +54,10 @@ def _preprocessing(source: Source, imp: Imported, o: ImportOptions) -> Preproces
 def _classes(imp: Imported, o: ImportOptions, k: int) -> tuple[list | None, list | None]:
     names, ids = classes_of(o.trained_on) if o.trained_on else (imp.class_names, imp.class_ids)
     if o.class_names:
+        if len(o.class_names) != k:
+            raise OodkitError(
+                f"the classifier has {k} classes but --class-names names {len(o.class_names)}"
+            )
         names, ids = list(o.class_names), (ids if names == list(o.class_names) else None)
     if names is not None and len(names) != k:
         raise OodkitError(
