@@ -185,10 +185,10 @@ class DDIMSampler:
         x = _working(x0).clone()
         rows = torch.arange(len(x), device=x.device)
         trajectory = []
-        for j, i in enumerate(range(self.num_steps - 1, self.num_steps - 1 - steps, -1)):
-            t = self.timesteps[i].repeat(len(x)).to(x.device)
+        for j, (src, dst, at) in enumerate(self.inversion_path(steps, "target")):
+            t = self.timesteps[at].repeat(len(x)).to(x.device)
             eps = eps_fn(x, t, rows, torch.full((len(x),), j, device=x.device))
-            x = self.move(x, eps, i + 1, i)
+            x = self.move(x, eps, src, dst)
             trajectory.append(x)
         return trajectory
 
