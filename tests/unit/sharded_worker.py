@@ -2,8 +2,10 @@
 
 ``python sharded_worker.py OUT RANK DELAY [DIE_AFTER]``: runs the shards it can claim of a
 12-shard job over ``OUT.partial`` (opened by the test), each batch taking DELAY seconds;
-with DIE_AFTER it SIGKILLs itself in the middle of its DIE_AFTER-th batch. Prints the
-shards it computed as one JSON line.
+with DIE_AFTER it SIGKILLs itself in the middle of its DIE_AFTER-th batch. With GATE in the
+environment, its first batch waits until that file exists (the test then knows every rank
+holds a claim, so its SIGTERM handler is in place). Prints the shards it computed as one JSON
+line.
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ def work(delay: float, die_after: int | None) -> ShardWork:
     batches = [list(range(i, min(i + BATCH, N)))[::-1] for i in range(0, N, BATCH)]  # not key order
     count = {"n": 0}
 
+    gate = os.environ.get("GATE")
+
     def compute(batch: list[int], inputs: torch.Tensor) -> torch.Tensor:
         count["n"] += 1
+        while gate is not None and not os.path.exists(gate):
+            time.sleep(0.01)
         if die_after is not None and count["n"] == die_after:
             os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(delay)

@@ -4,6 +4,7 @@ the artifact of one uninterrupted process and no temporaries."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,11 +25,14 @@ WORKER = str(Path(__file__).parent / "sharded_worker.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-def _start(out: Path, rank: int, delay: float, die_after: int | None = None) -> subprocess.Popen:
+def _start(
+    out: Path, rank: int, delay: float, die_after: int | None = None, gate: Path | None = None
+) -> subprocess.Popen:
     args = [sys.executable, WORKER, str(out), str(rank), str(delay)]
     args += [] if die_after is None else [str(die_after)]
+    env = ENV if gate is None else {**ENV, "GATE": str(gate)}
     return subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )
 
 
@@ -76,6 +80,15 @@ def _wait_for(predicate, timeout: float = 60.0) -> None:
     while not predicate():
         assert time.monotonic() < end, "timed out"
         time.sleep(0.02)
+
+
+def _claimants(out: Path) -> set[int]:
+    """The ranks holding a claim now."""
+    ranks = set()
+    for p in out.with_name(out.name + ".partial").glob("claims/*"):
+        with contextlib.suppress(OSError, ValueError):  # released or being written meanwhile
+            ranks.add(json.loads(p.read_text())["rank"])
+    return ranks
 
 
 def _done(out: Path) -> int:
@@ -151,9 +164,12 @@ def test_sigterm_in_the_last_shard_then_resume(tmp_path, reference) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(("before", "after"), [(2, 1), (1, 2)])
 def test_resume_with_another_number_of_processes(tmp_path, reference, before, after) -> None:
-    out = tmp_path / "resumed"
+    (tmp_path / "run").mkdir()
+    out, gate = tmp_path / "run" / "resumed", tmp_path / "gate"  # the gate outside out's folder
     _open(out)
-    procs = [_start(out, r, 0.05) for r in range(before)]
+    procs = [_start(out, r, 0.05, gate=gate) for r in range(before)]
+    _wait_for(lambda: _claimants(out) == set(range(before)))  # each rank's handler is set
+    gate.touch()
     _wait_for(lambda: _done(out) >= 4)
     for p in procs:
         p.send_signal(signal.SIGTERM)
