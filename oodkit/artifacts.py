@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from oodkit import __version__
 from oodkit.errors import OodkitError, first_line
-from oodkit.locks import claim
+from oodkit.locks import claim, fresh_state
 
 if TYPE_CHECKING:
     import datasets
@@ -521,9 +521,25 @@ def prepare_partial(
         shutil.rmtree(partial)
     elif partial.exists() and overwrite:
         shutil.rmtree(partial)
+    if not partial.exists():
+        fresh_state(partial, holds_work)
     partial.mkdir(parents=True, exist_ok=True)
     atomic_file(state_file, lambda tmp: tmp.write_text(json.dumps(state, indent=2)))
     return partial, False
+
+
+BOOKKEEPING = (PARTIAL_STATE, "claims", "shared.json")  # in a partial folder: not work
+
+
+def holds_work(partial: Path) -> bool:
+    """Whether a partial folder holds finished work (a checkpoint, a stage's output, a
+    shard) rather than only bookkeeping, recomputable memos and cut-off temporaries."""
+    return any(
+        p.name not in BOOKKEEPING
+        and not p.name.startswith(".")
+        and p.suffix not in (".npz", ".tmp")
+        for p in partial.iterdir()
+    )
 
 
 def training_checkpoint(

@@ -31,6 +31,7 @@ from oodkit.demo import DemoOptions
 from oodkit.errors import Interrupted, OodkitError
 from oodkit.methods import SCORE
 from oodkit.options import (
+    CONFIG_COMMANDS,
     cli_fields,
     config_options,
     data_root_option,
@@ -72,9 +73,14 @@ def _one_line(text: str) -> str:
     return " ".join(line.strip() for line in str(text).splitlines() if line.strip())
 
 
+MAX_LINE = 1000  # characters of an error line: a message may quote user data
+
+
 def refuse(message: str) -> NoReturn:
-    """One line on stderr and exit code 2."""
-    typer.echo(f"error: {_one_line(message)}", err=True)
+    """One line on stderr (at most :data:`MAX_LINE` characters) and exit code 2."""
+    line = _one_line(message)
+    line = line if len(line) <= MAX_LINE else line[: MAX_LINE - 1] + "…"
+    typer.echo(f"error: {line}", err=True)
     raise typer.Exit(2)
 
 
@@ -289,6 +295,8 @@ def stage_command(
     """Register ``run(options, **fixed)`` as command ``name`` with one CLI option per field
     and ``--config FILE`` (its ``section``, default ``name``, holds this command's options)."""
     hints = typing.get_type_hints(options_cls)
+    if (section or name) not in CONFIG_COMMANDS:
+        raise ValueError(f"add {section or name!r} to oodkit.options.CONFIG_COMMANDS")
 
     def deco(run: Callable[..., None]) -> Callable[..., None]:
         context = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)

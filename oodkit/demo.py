@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from oodkit import options as O
-from oodkit.errors import OodkitError, first_line
+from oodkit.errors import OodkitError
 from oodkit.locks import writes_output
 from oodkit.options import with_overrides
 
@@ -78,15 +78,11 @@ def read_recipes(path: str | Path | None) -> list[Recipe]:
 
     where = f"--recipes {path}" if path else "the bundled digits recipes"
     if path is None:
-        text = resources.files("oodkit.recipes").joinpath("digits.yaml").read_text()
+        data = yaml.safe_load(resources.files("oodkit.recipes").joinpath("digits.yaml").read_text())
     elif not Path(path).is_file():
         raise OodkitError(f"--recipes {path} does not exist")
     else:
-        text = Path(path).read_text()
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise OodkitError(f"{where}: cannot parse: {first_line(exc)}") from None
+        data = O.load_structured(path, where)
     if not isinstance(data, dict) or not data:
         raise OodkitError(f"{where}: holds one non-empty mapping of recipe names")
     recipes = []

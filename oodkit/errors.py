@@ -22,3 +22,22 @@ def first_line(exc: BaseException, with_type: bool = False) -> str:
         return type(exc).__name__
     first = text.splitlines()[0]
     return f"{type(exc).__name__}: {first}" if with_type else first
+
+
+def brief(value: object, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: what an error line may quote of user data
+    (a config value can be a huge expanded structure)."""
+    try:
+        text = reprlib_repr(value)
+    except RecursionError:  # a self-referential structure
+        text = f"<recursive {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def reprlib_repr(value: object) -> str:
+    """A repr that shortens long containers and strings at every level."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxstring, r.maxother, r.maxlevel = 60, 60, 3
+    return r.repr(value)

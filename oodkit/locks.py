@@ -17,6 +17,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import socket
 import warnings
 from collections.abc import Callable, Iterator
@@ -31,6 +32,9 @@ from oodkit.errors import OodkitError
 LOCK_SUFFIX = ".lock"
 _held: ContextVar[dict[Path, Any] | None] = ContextVar("oodkit_output_locks", default=None)
 _made: ContextVar[list[Path] | None] = ContextVar("oodkit_made_folders", default=None)
+_fresh: ContextVar[list[tuple[Path, Callable[[Path], bool]]] | None] = ContextVar(
+    "oodkit_fresh_partials", default=None
+)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -65,18 +69,24 @@ def output_scope() -> Iterator[None]:
     """Hold every output lock claimed inside the block until it ends (one stage run).
 
     Nested scopes (a demo running stages) share the outermost one's locks. When the block
-    fails, parent folders that a claim created and that are still empty are removed again,
-    so a refused run leaves nothing behind.
+    fails, state folders it created that hold no work yet (:func:`fresh_state`) and parent
+    folders that a claim created and that are still empty are removed again, so a run that
+    fails before its first checkpoint leaves nothing behind.
     """
     if _held.get() is not None:
         yield
         return
     held: dict[Path, Any] = {}
     made: list[Path] = []
-    token, made_token = _held.set(held), _made.set(made)
+    fresh: list[tuple[Path, Callable[[Path], bool]]] = []
+    tokens = _held.set(held), _made.set(made), _fresh.set(fresh)
     try:
         yield
     except BaseException:
+        for folder, holds_work in reversed(fresh):
+            with contextlib.suppress(OSError):
+                if folder.is_dir() and not holds_work(folder):
+                    shutil.rmtree(folder)
         _release(held)
         for folder in reversed(made):
             with contextlib.suppress(OSError):
@@ -85,8 +95,17 @@ def output_scope() -> Iterator[None]:
     else:
         _release(held)
     finally:
-        _held.reset(token)
-        _made.reset(made_token)
+        _held.reset(tokens[0])
+        _made.reset(tokens[1])
+        _fresh.reset(tokens[2])
+
+
+def fresh_state(folder: Path, holds_work: Callable[[Path], bool]) -> None:
+    """``folder`` (a ``<out>.partial``) was created by this run: should the run fail while
+    ``holds_work(folder)`` is false, the scope removes it (main process only)."""
+    fresh = _fresh.get()
+    if fresh is not None and _is_main_rank():
+        fresh.append((Path(folder), holds_work))
 
 
 def _release(held: dict[Path, Any]) -> None:

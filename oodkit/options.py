@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from oodkit.errors import OodkitError, first_line
+from oodkit.errors import OodkitError, brief, first_line
 
 ROLES = ("recipe", "input", "run")
 T = TypeVar("T")
@@ -38,15 +39,20 @@ def option(
     parse: str | None = None,
     cli: bool = True,
     required: bool = False,
-    minimum: int | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+    finite: bool = True,
 ) -> Any:
-    """A dataclass field with its command-line description.
+    """A dataclass field with its command-line description and its domain.
 
     ``flags`` default to ``--field-name``; ``parse="json"`` takes a JSON object string on
     the command line; ``required`` makes the option mandatory on the command line (or in
     ``--config``) even where the library has a default; ``cli=False`` keeps a field out of
-    the command line; ``minimum`` refuses smaller values (counts: 1; ``None`` still means
-    "not given").
+    the command line. The domain of a number: ``minimum`` / ``maximum`` (inclusive),
+    ``above`` / ``below`` (exclusive); a float is finite unless ``finite=False`` (NaN passes
+    every comparison, so it is refused first). ``None`` still means "not given".
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
@@ -57,7 +63,8 @@ def option(
         "parse": parse,
         "cli": cli,
         "required": required,
-        "minimum": minimum,
+        "domain": (minimum, above, maximum, below),
+        "finite": finite,
     }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
@@ -91,25 +98,60 @@ def recipe(opts: Any) -> dict[str, Any]:
 
 def with_overrides(cls: type[T], options: T | None, overrides: dict[str, Any]) -> T:
     """``options`` (or the defaults) with keyword overrides; unknown names are refused, and so
-    are values below a field's ``minimum`` (never replaced by a default)."""
+    are values outside a field's domain (never replaced by a default)."""
     base = options if options is not None else cls()
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise TypeError(f"{cls.__name__} has no option {unknown[0]!r}")
     out = dataclasses.replace(base, **overrides) if overrides else base
-    check_minimums(out)
+    check_domains(out)
     return out
 
 
-def check_minimums(opts: Any) -> None:
-    """Refuse a value below its field's ``minimum`` with the flag's name."""
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
+
+
+def domain_text(domain: tuple[Any, Any, Any, Any]) -> str:
+    """``be positive``, ``not be negative``, ``lie in [0, 1)``, ``be ≤ 5``, … for messages."""
+    low, above, high, below = domain
+    lo = f"[{_num(low)}" if low is not None else f"({_num(above)}" if above is not None else ""
+    hi = f"{_num(high)}]" if high is not None else f"{_num(below)})" if below is not None else ""
+    if lo and hi:
+        return f"lie in {lo}, {hi}"
+    if above == 0 or low == 1:
+        return "be positive"
+    if low == 0:
+        return "not be negative"
+    if lo:
+        return f"be {'≥' if low is not None else '>'} {lo[1:]}"
+    return f"be {'≤' if high is not None else '<'} {hi[:-1]}" if hi else "be a number"
+
+
+def in_domain(value: float, domain: tuple[Any, Any, Any, Any]) -> bool:
+    low, above, high, below = domain
+    return not (
+        (low is not None and value < low)
+        or (above is not None and value <= above)
+        or (high is not None and value > high)
+        or (below is not None and value >= below)
+    )
+
+
+def check_domains(opts: Any) -> None:
+    """Refuse, with the flag's name, a number outside its field's domain or a non-finite
+    float (a field may allow those with ``finite=False``)."""
     for f in dataclasses.fields(opts):
-        low, value = f.metadata.get("minimum"), getattr(opts, f.name)
-        if low is None or value is None or isinstance(value, bool) or value >= low:
+        value = getattr(opts, f.name)
+        if value is None or isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        need = "be positive" if low == 1 else "not be negative" if low == 0 else f"be ≥ {low}"
-        raise OodkitError(f"{flags_of(f)[0]} must {need}, got {value}")
+        flag = flags_of(f)[0].split("/")[0]
+        if isinstance(value, float) and f.metadata.get("finite", True) and not math.isfinite(value):
+            raise OodkitError(f"{flag} must be a finite number, got {value}")
+        domain = f.metadata.get("domain", (None,) * 4)
+        if not in_domain(value, domain):
+            raise OodkitError(f"{flag} must {domain_text(domain)}, got {_num(value)}")
 
 
 def json_object(text: str | dict | None, name: str) -> dict[str, Any]:
@@ -180,8 +222,11 @@ def num_workers_option() -> Any:
     )
 
 
+SEED_MAX = 2**63 - 1  # seeds enter NumPy's SeedSequence and SHA-256 keys as unsigned ints
+
+
 def seed_option() -> Any:
-    return option(0, "Seed of every random choice.")
+    return option(0, "Seed of every random choice.", minimum=0, maximum=SEED_MAX)
 
 
 def arch_kwargs_option() -> Any:
@@ -198,33 +243,110 @@ def option_key(name: str) -> str:
     return str(name).strip().lstrip("-").replace("-", "_").replace(" ", "_")
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a config, grid, recipe or benchmark file
+MAX_CONFIG_VALUES = 100_000  # values after YAML aliases are expanded
+# the sections a config file may hold: the commands that take --config (checked by the CLI)
+CONFIG_COMMANDS = (
+    "pseudo-label",
+    "train diffusion",
+    "train detector",
+    "import detector",
+    "import diffusion",
+    "generate",
+    "score",
+    "eval",
+    "sweep",
+    "demo",
+)
+
+
+def load_structured(path: str | Path, where: str) -> Any:
+    """A YAML (``safe_load``: no Python tags) or JSON file, bounded: at most
+    :data:`MAX_CONFIG_BYTES`, and at most :data:`MAX_CONFIG_VALUES` values once YAML aliases
+    are expanded (a few hundred bytes of nested aliases would expand to gigabytes);
+    self-referential aliases are refused. ``where`` starts every message."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise OodkitError(f"{where}: larger than {MAX_CONFIG_BYTES >> 20} MiB")
+        text = path.read_text()
+        if path.suffix.lower() not in (".yaml", ".yml"):
+            return json.loads(text)
+        import yaml
+
+        _check_expansion(yaml.compose(text, Loader=yaml.SafeLoader), where)
+        return yaml.safe_load(text)
+    except OodkitError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - yaml, json, decoding and OS errors
+        raise OodkitError(f"{where}: cannot parse: {first_line(exc)}") from None
+
+
+def _check_expansion(root: Any, where: str) -> None:
+    """Count a YAML node graph's values as the constructed data would hold them."""
+    if root is None:
+        return
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:  # iterative post-order: deep nesting cannot exhaust the Python stack
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            children = _children(node)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            open_nodes.discard(key)
+            if sizes[key] > MAX_CONFIG_VALUES:
+                raise OodkitError(
+                    f"{where}: expands to more than {MAX_CONFIG_VALUES} values (YAML aliases)"
+                )
+            continue
+        if key in sizes:
+            continue
+        if key in open_nodes:
+            raise OodkitError(f"{where}: a YAML alias refers to itself")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+
+
+def _children(node: Any) -> list[Any]:
+    value = getattr(node, "value", None)
+    if not isinstance(value, list):
+        return []
+    return [x for pair in value for x in pair] if value and isinstance(value[0], tuple) else value
+
+
 def read_config(path: str | Path, command: str, flag: str = "--config") -> dict[str, Any]:
     """The mapping a config file holds for ``command`` (``train detector``, ``generate``, …).
 
     A file is either one stage's options (``{batch_size: 64, ...}``) or sections named after
-    commands (``{generate: {...}, train detector: {...}}``), of which ``command``'s is taken.
-    YAML is read with ``safe_load`` (no Python tags).
+    commands (``{generate: {...}, train detector: {...}}``), of which ``command``'s is taken;
+    a section that names no command (``evl:``) is refused like an unknown option.
     """
     path = Path(path)
     if not path.is_file():
         raise OodkitError(f"{flag} {path} does not exist")
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(path.read_text())
-        else:
-            data = json.loads(path.read_text())
-    except Exception as exc:  # noqa: BLE001 - yaml and json raise different types
-        raise OodkitError(f"{flag} {path}: cannot parse: {first_line(exc)}") from None
+    where = f"{flag} {path}"
+    data = load_structured(path, where)
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise OodkitError(f"{flag} {path}: a config file holds one mapping")
-    sections = {option_key(k): v for k, v in data.items() if isinstance(v, dict)}
-    if sections and len(sections) == len(data):
-        section = sections.get(option_key(command), {})
-        return dict(section)
+        raise OodkitError(f"{where}: a config file holds one mapping")
+    known = {option_key(c) for c in CONFIG_COMMANDS}
+    keys = {option_key(k) for k in data}
+    if keys & known:
+        unknown = sorted(str(k) for k in data if option_key(k) not in known)
+        if unknown:
+            raise OodkitError(
+                f"{where}: unknown section {brief(unknown[0])} (sections are command names: "
+                f"{', '.join(CONFIG_COMMANDS)})"
+            )
+        bad = [str(k) for k, v in data.items() if not isinstance(v, dict)]
+        if bad:
+            raise OodkitError(f"{where}: section {brief(bad[0])} must be a mapping of options")
+        sections = {option_key(k): v for k, v in data.items()}
+        return dict(sections.get(option_key(command), {}))
     return dict(data)
 
 
@@ -243,7 +365,7 @@ def _coerce(f: dataclasses.Field, hint: Any, value: Any, where: str) -> Any:
     flag = flags_of(f)[0]
 
     def bad(what: str) -> OodkitError:
-        return OodkitError(f"{where}: {flag} must be {what}, got {value!r}")
+        return OodkitError(f"{where}: {flag} must be {what}, got {brief(value)}")
 
     if value is None:
         if optional or f.default is None:
@@ -287,7 +409,7 @@ def config_options(options_cls: type, raw: Mapping[str, Any], where: str) -> dic
     for key, value in raw.items():
         name = by_flag.get(option_key(str(key)), option_key(str(key)))
         if name not in fields:
-            raise OodkitError(f"{where}: unknown option {key!r}")
+            raise OodkitError(f"{where}: unknown option {brief(key)}")
         out[name] = _coerce(fields[name], hints[name], value, where)
     return out
 

@@ -34,6 +34,7 @@ from oodkit.data.tables import (
     with_channels,
 )
 from oodkit.errors import OodkitError
+from oodkit.options import load_structured
 
 SET_NAME = re.compile(r"[\w+-][\w.+-]*")
 
@@ -181,16 +182,7 @@ def _set_from(
 def load_benchmark_file(path: str | Path, data_root: str | Path | None = None) -> Benchmark:
     """Read a custom benchmark from JSON or YAML (docs/benchmarks.md)."""
     path = Path(path)
-    text = path.read_text()
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            spec = yaml.safe_load(text)
-        else:
-            spec = json.loads(text)
-    except Exception as exc:  # noqa: BLE001 - yaml and json raise different types
-        raise OodkitError(f"{path}: cannot parse benchmark file: {exc}") from None
+    spec = load_structured(path, f"benchmark file {path}")
     if not isinstance(spec, dict):
         raise OodkitError(f"{path}: a benchmark file holds one mapping")
     missing = [k for k in ("id_train", "id_test", "ood") if k not in spec]

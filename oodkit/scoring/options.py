@@ -18,7 +18,7 @@ class ScoreOptions:
     outliers: str | None = O.option(None, "Outliers for sd-vote.", role="input")
     k: int | None = O.option(None, f"Neighbours ({SCORE.defaults_help('k')}).", minimum=1)
     alpha: float = O.option(0.3, "sd-vote outlier weight.")
-    temperature: float = O.option(1.0, "For msp and energy.")
+    temperature: float = O.option(1.0, "For msp and energy.", above=0)
     # --- diffguard (docs/diffguard.md) --------------------------------------------------------
     model: str | None = O.option(
         None, "diffguard: diffusion model (folder, artifact or Hub id).", role="input"
@@ -34,11 +34,17 @@ class ScoreOptions:
         None, "diffguard: inversion depth, aes or a fraction (classifier aes, cfg 1)."
     )
     aes_psnr: float | None = O.option(
-        48.5, "diffguard AES: stop below this PSNR, 20·log10(255/√MSE) on [−1, 1] (0: off)."
+        48.5,
+        "diffguard AES: stop below this PSNR, 20·log10(255/√MSE) on [−1, 1] (0: off).",
+        minimum=0,
     )
-    aes_gmsd: float | None = O.option(None, "diffguard AES: stop below this 1 − GMSD (0: off).")
+    aes_gmsd: float | None = O.option(
+        None, "diffguard AES: stop below this 1 − GMSD (0: off).", minimum=0
+    )
     aes_dists: float | None = O.option(
-        None, "diffguard AES: stop below this 1 − DISTS (official 0.38; local weights; 0: off)."
+        None,
+        "diffguard AES: stop below this 1 − DISTS (official 0.38; local weights; 0: off).",
+        minimum=0,
     )
     aes_clamp: bool | None = O.option(
         None,
@@ -73,7 +79,9 @@ class ScoreOptions:
         "diffguard: folder of VGG16 / DISTS / LPIPS weight files (default: torch hub cache).",
         role="input",
     )
-    max_invert: float = O.option(0.9, "diffguard AES: deepest inversion, fraction of steps.")
+    max_invert: float = O.option(
+        0.9, "diffguard AES: deepest inversion, fraction of steps.", above=0, maximum=1
+    )
     distance: str | None = O.option(
         None,
         f"diffguard: comma list of {', '.join(DISTANCES)}; one artifact each (default logits-l1).",
@@ -81,20 +89,20 @@ class ScoreOptions:
     reference: str | None = O.option(
         None, "diffguard: compare with the unguided synthesis (default) or the input."
     )
-    classifier_scale: float = O.option(3.0, "diffguard classifier guidance scale.")
+    classifier_scale: float = O.option(3.0, "diffguard classifier guidance scale.", minimum=0)
     cutouts: int = O.option(8, "diffguard cut-outs per step.", minimum=1)
     blend: bool = O.option(
         True,
         "diffguard: classifier sees f·x̂₀ + (1 − f)·x_t, not x̂₀.",
         flags=("--blend/--no-blend",),
     )
-    cfg_scale: float = O.option(10.0, "diffguard CFG scale.")
+    cfg_scale: float = O.option(10.0, "diffguard CFG scale.", minimum=0)
     cam: bool = O.option(
         True,
         "diffguard cfg: guide only where Grad-CAM > --cam-cut (off: everywhere).",
         flags=("--cam/--no-cam",),
     )
-    cam_cut: float = O.option(0.3, "diffguard Grad-CAM mask threshold.")
+    cam_cut: float = O.option(0.3, "diffguard Grad-CAM mask threshold.", minimum=0, below=1)
     cam_resize: str = O.option(
         "image",
         "diffguard cfg: cut the CAM at the image size, then nearest to the model's grid "
@@ -108,9 +116,14 @@ class ScoreOptions:
         0.025,
         "diffguard combination: trust the baseline below this ID-val quantile (under 0.05, "
         "so the 95 %-TPR threshold lies where DiffGuard decides).",
+        minimum=0,
+        maximum=1,
     )
     trust_above: float = O.option(
-        0.975, "diffguard combination: trust the baseline above this ID-val quantile."
+        0.975,
+        "diffguard combination: trust the baseline above this ID-val quantile.",
+        minimum=0,
+        maximum=1,
     )
     limit: int | None = O.option(
         None, "Score only the first N samples of each test set.", minimum=1
@@ -148,5 +161,3 @@ class ScoreOptions:
         resolve_workers(self.num_workers, cuda=False)  # a count or auto, before any work
         if self.label is not None and not self.label.strip():
             raise OodkitError("--label must not be empty")
-        if self.temperature <= 0:
-            raise OodkitError("--temperature must be positive")

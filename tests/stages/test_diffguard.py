@@ -269,7 +269,7 @@ def test_bad_input_is_refused_before_anything_loads(
         ([*dg, "--stop", "1.5"], "--stop must be aes or a fraction in (0, 1]"),
         ([*dg, "--stop", "deep"], "--stop must be aes or a fraction"),
         ([*dg, "--stop", "aes", "--aes-psnr", "40", "--max-invert", "0"], "--max-invert"),
-        ([*dg, "--aes-psnr", "-1"], "--aes-psnr must be ≥ 0 (0: off)"),
+        ([*dg, "--aes-psnr", "-1"], "--aes-psnr must not be negative"),
         ([*dg, "--preset", "sd"], "--preset must be one of gdm, ldm"),
         ([*dg, "--geometry", "crop"], "--geometry must be one of resize, classifier, model"),
         ([*dg, "--restart", "late"], "--restart must be one of exact, official"),

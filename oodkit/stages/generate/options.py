@@ -26,11 +26,11 @@ class GenerateOptions:
         "Fixed start: DDIM steps, or training timesteps for class-conditional methods "
         f"({GENERATION.defaults_help('t_start')}); default: uniform per sample.",
     )
-    lam: float = O.option(0.1, "SONA mask fraction λ.")
+    lam: float = O.option(0.1, "SONA mask fraction λ.", above=0, maximum=1)
     scale: float | None = O.option(None, f"Guidance scale s ({GENERATION.defaults_help('scale')}).")
     w: float = O.option(2.0, "SD guidance weight.")
-    momentum_scale: float = O.option(0.0, "SONA momentum (official: 0.3).")
-    momentum_beta: float = O.option(0.6, "SONA momentum β.")
+    momentum_scale: float = O.option(0.0, "SONA momentum (official: 0.3).", minimum=0)
+    momentum_beta: float = O.option(0.6, "SONA momentum β.", minimum=0, below=1)
     warmup: int = O.option(0, "Unguided steps at each sample's start.", minimum=0)
     ood_condition: str = O.option(
         "class",
@@ -92,8 +92,6 @@ class GenerateOptions:
             out.t_start = defaults.get("t_start")
         if out.scale is None:
             out.scale = defaults.get("scale")
-        if not 0 < out.lam <= 1:
-            raise OodkitError("--lam must lie in (0, 1]")
         _one_of("--resize", out.resize, O.RESIZE_POLICIES)
         _one_of("--dtype", out.dtype, DTYPES)
         _one_of("--mode", out.mode, ("sdedit", "vae"))

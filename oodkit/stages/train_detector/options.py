@@ -35,17 +35,17 @@ class TrainOptions:
     outlier_batch_size: int | None = O.option(
         None, "Outliers per step (default: batch size).", minimum=1
     )
-    lr: float = O.option(0.1, "Base learning rate (SGD).")
-    momentum: float = O.option(0.9, "SGD momentum.")
-    weight_decay: float = O.option(5e-4, "SGD weight decay.")
+    lr: float = O.option(0.1, "Base learning rate (SGD).", above=0)
+    momentum: float = O.option(0.9, "SGD momentum.", minimum=0, below=1)
+    weight_decay: float = O.option(5e-4, "SGD weight decay.", minimum=0)
     nesterov: bool = O.option(True, "Nesterov momentum.", flags=("--nesterov/--no-nesterov",))
-    min_lr: float = O.option(1e-6, "End of the per-step cosine.")
-    beta: float = O.option(0.5, "OE weight (oe, sona).")
-    club_weight: float = O.option(1.0, "CLUB weight (sona).")
+    min_lr: float = O.option(1e-6, "End of the per-step cosine.", minimum=0)
+    beta: float = O.option(0.5, "OE weight (oe, sona).", minimum=0)
+    club_weight: float = O.option(1.0, "CLUB weight (sona).", minimum=0)
     club_steps: int = O.option(5, "Estimator steps per batch.", minimum=0)
-    club_lr: float = O.option(1e-4, "CLUB estimator learning rate.")
-    sd_lambda: float = O.option(0.3, "Out-class head weight (sd).")
-    energy_weight: float = O.option(0.1, "Energy-margin weight (energy).")
+    club_lr: float = O.option(1e-4, "CLUB estimator learning rate.", above=0)
+    sd_lambda: float = O.option(0.3, "Out-class head weight (sd).", minimum=0)
+    energy_weight: float = O.option(0.1, "Energy-margin weight (energy).", minimum=0)
     m_in: float = O.option(-25.0, "ID energy margin (energy).")
     m_out: float = O.option(-7.0, "Outlier energy margin (energy).")
     augment: str = O.option("auto", f"{', '.join(AUGMENTS)}.")
@@ -66,5 +66,7 @@ class TrainOptions:
         DETECTOR_LOSS.get(self.loss)
         if self.augment not in AUGMENTS:
             raise OodkitError(f"--augment must be one of {', '.join(AUGMENTS)}")
-        if self.lr <= 0:
-            raise OodkitError("--lr must be positive")
+        if self.nesterov and self.momentum == 0:
+            raise OodkitError("--nesterov needs --momentum > 0: give a momentum or --no-nesterov")
+        if self.min_lr > self.lr:
+            raise OodkitError(f"--min-lr {self.min_lr:g} must not exceed --lr {self.lr:g}")

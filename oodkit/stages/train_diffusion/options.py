@@ -19,9 +19,9 @@ class DiffusionOptions:
     preset: str = O.option("tiny", "tiny (CPU, ~1 M params) or cifar (DDPM CIFAR-10 UNet).")
     steps: int = O.option(2000, "Training steps.", minimum=1)
     batch_size: int = O.option(64, "Images per step.", minimum=1)
-    lr: float = O.option(1e-3, "AdamW learning rate.")
-    p_uncond: float = O.option(0.1, "Label dropout to the null class.")
-    ema_decay: float = O.option(0.999, "EMA decay of the saved weights.")
+    lr: float = O.option(1e-3, "AdamW learning rate.", above=0)
+    p_uncond: float = O.option(0.1, "Label dropout to the null class.", minimum=0, below=1)
+    ema_decay: float = O.option(0.999, "EMA decay of the saved weights.", minimum=0, below=1)
     betas: str = O.option("linear", "linear or cosine.")
     train_timesteps: int = O.option(1000, "Diffusion timesteps.", cli=False, minimum=1)
     flip: bool = O.option(False, "Random horizontal flips.")
@@ -39,5 +39,3 @@ class DiffusionOptions:
             raise OodkitError(f"--preset must be one of {', '.join(PRESETS)}")
         if self.betas not in BETAS:
             raise OodkitError(f"--betas must be one of {', '.join(BETAS)}")
-        if not 0 <= self.p_uncond < 1:
-            raise OodkitError("--p-uncond must lie in [0, 1)")
