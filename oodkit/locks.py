@@ -7,8 +7,8 @@ host, start time, command) instead of racing on ``<out>.partial``. The lock is a
 ``flock`` (the ``filelock`` library), so a killed holder leaves no lock behind: the next run
 takes it over and resumes. The lock file is removed when the stage ends.
 
-Only the main process of a distributed run (``RANK`` 0 or unset) claims: the other ranks of the
-same run write their shards under the main process's lock.
+Only the main process of a distributed run (rank 0 of its initialised process group) claims:
+the other ranks of the same run write their shards under the main process's lock.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -44,7 +45,13 @@ def lock_path(out: str | Path) -> Path:
 
 
 def _is_main_rank() -> bool:
-    return os.environ.get("RANK", "0") == "0"
+    """Rank 0 of the run's real process group, or a process in none. ``RANK`` alone proves
+    nothing (a shell inside a torchrun or Slurm allocation has it set): multi-process stages
+    join their group before they claim an output."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized():
+        return True
+    return dist.get_rank() == 0
 
 
 def _holder(command: str | None) -> dict[str, Any]:

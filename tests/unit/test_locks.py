@@ -66,13 +66,54 @@ def test_a_killed_holder_leaves_a_stale_lock_that_the_next_run_takes_over(tmp_pa
     assert not lock_path(out).exists()
 
 
-def test_claims_outside_a_stage_or_on_other_ranks_do_nothing(tmp_path, monkeypatch) -> None:
+def test_claims_outside_a_stage_do_nothing_and_rank_in_the_environment_proves_nothing(
+    tmp_path, monkeypatch
+) -> None:
     claim(tmp_path / "a")
     assert not lock_path(tmp_path / "a").exists()
-    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("RANK", "1")  # a shell inside a torchrun / Slurm allocation
+    monkeypatch.setenv("WORLD_SIZE", "4")
     with output_scope():
         claim(tmp_path / "b")
-        assert not lock_path(tmp_path / "b").exists()
+        assert lock_path(tmp_path / "b").exists()
+
+
+RANKED = """
+import os, sys
+from pathlib import Path
+import torch.distributed as dist
+from oodkit.locks import claim, lock_path, output_scope
+
+dist.init_process_group("gloo")
+out = Path(sys.argv[1]) / f"out{dist.get_rank()}"
+with output_scope():
+    claim(out)
+    print(lock_path(out).exists(), flush=True)
+    dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_only_rank_0_of_a_real_process_group_claims(tmp_path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    env |= {"MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANKED, str(tmp_path)],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    assert outs == ["True", "False"]
 
 
 def test_a_refused_stage_removes_the_folders_its_claim_made(tmp_path: Path) -> None:

@@ -127,11 +127,14 @@ def check_inputs(detector: str | Path, benchmark: str, out: Path, o: ScoreOption
 
 def record(run: Run) -> list[Artifact] | None:
     """The recorded recipe and fingerprinted inputs; the outputs when all are finished."""
+    from accelerate import PartialState
+
     from oodkit.diffusion.denoisers import model_input
     from oodkit.perceptual import weights_input
     from oodkit.scoring.common import detector_label, map_digest
 
     r, o, det = run.r, run.o, run.det
+    PartialState(cpu=run.device == "cpu")  # joins the process group before outputs are claimed
     inputs = [det.as_input(), model_input(o.model, run.spec)]
     inputs += [run.base.as_input()] if run.base else []
     inputs += [weights_input(n, o.perceptual_weights) for n in perceptual_needs(r, o)]

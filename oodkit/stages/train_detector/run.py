@@ -287,10 +287,10 @@ def train_detector(
     o.check()
     data = prepare_data(id_ref, o)
     params = _params(o, data)
+    acc = make_accelerator(o.device)  # joins the process group before the output is claimed
     existing = check_output(out, "detector", params, data.inputs, o.overwrite)
     if existing is not None:
         return existing
-    acc = make_accelerator(o.device)
     check_world(o.batch_size, "--batch-size", acc.num_processes)
     check_world(o.outlier_batch_size or o.batch_size, "--outlier-batch-size", acc.num_processes)
     model = _model(o, data)

@@ -195,10 +195,10 @@ def train_diffusion(
         "num_classes": classes.num_classes,
         "cfg_null_class": classes.num_classes,
     }
+    acc = make_accelerator(o.device)  # joins the process group before the output is claimed
     existing = check_output(out, "diffusion-model", params, classes.inputs, o.overwrite)
     if existing is not None:
         return existing
-    acc = make_accelerator(o.device)
     check_world(o.batch_size, "--batch-size", acc.num_processes)
     ckpt = main_first(
         acc,
