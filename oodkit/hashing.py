@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 
 from oodkit.artifacts import atomic_file
@@ -45,22 +46,35 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-class _Hashes:
-    """The (path, size, mtime) → SHA-256 cache, saved when it changed."""
+class FileHashes:
+    """The (path, size, mtime) → SHA-256 cache, saved when it changed (on leaving a
+    ``with`` block). Only regular files are read: a FIFO or device would block or never end,
+    so it is refused with one line."""
 
     def __init__(self) -> None:
         self.file = cache_dir() / "file-hashes.json"
         try:
             self.cache = json.loads(self.file.read_text())
-        except (OSError, ValueError):
+            if not isinstance(self.cache, dict):
+                self.cache = {}
+        except (OSError, ValueError):  # absent or damaged: hashed again
             self.cache = {}
         self.changed = False
 
+    def __enter__(self) -> FileHashes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.save()
+
     def digest(self, f: Path) -> str:
+        f = Path(os.path.abspath(f))
         st = f.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise OodkitError(f"{f} is not a regular file")
         key, stamp = str(f), [st.st_size, st.st_mtime_ns]
         entry = self.cache.get(key)
-        if entry is None or entry[:2] != stamp:
+        if not isinstance(entry, list) or len(entry) != 3 or entry[:2] != stamp:
             entry = [*stamp, _sha256(f)]
             self.cache[key], self.changed = entry, True
         return entry[2]
@@ -77,7 +91,7 @@ class _Hashes:
 
 def file_digest(path: str | Path) -> str:
     """SHA-256 of one file's contents."""
-    hashes = _Hashes()
+    hashes = FileHashes()
     digest = hashes.digest(Path(path).resolve())
     hashes.save()
     return digest
@@ -87,7 +101,7 @@ def tree_digest(folder: str | Path) -> str:
     """SHA-256 over the relative paths and contents of every regular file under ``folder``
     (hidden files and folders excluded)."""
     folder = Path(folder).resolve()
-    hashes = _Hashes()
+    hashes = FileHashes()
     h = hashlib.sha256()
     files = sorted(
         p

@@ -27,6 +27,7 @@ from oodkit.data.benchmarks import BENCHMARKS, Benchmark, DataSet
 from oodkit.data.tables import (
     IMAGE_EXTENSIONS,
     channels_of,
+    identified_by_content,
     load_hub,
     load_image_folder,
     load_saved,
@@ -53,7 +54,7 @@ def load_dataset_ref(
     from oodkit.artifacts import MANIFEST_NAME, load_artifact
 
     if ref.startswith("hub:"):
-        return with_channels(load_hub(ref[4:]), channels)
+        return with_channels(identified_by_content(load_hub(ref[4:])), channels)
     path = Path(ref).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
@@ -64,7 +65,7 @@ def load_dataset_ref(
             ds = load_saved(path)
         else:
             ds = load_image_folder(path)
-        return with_channels(ds, channels)
+        return with_channels(identified_by_content(ds), channels)
     name, _, set_name = ref.partition(":")
     if name.partition("?")[0] in benchmark_names():
         bench = get_benchmark(name, data_root=data_root)

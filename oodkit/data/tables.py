@@ -30,6 +30,49 @@ def channels_of(image: Any) -> int:
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
 
 
+def identified_by_content(ds: datasets.Dataset) -> datasets.Dataset:
+    """``ds`` with a fingerprint of its content, not of where it lies.
+
+    ``datasets`` fingerprints a table loaded from disk by its recorded state and a table of
+    image paths by the paths: rewriting the files in place keeps the fingerprint, so caches
+    and manifests keyed by it would serve old results. Here the fingerprint also covers the
+    bytes of every Arrow file behind the table and of every image file it refers to by path
+    (SHA-256, cached by path, size and modification time: a later run re-reads only files
+    that changed). In-memory tables are already fingerprinted by their values.
+    """
+    import hashlib
+
+    from oodkit.hashing import FileHashes
+
+    if getattr(ds, "_oodkit_by_content", False):
+        return ds
+    files = [Path(c["filename"]) for c in ds.cache_files]
+    image = ds.features.get("image")
+    if image is not None and type(image).__name__ == "Image":
+        import pyarrow.compute as pc
+
+        cells = ds.with_format("arrow").select_columns(["image"])[:]["image"]
+        by_path = pc.and_(
+            pc.is_null(pc.struct_field(cells, "bytes")), pc.is_valid(pc.struct_field(cells, "path"))
+        )
+        files += [Path(f) for f in pc.filter(pc.struct_field(cells, "path"), by_path).to_pylist()]
+    if files:
+        h = hashlib.sha256(str(ds._fingerprint).encode())
+        with FileHashes() as hashes:
+            for f in files:
+                h.update(b"\0" + _digest(hashes, f).encode())
+        ds._fingerprint = h.hexdigest()
+    ds._oodkit_by_content = True
+    return ds
+
+
+def _digest(hashes: Any, path: Path) -> str:
+    try:
+        return hashes.digest(path)
+    except OSError as exc:
+        raise OodkitError(f"cannot read {path}: {exc.strerror}") from None
+
+
 def with_channels(ds: datasets.Dataset, channels: int | None) -> datasets.Dataset:
     """Decode images as grayscale (1) or RGB (3), whatever mode (L, RGBA, P, ...) they are in."""
     import datasets

@@ -74,6 +74,7 @@ class Run:
     params: dict[str, Any] = field(default_factory=dict)
     targets: list[Target] = field(default_factory=list)
     syntheses: Artifact | None = None  # a finished syntheses artifact
+    loaded: dict[str, Any] = field(default_factory=dict)  # the scored sets, by key
 
 
 @writes_output
@@ -129,18 +130,21 @@ def record(run: Run) -> list[Artifact] | None:
     """The recorded recipe and fingerprinted inputs; the outputs when all are finished."""
     from accelerate import PartialState
 
+    from oodkit.data.sources import dataset_input
     from oodkit.diffusion.denoisers import model_input
     from oodkit.perceptual import weights_input
-    from oodkit.scoring.common import detector_label, map_digest
+    from oodkit.scoring.common import detector_label, first, map_digest
 
     r, o, det = run.r, run.o, run.det
     PartialState(cpu=run.device == "cpu")  # joins the process group before outputs are claimed
+    run.loaded = {key: first(run.bench.load(key), o.limit) for key, _, _ in run.sets}
     inputs = [det.as_input(), model_input(o.model, run.spec)]
     inputs += [run.base.as_input()] if run.base else []
     inputs += [weights_input(n, o.perceptual_weights) for n in perceptual_needs(r, o)]
     for name, mapped in (("wordnet-ids", run.columns), ("model-wordnet-ids", run.model_ids)):
         if mapped is not None:
             inputs.append({"kind": "class-map", "path": name, "fingerprint": map_digest(mapped)})
+    inputs += [dataset_input(f"{run.benchmark}:{k}", ds) for k, ds in run.loaded.items()]
     classifier, cfg = r.guidance == "classifier", r.guidance == "cfg"
     aes = r.stop == "aes"
     run.inputs = inputs
@@ -219,14 +223,13 @@ def synthesise(run: Run):
 
     from oodkit.diffusion.denoisers import load_denoiser
     from oodkit.models.detector import load_detector
-    from oodkit.scoring.common import first
     from oodkit.sharding import open_sharded, run_shards
 
     o, r = run.o, run.r
     if o.cache:
         writable_cache(FEATURES)
         writable_cache(INVERSIONS)
-    loaded = {key: first(run.bench.load(key), o.limit) for key, _, _ in run.sets}
+    loaded = run.loaded
     items = plan_items(loaded, run.sets)
     oracle = oracle_labels(items, o.seed, run.labels) if o.oracle else None
     state = PartialState(cpu=run.device == "cpu")

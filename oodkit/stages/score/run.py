@@ -114,7 +114,7 @@ def score(
     ``oodkit.stages.diffguard``, reached through the method registry). Keyword arguments
     override fields of ``options``.
     """
-    from oodkit.data.sources import get_benchmark, load_artifact_or_dataset
+    from oodkit.data.sources import dataset_input, get_benchmark, load_artifact_or_dataset
     from oodkit.models.detector import load_detector
     from oodkit.models.imported import class_map
     from oodkit.scoring.features import cached_extract
@@ -148,6 +148,12 @@ def score(
     if columns is not None:
         digest = map_digest(columns)
         inputs.append({"kind": "class-map", "path": "wordnet-ids", "fingerprint": digest})
+    sets = [("id_test", bench.id_test)] + [(s.name, s) for s in bench.ood]
+    loaded = {key: first(bench.load(key), o.limit) for key, _ in sets}
+    needs = {n for m in chosen for n in m.needs}
+    id_train = bench.load("id_train") if "id_train" in needs else None
+    named = {**loaded, **({"id_train": id_train} if id_train is not None else {})}
+    inputs += [dataset_input(f"{benchmark}:{key}", ds) for key, ds in named.items()]
     targets = _targets(chosen, det, benchmark, out, o, inputs)
     todo = [t for t in targets if t.existing is None]
     if not todo:
@@ -163,14 +169,12 @@ def score(
             got = {**got, "logits": got["logits"][:, columns]}
         return got
 
-    sets = [("id_test", bench.id_test)] + [(s.name, s) for s in bench.ood]
-    loaded = {key: first(bench.load(key), o.limit) for key, _ in sets}
     id_labels = torch.tensor(loaded["id_test"]["label"])
     _check_labels(det, bench, model.config, id_labels)
     feats = {key: run(ds) for key, ds in loaded.items()}
     needs = {n for t in todo for n in t.method.needs}
     refs = References(
-        id_train=run(bench.load("id_train")) if "id_train" in needs else None,
+        id_train=run(id_train) if id_train is not None and "id_train" in needs else None,
         outliers=run(out_ds) if out_ds is not None and "outliers" in needs else None,
     )
     clusters = det.manifest.params.get("labels") is not None

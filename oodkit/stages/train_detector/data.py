@@ -152,7 +152,8 @@ def prepare_data(id_ref: str, o: TrainOptions) -> TrainingData:
     )
     out_table = _outlier_table(o, idd, labels, t_train, mode, inputs)
     val_table = None
-    if idd.val is not None and o.labels is None:
+    if idd.val is not None and o.labels is None:  # its accuracies are the detector's summary
+        inputs.append(dataset_input(o.val or f"{id_ref}:id_val", idd.val))
         val_table = ImageTable(idd.val, t_eval, np.asarray(column(idd.val, "label")), mode)
     refs = {
         "id": id_ref,
