@@ -144,13 +144,25 @@ class PseudoLabels:
         return np.array([self.cluster_of[s] for s in sample_ids], dtype=np.int64)
 
 
+def check_unique(ids: Sequence[str], where: str) -> None:
+    """Sample ids are keys (of shards, of joins with labels and sources): refuse repeats."""
+    seen: set[str] = set()
+    for i in ids:
+        if i in seen:
+            repeats = len(ids) - len(set(ids))
+            raise OodkitError(
+                f"{where}: sample id {i!r} is not unique ({repeats} repeated ids); ids are keys"
+            )
+        seen.add(i)
+
+
 def read_pseudo_labels(path: str | Path) -> PseudoLabels:
     """Load a pseudo-labels artifact."""
     art = load_artifact(path, kind="pseudo-labels")
     table = art.dataset()
-    return PseudoLabels(
-        art, dict(zip(column(table, "sample_id"), column(table, "cluster"), strict=True))
-    )
+    ids = column(table, "sample_id")
+    check_unique(ids, str(art.path))
+    return PseudoLabels(art, dict(zip(ids, column(table, "cluster"), strict=True)))
 
 
 # --- scores ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oodkit.data.tables import identified_by_content, with_channels
+from oodkit.data.tables import admitted, with_channels
 from oodkit.errors import OodkitError
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class Benchmark:
             raise OodkitError(
                 f"benchmark {self.name!r} has no set {key!r} (sets: {', '.join(sets)})"
             )
-        return with_channels(identified_by_content(sets[key].loader()), self.channels)
+        return with_channels(admitted(sets[key].loader(), f"{self.name}:{key}"), self.channels)
 
     def to_dict(self) -> dict[str, Any]:
         """The custom-benchmark file form (only for benchmarks made of references)."""

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from oodkit.data.tables import image_mode
+from oodkit.data.tables import image_mode, to_mode
 from oodkit.options import IMAGE_FORMATS, RESIZE_POLICIES, check_image_format
 
 if TYPE_CHECKING:
@@ -114,9 +114,7 @@ class ImageTable(Dataset):
 
     def image(self, index: int) -> torch.Tensor:
         img = self.table[int(index)]["image"]
-        if img.mode != self.mode:
-            img = img.convert(self.mode)
-        return self.transform(img)
+        return self.transform(to_mode(img, self.mode))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         return self.image(index), int(self.labels[index]), int(index)
@@ -137,7 +135,7 @@ class LazyImages(Sequence):
 
     def __getitem__(self, index):  # type: ignore[override]
         img = self.table[int(index)]["image"]
-        return img.convert(self.mode) if img.mode != self.mode else img
+        return to_mode(img, self.mode)
 
 
 def images_of(table: datasets.Dataset, mode: str, size: int, channels: int) -> Sequence:
@@ -169,7 +167,7 @@ def to_tensor(images: Sequence, size: int, channels: int) -> torch.Tensor:
     mode = image_mode(channels)
     out = []
     for im in images:
-        im = im.convert(mode) if im.mode != mode else im
+        im = to_mode(im, mode)
         t = pil_to_tensor(im).float() / 255
         if t.shape[-2:] != (size, size):
             t = resize(t, [size, size], antialias=True)
@@ -197,7 +195,7 @@ def fit_square(
     mode = image_mode(channels)
     out, boxes = [], []
     for im in images:
-        im = im.convert(mode) if im.mode != mode else im
+        im = to_mode(im, mode)
         t = pil_to_tensor(im).float() / 255
         h, w = t.shape[-2:]
         box: Box = (0, 0, size, size)

@@ -26,8 +26,8 @@ from urllib.parse import parse_qsl
 from oodkit.data.benchmarks import BENCHMARKS, Benchmark, DataSet
 from oodkit.data.tables import (
     IMAGE_EXTENSIONS,
+    admitted,
     channels_of,
-    identified_by_content,
     load_hub,
     load_image_folder,
     load_saved,
@@ -54,7 +54,7 @@ def load_dataset_ref(
     from oodkit.artifacts import MANIFEST_NAME, load_artifact
 
     if ref.startswith("hub:"):
-        return with_channels(identified_by_content(load_hub(ref[4:])), channels)
+        return with_channels(admitted(load_hub(ref[4:]), ref), channels)
     path = Path(ref).expanduser()
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
@@ -65,7 +65,7 @@ def load_dataset_ref(
             ds = load_saved(path)
         else:
             ds = load_image_folder(path)
-        return with_channels(identified_by_content(ds), channels)
+        return with_channels(admitted(ds, ref), channels)
     name, _, set_name = ref.partition(":")
     if name.partition("?")[0] in benchmark_names():
         bench = get_benchmark(name, data_root=data_root)

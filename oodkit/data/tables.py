@@ -4,6 +4,7 @@ normalised to the image schema (``image``, ``label``, ``sample_id``) and a chann
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,8 @@ def image_mode(channels: int) -> str:
     return "L" if channels == 1 else "RGB"
 
 
-GRAY_MODES = ("L", "1", "I", "F", "I;16", "LA")
+HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # more than 8 bits a sample
+GRAY_MODES = ("L", "1", "LA", *HIGH_DEPTH)
 
 
 def channels_of(image: Any) -> int:
@@ -28,6 +30,19 @@ def channels_of(image: Any) -> int:
 
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+
+
+def admitted(ds: datasets.Dataset, where: str) -> datasets.Dataset:
+    """A dataset as every stage may take it: sample ids unique (they are keys) and a
+    fingerprint of its content (:func:`identified_by_content`)."""
+    from oodkit.artifacts import column
+    from oodkit.schemas import check_unique
+
+    if getattr(ds, "_oodkit_by_content", False):
+        return ds
+    if "sample_id" in ds.features:
+        check_unique(column(ds, "sample_id"), where)
+    return identified_by_content(ds)
 
 
 def identified_by_content(ds: datasets.Dataset) -> datasets.Dataset:
@@ -73,15 +88,85 @@ def _digest(hashes: Any, path: Path) -> str:
         raise OodkitError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def with_channels(ds: datasets.Dataset, channels: int | None) -> datasets.Dataset:
-    """Decode images as grayscale (1) or RGB (3), whatever mode (L, RGBA, P, ...) they are in."""
-    import datasets
+def to_mode(img: Any, mode: str) -> Any:
+    """A PIL image in ``mode`` (L or RGB). Images of more than 8 bits a sample are scaled
+    from their full range (16-bit: 65535, a 32-bit TIFF: its bits and sample format, float:
+    [0, 1]) to 8 bits, never clipped as PIL's ``convert`` does; values outside that range,
+    or an integer image whose range cannot be told, are refused with one line."""
+    import numpy as np
+    from PIL import Image
 
+    if img.mode == mode:
+        return img
+    if img.mode in HIGH_DEPTH:
+        top = _full_scale(img)
+        arr = np.asarray(img, dtype=np.float64)
+        if arr.size and (not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > top):
+            raise OodkitError(
+                f"{_name(img)}: {img.mode} image with values outside 0..{top:.10g} (its range); "
+                "convert it to 8 or 16 bits"
+            )
+        img = Image.fromarray(np.round(arr * (255 / top)).astype(np.uint8), "L")
+    return img.convert(mode)
+
+
+def _name(img: Any) -> str:
+    return getattr(img, "filename", "") or f"a {img.format or 'decoded'} image"
+
+
+def _full_scale(img: Any) -> float:
+    """The value of full white of a high-bit-depth PIL image."""
+    if img.mode == "F":
+        return 1.0
+    if img.mode.startswith("I;16"):
+        return 65535.0
+    tags = getattr(img, "tag_v2", None)
+    if tags is not None and tags.get(258):  # a TIFF: BitsPerSample, SampleFormat (2: signed)
+        bits, signed = int(tags[258][0]), tags.get(339, (1,))[0] == 2
+        return float(2 ** (bits - 1) - 1 if signed else 2**bits - 1)
+    if img.format in ("PNG", "PPM"):  # 16-bit files PIL opens as 32-bit integers
+        return 65535.0
+    raise OodkitError(
+        f"{_name(img)}: cannot tell the range of this 32-bit integer image; convert it to 8 or "
+        "16 bits"
+    )
+
+
+_scaled: list[type] = []
+
+
+def _scaled_image() -> type:
+    """``ScaledImage``: a ``datasets.Image`` feature that decodes through :func:`to_mode`
+    (recorded as ``Image``: its ``_type``). Made on first use, so importing this module does
+    not import ``datasets``; reachable by name (PEP 562), so loader workers can unpickle it."""
+    if not _scaled:
+        import datasets
+
+        @dataclass
+        class ScaledImage(datasets.Image):
+            def decode_example(self, value: dict, token_per_repo_id=None) -> Any:
+                plain = datasets.Image(decode=True)
+                return to_mode(plain.decode_example(value, token_per_repo_id), self.mode)
+
+        ScaledImage.__module__, ScaledImage.__qualname__ = __name__, "ScaledImage"
+        _scaled.append(ScaledImage)
+    return _scaled[0]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ScaledImage":
+        return _scaled_image()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def with_channels(ds: datasets.Dataset, channels: int | None) -> datasets.Dataset:
+    """Decode images as grayscale (1) or RGB (3), whatever mode (L, RGBA, P, 16-bit, float,
+    ...) they are in (:func:`to_mode`)."""
     if channels is None:
         return ds
     if channels not in (1, 3):
         raise OodkitError(f"channels must be 1 or 3, got {channels}")
-    return ds.cast_column("image", datasets.Image(mode=image_mode(channels)))
+    return ds.cast_column("image", _scaled_image()(mode=image_mode(channels)))
 
 
 def _hub_offline_message(exc: BaseException) -> str | None:

@@ -61,3 +61,53 @@ def test_a_benchmark_rewritten_in_place_reaches_the_cache_and_the_manifest(
     with pytest.raises(OodkitError, match=r"different inputs \(.*:o changed\)"):
         score(ce_detector, str(bench), "energy", tmp_path / "s1", quiet=True)
     assert _scores(load_artifact(tmp_path / "s1")) == _scores(first)  # refused, not replaced
+
+
+def test_high_bit_depth_images_are_scaled_by_their_range_not_clipped(tmp_path) -> None:
+    """The same picture as 8-bit PNG, 16-bit PNG, 16-bit TIFF, signed 32-bit TIFF and float
+    TIFF decodes to the same 8-bit pixels (reference: value / full scale × 255, rounded)."""
+    from oodkit.data.sources import load_dataset_ref
+
+    pixels = np.random.default_rng(3).integers(0, 256, (12, 12)).astype(np.uint8)
+    top32 = 2**31 - 1
+    encoded = {
+        "a8.png": pixels,
+        "b16.png": pixels.astype(np.uint16) * 257,
+        "c16.tif": pixels.astype(np.uint16) * 257,
+        "d32.tif": np.round(pixels.astype(np.float64) * top32 / 255).astype(np.int32),
+        "e.tif": (pixels / 255).astype(np.float32),
+    }
+    for name, arr in encoded.items():
+        Image.fromarray(arr).save(tmp_path / name)
+    assert Image.open(tmp_path / "b16.png").mode == "I;16"  # what PIL clipped to 255
+    for channels in (1, 3):
+        ds = load_dataset_ref(str(tmp_path), channels=channels)
+        for row in ds:
+            got = np.asarray(row["image"])
+            want = pixels if channels == 1 else np.repeat(pixels[..., None], 3, axis=-1)
+            np.testing.assert_array_equal(got, want, err_msg=row["sample_id"])
+
+
+def test_images_outside_their_range_are_refused(tmp_path) -> None:
+    from oodkit.data.sources import load_dataset_ref
+
+    Image.fromarray(np.full((4, 4), 1.5, np.float32)).save(tmp_path / "hot.tif")
+    ds = load_dataset_ref(str(tmp_path), channels=1)
+    with pytest.raises(OodkitError, match=r"hot.tif: F image with values outside 0..1"):
+        ds[0]["image"]
+
+
+def test_repeated_sample_ids_are_refused_where_data_enters(tmp_path) -> None:
+    import datasets
+
+    from oodkit.data.sources import load_dataset_ref
+    from oodkit.schemas import image_features
+
+    rows = {
+        "image": [Image.new("L", (8, 8), i) for i in range(4)],
+        "label": [0, 1, 0, 1],
+        "sample_id": ["a", "b", "a", "c"],
+    }
+    datasets.Dataset.from_dict(rows, features=image_features()).save_to_disk(tmp_path / "d")
+    with pytest.raises(OodkitError, match=r"sample id 'a' is not unique \(1 repeated"):
+        load_dataset_ref(str(tmp_path / "d"))

@@ -216,7 +216,7 @@ def sharded_work(
     """DiffGuard as sharded-run work: batches in item order, cut into shards; inputs as the
     geometry gives them (the model's square, or the classifier's resize and crop)."""
     from oodkit.data.images import eval_view
-    from oodkit.data.tables import image_mode
+    from oodkit.data.tables import image_mode, to_mode
     from oodkit.devices import resolve_workers
     from oodkit.sharding import ShardWork, cut_shards
 
@@ -231,7 +231,7 @@ def sharded_work(
     def load(batch: list[int]) -> torch.Tensor:
         images = [loaded[items[i].set_key][items[i].row]["image"] for i in batch]
         if view is not None:
-            return torch.stack([view(im.convert(mode) if im.mode != mode else im) for im in images])
+            return torch.stack([view(to_mode(im, mode)) for im in images])
         return fit_square(images, den.image_size, den.channels, "crop")[0]
 
     def compute(batch: list[int], images: torch.Tensor) -> dict[str, list]:

@@ -129,6 +129,7 @@ def judge_predictions(
     import torch
 
     from oodkit.data.images import eval_transform
+    from oodkit.data.tables import to_mode
     from oodkit.models.detector import load_detector
 
     model = load_detector(judge, device)
@@ -137,7 +138,7 @@ def judge_predictions(
     preds = []
     with torch.no_grad():
         for rows in _slices(ds, batch_size):
-            batch = torch.stack([transform(im.convert(mode)) for im in rows["image"]])
+            batch = torch.stack([transform(to_mode(im, mode)) for im in rows["image"]])
             preds.append(model(batch.to(device))["logits"].argmax(1).cpu())
     return torch.cat(preds).numpy() if preds else np.zeros(0, dtype=np.int64)
 
