@@ -354,6 +354,20 @@ def _input_prints(inputs: Sequence[Mapping[str, Any]]) -> list[Any]:
     return [i.get("fingerprint") for i in inputs]
 
 
+def check_apart(out: Path, inputs: Sequence[Mapping[str, Any]]) -> None:
+    """Refuse an output folder that is, lies inside or holds an input (``eval sc --out
+    sc/metrics`` would change ``sc`` and leave it failing ``verify``)."""
+    where = out.resolve()
+    for i in inputs:
+        ref = str(i.get("path") or "")
+        if not ref or ref.startswith("hub:") or not Path(ref).exists():
+            continue
+        src = Path(ref).resolve()
+        if where == src or src in where.parents or where in src.parents:
+            relation = "is" if where == src else "lies inside" if src in where.parents else "holds"
+            raise OodkitError(f"--out {out} {relation} the input {ref}: write elsewhere")
+
+
 def check_output(
     out: str | Path,
     kind: str,
@@ -370,6 +384,7 @@ def check_output(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OodkitError(f"{out} exists and is not a directory")
+    check_apart(out, inputs)
     claim(out, _command)  # before looking: a writer finishing meanwhile is seen below
     if not out.exists():
         return None

@@ -111,3 +111,36 @@ def test_repeated_sample_ids_are_refused_where_data_enters(tmp_path) -> None:
     datasets.Dataset.from_dict(rows, features=image_features()).save_to_disk(tmp_path / "d")
     with pytest.raises(OodkitError, match=r"sample id 'a' is not unique \(1 repeated"):
         load_dataset_ref(str(tmp_path / "d"))
+
+
+def test_eval_averages_seeds_of_one_recipe_and_nothing_else(tmp_path) -> None:
+    import shutil
+
+    from oodkit.schemas import SetScores, write_scores
+    from oodkit.stages.evaluate.run import evaluate
+
+    def run(name: str, seed: int, shift: float, **params) -> Path:
+        rng = np.random.default_rng(seed)
+        sets = [
+            SetScores("test", "id", [f"t{i}" for i in range(20)], rng.normal(1 + shift, 1, 20)),
+            SetScores("o", "far", [f"o{i}" for i in range(20)], rng.normal(0, 1, 20)),
+        ]
+        p = {"method": "energy", "benchmark": "b.json", "seed": seed, **params}
+        write_scores(tmp_path / name, sets, p)
+        return tmp_path / name
+
+    s0, s1 = run("s0", 0, 0.0), run("s1", 1, 0.0)
+    _, [block] = evaluate([s0, s1], tmp_path / "m", plots=False)
+    assert block["runs"] == 2
+    shutil.copytree(s0, tmp_path / "copy")
+    cases = {
+        "the same artifact twice": ([s0, s0], "hold the same scores"),
+        "a copy of it": ([s0, tmp_path / "copy"], "hold the same scores"),
+        "another benchmark": ([s0, run("b", 2, 0.0, benchmark="other.json")], "benchmark"),
+        "another temperature": ([s0, run("t", 3, 0.0, temperature=2.0)], "temperature"),
+        "a repeated seed": ([s0, s1, run("r", 1, 0.5)], "share seed 1"),
+    }
+    for what, (arts, message) in cases.items():
+        with pytest.raises(OodkitError, match=message):
+            evaluate(arts, tmp_path / "refused", plots=False)
+        assert not (tmp_path / "refused").exists(), what

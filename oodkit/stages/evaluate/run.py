@@ -9,11 +9,11 @@ from typing import Any
 
 from oodkit import report
 from oodkit.artifacts import Artifact, check_output, load_artifact, write_artifact
-from oodkit.errors import OodkitError
+from oodkit.errors import OodkitError, brief
 from oodkit.locks import writes_output
 from oodkit.metrics import METRIC_KEYS, group_means, mean_std, ood_metrics
 from oodkit.options import with_overrides
-from oodkit.schemas import OOD_GROUPS, ScoreRun, read_scores
+from oodkit.schemas import OOD_GROUPS, ScoreRun, read_scores, run_label
 from oodkit.stages.evaluate.options import EvalOptions
 
 
@@ -74,6 +74,55 @@ def _aggregate(label: str, runs: list[ScoreRun], results: list[dict[str, Any]]) 
     return block
 
 
+# parameters that differ between seeds of one recipe: the seed and the artifacts it made
+SEED_VARYING = ("seed", "detector", "combine_with", "outliers")
+
+
+def check_pooling(arts: list[Artifact]) -> None:
+    """Runs that share a label are averaged as seeds, so they must be seeds: distinct
+    artifacts, the same recipe (parameters but :data:`SEED_VARYING`), the same data (the
+    benchmark sets' content fingerprints) and, where recorded, different seeds."""
+    seen: dict[str, Path] = {}
+    for a in arts:
+        twin = seen.setdefault(a.manifest.fingerprint, a.path)
+        if twin != a.path or sum(x.path.resolve() == a.path.resolve() for x in arts) > 1:
+            raise OodkitError(f"{a.path} and {twin} hold the same scores: each run counts once")
+    groups: dict[str, list[Artifact]] = defaultdict(list)
+    for a in arts:
+        groups[run_label(a)].append(a)
+    for label, group in groups.items():
+        first = group[0]
+        for a in group[1:]:
+            p, q = first.manifest.params, a.manifest.params
+            diff = sorted(
+                k for k in set(p) | set(q) if k not in SEED_VARYING and p.get(k) != q.get(k)
+            )
+            if not diff and _data(first) != _data(a):
+                diff = ["benchmark data (content fingerprints)"]
+            if diff:
+                k = diff[0]
+                what = f"{k} ({brief(p.get(k))} vs {brief(q.get(k))})" if k in p or k in q else k
+                raise OodkitError(
+                    f"{first.path} and {a.path} share the label {label!r} but differ in {what}: "
+                    "eval averages only seeds of one recipe (score the others with another "
+                    "--label)"
+                )
+        seeds = [a.manifest.params.get("seed") for a in group]
+        repeated = [s for s in seeds if s is not None and seeds.count(s) > 1]
+        if repeated:
+            raise OodkitError(
+                f"runs labelled {label!r} share seed {repeated[0]}: eval averages seeds"
+            )
+
+
+def _data(art: Artifact) -> dict[str, Any]:
+    return {
+        i.get("path"): i.get("fingerprint")
+        for i in art.manifest.inputs
+        if i.get("kind") == "dataset"
+    }
+
+
 @writes_output
 def evaluate(
     scores: list[str | Path],
@@ -91,6 +140,7 @@ def evaluate(
     if not scores:
         raise OodkitError("give at least one scores artifact")
     arts = [load_artifact(p, kind="scores") for p in scores]
+    check_pooling(arts)
     inputs = [a.as_input() for a in arts]
     params = {"plots": o.plots}
     existing = check_output(out, "metrics", params, inputs, o.overwrite)
