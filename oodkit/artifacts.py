@@ -15,13 +15,14 @@ import json
 import os
 import shutil
 import socket
+import stat
 import struct
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from oodkit import __version__
@@ -136,24 +137,61 @@ def load_table(folder: Path) -> datasets.Dataset:
         ) from None
 
 
+def artifact_files(root: Path) -> list[Path]:
+    """Every file of an artifact, sorted, without following links. An artifact holds regular
+    files and folders only: a symbolic link (which would make ``verify`` hash, and ``push``
+    upload, a file outside it) or a special file is refused, naming only its place inside."""
+    out = []
+    for dirpath, dirs, names in os.walk(root):
+        here = Path(dirpath)
+        for name in [*dirs, *names]:
+            mode = (here / name).lstat().st_mode
+            if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+                rel = (here / name).relative_to(root).as_posix()
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+                raise OodkitError(
+                    f"{root} is damaged: {rel} is {kind} (an artifact holds regular files only)"
+                )
+        out += [here / n for n in names]
+    return sorted(out)
+
+
 def _file_sizes(root: Path) -> dict[str, int]:
     """Every file of an artifact but its manifest, by relative POSIX path."""
     return {
         p.relative_to(root).as_posix(): p.stat().st_size
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != MANIFEST_NAME
+        for p in artifact_files(root)
+        if p.relative_to(root).as_posix() != MANIFEST_NAME
     }
 
 
 def _check_files(path: Path, files: Mapping[str, int]) -> None:
-    """The cheap check on every load: each recorded file is there with its recorded size."""
+    """The cheap check on every load: each recorded file is a regular file inside the
+    artifact (no link, no ``..``) with its recorded size."""
     for rel, size in files.items():
-        f = path / rel
-        if not f.is_file():
-            raise OodkitError(f"{path} is damaged: {rel} is missing (run oodkit verify {path})")
-        if f.stat().st_size != size:
+        parts = PurePosixPath(str(rel)).parts
+        if not parts or PurePosixPath(str(rel)).is_absolute() or ".." in parts:
+            raise OodkitError(f"{path} is damaged: its manifest lists a file outside it")
+        if not isinstance(size, int):
             raise OodkitError(
-                f"{path} is damaged: {rel} has {f.stat().st_size} bytes, the manifest records "
+                f"{path}/{MANIFEST_NAME} is corrupt: the size of {rel} is not a number"
+            )
+        f = path / rel
+        try:
+            st = f.lstat()
+        except OSError:
+            raise OodkitError(
+                f"{path} is damaged: {rel} is missing (run oodkit verify {path})"
+            ) from None
+        linked = any((path / Path(*parts[:k])).is_symlink() for k in range(1, len(parts)))
+        if linked or not stat.S_ISREG(st.st_mode):
+            raise OodkitError(
+                f"{path} is damaged: {rel} is not a regular file inside it (run oodkit verify "
+                f"{path})"
+            )
+        if st.st_size != size:
+            raise OodkitError(
+                f"{path} is damaged: {rel} has {st.st_size} bytes, the manifest records "
                 f"{size} (run oodkit verify {path})"
             )
 
@@ -330,7 +368,7 @@ def _fingerprint_dir(
     if (root / DATA_DIR).is_dir():
         h.update(b"data\0")
         _hash_table(h, root / DATA_DIR, digests)
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+    for f in artifact_files(root):
         rel = f.relative_to(root)
         if rel.parts[0] in (DATA_DIR, MANIFEST_NAME, *skip):
             continue

@@ -18,7 +18,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from oodkit.artifacts import DATA_DIR, Artifact, load_artifact
+from oodkit.artifacts import DATA_DIR, Artifact, artifact_files, load_artifact
 from oodkit.errors import OodkitError, first_line
 from oodkit.hub import PREFIX, check_license, check_repo_id, client, offline, parse_ref
 from oodkit.schemas import COLUMN_DOCS
@@ -183,7 +183,7 @@ def _parquet_shards(ds: Any) -> Iterator[list[tuple[str, Path]]]:
 
 def _artifact_files(art: Artifact, skip_data: bool) -> list[tuple[str, Path]]:
     files = []
-    for f in sorted(p for p in art.path.rglob("*") if p.is_file()):
+    for f in artifact_files(art.path):
         rel = f.relative_to(art.path).as_posix()
         if skip_data and rel.split("/")[0] == DATA_DIR:
             continue

@@ -144,3 +144,38 @@ def test_eval_averages_seeds_of_one_recipe_and_nothing_else(tmp_path) -> None:
         with pytest.raises(OodkitError, match=message):
             evaluate(arts, tmp_path / "refused", plots=False)
         assert not (tmp_path / "refused").exists(), what
+
+
+def test_an_artifact_never_reaches_outside_itself(tmp_path, make_scores) -> None:
+    """A link inside an artifact is refused by load, verify and push alike, naming only its
+    place inside; a manifest entry that climbs out is refused before anything is read."""
+    import shutil
+
+    from oodkit.artifacts import MANIFEST_NAME, verify_artifact
+    from oodkit.stages.push import push_artifact
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("outside")
+    good = make_scores("s", {"test": ("id", [1.0, 2.0]), "o": ("far", [0.0, 1.0])})
+    linked = tmp_path / "linked"
+    shutil.copytree(good, linked)
+    (linked / "notes.txt").symlink_to(secret)
+    for call in (verify_artifact, lambda p: push_artifact(p, "me/x")):
+        with pytest.raises(OodkitError, match=r"notes.txt is a symbolic link") as err:
+            call(linked)
+        assert str(secret) not in str(err.value)
+    swapped = tmp_path / "swapped"
+    shutil.copytree(good, swapped)
+    arrow = next((swapped / "data").glob("*.arrow"))
+    shutil.copy(arrow, tmp_path / "elsewhere.arrow")
+    arrow.unlink()
+    arrow.symlink_to(tmp_path / "elsewhere.arrow")  # same size, same bytes
+    with pytest.raises(OodkitError, match="is not a regular file inside it"):
+        load_artifact(swapped)
+    climbing = tmp_path / "climbing"
+    shutil.copytree(good, climbing)
+    manifest = json.loads((climbing / MANIFEST_NAME).read_text())
+    manifest["files"]["../secret.txt"] = len("outside")
+    (climbing / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(OodkitError, match="lists a file outside it"):
+        load_artifact(climbing)
