@@ -28,6 +28,7 @@ from oodkit.data.tables import (
     IMAGE_EXTENSIONS,
     admitted,
     channels_of,
+    check_image,
     load_hub,
     load_image_folder,
     load_saved,
@@ -230,13 +231,10 @@ def _first_channels(id_train: DataSet, where: Path) -> int:
             dirs.sort()
             images = sorted(n for n in names if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
             if images:
-                try:
-                    with Image.open(Path(dirpath) / images[0]) as im:
-                        return channels_of(im)
-                except OSError as exc:
-                    raise OodkitError(
-                        f"{Path(dirpath) / images[0]}: not an image ({exc})"
-                    ) from None
+                first = Path(dirpath) / images[0]
+                check_image(first)  # a regular file, an image, within the pixel limit
+                with Image.open(first) as im:
+                    return channels_of(im)
     train = id_train.loader()
     if len(train) == 0:
         raise OodkitError(f"{where}: the ID train set {id_train.ref} is empty")

@@ -3,12 +3,16 @@ normalised to the image schema (``image``, ``label``, ``sample_id``) and a chann
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from oodkit.errors import OodkitError
+from oodkit.errors import OodkitError, first_line
 from oodkit.schemas import image_features
 
 if TYPE_CHECKING:
@@ -146,7 +150,9 @@ def _scaled_image() -> type:
         class ScaledImage(datasets.Image):
             def decode_example(self, value: dict, token_per_repo_id=None) -> Any:
                 plain = datasets.Image(decode=True)
-                return to_mode(plain.decode_example(value, token_per_repo_id), self.mode)
+                with bounded_decoding(value.get("path") or "an image"):
+                    img = plain.decode_example(value, token_per_repo_id)
+                return to_mode(img, self.mode)
 
         ScaledImage.__module__, ScaledImage.__qualname__ = __name__, "ScaledImage"
         _scaled.append(ScaledImage)
@@ -219,14 +225,31 @@ def normalise_columns(ds: datasets.Dataset, prefix: str) -> datasets.Dataset:
     return ds
 
 
-def _check_image(path: Path) -> None:
+@contextlib.contextmanager
+def bounded_decoding(where: Any) -> Iterator[None]:
+    """Decode images with PIL's pixel limit as a hard limit: an image over
+    ``Image.MAX_IMAGE_PIXELS`` (a decompression bomb's header, or a picture far beyond any
+    model's input) is refused with one line instead of a warning or a traceback."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            yield
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError) as exc:
+            raise OodkitError(f"{where}: {first_line(exc)}") from None
+
+
+def check_image(path: Path) -> None:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as im:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or device would block the read
+            raise OodkitError(f"{path} is not a regular file")
+        with bounded_decoding(path), Image.open(path) as im:
             im.verify()
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
-        raise OodkitError(f"corrupt image file {path}: {exc}") from None
+        raise OodkitError(f"corrupt image file {path}: {first_line(exc)}") from None
 
 
 def load_image_folder(root: Path) -> datasets.Dataset:
@@ -256,7 +279,7 @@ def load_image_folder(root: Path) -> datasets.Dataset:
     if not files:
         raise OodkitError(f"{root}: no image files found (expected class folders of images)")
     for path, _ in files:
-        _check_image(path)
+        check_image(path)
     return datasets.Dataset.from_dict(
         {
             "image": [str(p) for p, _ in files],

@@ -179,3 +179,29 @@ def test_an_artifact_never_reaches_outside_itself(tmp_path, make_scores) -> None
     (climbing / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(OodkitError, match="lists a file outside it"):
         load_artifact(climbing)
+
+
+def test_special_files_and_decompression_bombs_are_refused_without_reading_them(
+    tmp_path, monkeypatch
+) -> None:
+    import os
+
+    from PIL import Image as PILImage
+
+    from oodkit.data.sources import load_dataset_ref
+
+    fifo = tmp_path / "fifo" / "c0"
+    fifo.mkdir(parents=True)
+    Image.new("L", (8, 8)).save(fifo / "a.png")
+    os.mkfifo(fifo / "b.png")  # opening it for reading would block forever
+    with pytest.raises(OodkitError, match=r"b.png is not a regular file"):
+        load_dataset_ref(str(tmp_path / "fifo"))
+    big = tmp_path / "big" / "c0"
+    big.mkdir(parents=True)
+    Image.new("L", (64, 64)).save(big / "a.png")
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)  # a 4096-pixel header is "too big"
+    with pytest.raises(OodkitError, match=r"a.png: Image size \(4096 pixels\) exceeds limit"):
+        load_dataset_ref(str(tmp_path / "big"))
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 3000)  # over the limit, under twice it
+    with pytest.raises(OodkitError, match=r"a.png: Image size \(4096 pixels\) exceeds limit"):
+        load_dataset_ref(str(tmp_path / "big"))
