@@ -71,9 +71,32 @@ class Manifest:
     created: str = ""
     oodkit_version: str = __version__
     format_version: int = 1  # 2 for sharded tables only: older oodkit reads the rest
+    seal: str = ""  # seal_of(self) when written; "" in artifacts of older oodkit
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False, default=str) + "\n"
+
+
+FIELD_TYPES = {  # what each manifest field must be, checked on load
+    "kind": str,
+    "params": dict,
+    "inputs": list,
+    "summary": dict,
+    "fingerprint": str,
+    "files": dict,
+    "command": str,
+    "created": str,
+    "oodkit_version": str,
+    "seal": str,
+}
+
+
+def seal_of(manifest: Manifest) -> str:
+    """SHA-256 of every manifest field but the seal itself: the recorded recipe, inputs and
+    summary shape what downstream stages do (eval's pooling, a detector's clusters), so
+    ``verify`` checks them as it checks the files."""
+    fields = {k: v for k, v in asdict(manifest).items() if k != "seal"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass
@@ -245,6 +268,11 @@ def load_artifact(path: str | Path, kind: str | Sequence[str] | None = None) -> 
     if missing or unknown:
         what_is = f"missing {', '.join(missing)}" if missing else f"unknown {', '.join(unknown)}"
         raise OodkitError(f"{mpath} is corrupt: {what_is}")
+    wrong = [k for k, t in FIELD_TYPES.items() if k in raw and not isinstance(raw[k], t)]
+    if wrong:
+        raise OodkitError(
+            f"{mpath} is corrupt: {wrong[0]} is not a {FIELD_TYPES[wrong[0]].__name__}"
+        )
     manifest = Manifest(**raw)
     if manifest.kind not in KINDS:
         raise OodkitError(f"{mpath} has unknown kind {manifest.kind!r}")
@@ -265,6 +293,10 @@ def verify_artifact(path: str | Path) -> Artifact:
         extra = sorted(set(_file_sizes(art.path)) - set(recorded) - set(skip))
         if extra:
             raise OodkitError(f"{art.path} fails verification: {extra[0]} is not in the manifest")
+    if art.manifest.seal and art.manifest.seal != seal_of(art.manifest):
+        raise OodkitError(
+            f"{art.path} fails verification: its manifest was changed after it was written"
+        )
     computed = _fingerprint_dir(art.path, skip)
     if computed != art.manifest.fingerprint:
         raise OodkitError(
@@ -532,6 +564,7 @@ def write_artifact(
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             format_version=2 if shards else 1,
         )
+        manifest.seal = seal_of(manifest)
         (tmp / MANIFEST_NAME).write_text(manifest.to_json())
         _replace_dir(tmp, out)
     except BaseException:

@@ -156,10 +156,48 @@ def check_unique(ids: Sequence[str], where: str) -> None:
         seen.add(i)
 
 
+# the columns of each tabular kind, and those it cannot be read without
+KIND_COLUMNS = {
+    "pseudo-labels": (PSEUDO_LABEL_COLUMNS, ("sample_id", "cluster")),
+    "outliers": (OUTLIER_COLUMNS, ("image", "sample_id")),
+    "scores": (SCORE_TABLE_COLUMNS, SCORE_COLUMNS),
+}
+
+
+def table_of(art: Artifact) -> datasets.Dataset:
+    """An artifact's table with its columns checked against its kind's schema: a column of
+    another type (a damaged or hand-edited artifact) is one line, not a crash downstream."""
+    import datasets
+
+    ds = art.dataset()
+    if art.kind not in KIND_COLUMNS:
+        return ds
+    columns, required = KIND_COLUMNS[art.kind]
+    missing = [c for c in required if c not in ds.features]
+    if missing:
+        raise OodkitError(f"{art.path}: {art.kind} artifact lacks column(s) {', '.join(missing)}")
+    for name, dtype in columns.items():
+        feature = ds.features.get(name)
+        if feature is None:
+            continue
+        ok = (
+            isinstance(feature, datasets.Image)
+            if dtype == "image"
+            else isinstance(feature, datasets.Value) and feature.dtype == dtype
+        )
+        if not ok:
+            got = getattr(feature, "dtype", type(feature).__name__)
+            raise OodkitError(
+                f"{art.path}: column {name} holds {got}, a {art.kind} artifact holds {dtype} "
+                f"there (run oodkit verify {art.path})"
+            )
+    return ds
+
+
 def read_pseudo_labels(path: str | Path) -> PseudoLabels:
     """Load a pseudo-labels artifact."""
     art = load_artifact(path, kind="pseudo-labels")
-    table = art.dataset()
+    table = table_of(art)
     ids = column(table, "sample_id")
     check_unique(ids, str(art.path))
     return PseudoLabels(art, dict(zip(ids, column(table, "cluster"), strict=True)))
@@ -241,10 +279,7 @@ def run_label(art: Artifact) -> str:
 def read_scores(path: str | Path) -> ScoreRun:
     """Load and validate one scores artifact."""
     art = load_artifact(path, kind="scores")
-    ds = art.dataset()
-    missing = [c for c in SCORE_COLUMNS if c not in ds.column_names]
-    if missing:
-        raise OodkitError(f"{art.path}: scores artifact lacks column(s) {', '.join(missing)}")
+    ds = table_of(art)
     table = ds.data.table
     group = np.asarray(table.column("group").to_pylist(), dtype=object)
     dataset = np.asarray(table.column("dataset").to_pylist(), dtype=object)

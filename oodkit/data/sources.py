@@ -37,6 +37,7 @@ from oodkit.data.tables import (
 )
 from oodkit.errors import OodkitError
 from oodkit.options import load_structured
+from oodkit.schemas import table_of
 
 SET_NAME = re.compile(r"[\w+-][\w.+-]*")
 
@@ -61,7 +62,7 @@ def load_dataset_ref(
         path = Path(base_dir) / path
     if path.is_dir():
         if (path / MANIFEST_NAME).exists():
-            ds = normalise_columns(load_artifact(path).dataset(), prefix=path.name)
+            ds = normalise_columns(table_of(load_artifact(path)), prefix=path.name)
         elif (path / "state.json").exists() or (path / "dataset_dict.json").exists():
             ds = load_saved(path)
         else:
@@ -142,7 +143,7 @@ def load_artifact_or_dataset(
     path = Path(ref)
     if path.is_dir() and (path / MANIFEST_NAME).exists():
         art = load_artifact(path, kind=kind)
-        ds, entry = normalise_columns(art.dataset(), prefix=path.name), art.as_input()
+        ds, entry = normalise_columns(table_of(art), prefix=path.name), art.as_input()
     else:
         ds = load_dataset_ref(ref, data_root=data_root, channels=channels)
         entry = dataset_input(ref, ds)

@@ -205,3 +205,37 @@ def test_special_files_and_decompression_bombs_are_refused_without_reading_them(
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 3000)  # over the limit, under twice it
     with pytest.raises(OodkitError, match=r"a.png: Image size \(4096 pixels\) exceeds limit"):
         load_dataset_ref(str(tmp_path / "big"))
+
+
+def test_tampered_manifests_and_columns_are_one_line(tmp_path, make_scores) -> None:
+    import shutil
+
+    import datasets
+
+    from oodkit.artifacts import MANIFEST_NAME, verify_artifact, write_artifact
+    from oodkit.schemas import read_scores
+
+    good = make_scores("s", {"test": ("id", [1.0, 2.0]), "o": ("far", [0.0, 1.0])})
+    verify_artifact(good)
+
+    def edited(name: str, change) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(good, folder)
+        manifest = json.loads((folder / MANIFEST_NAME).read_text())
+        change(manifest)
+        (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+        return folder
+
+    relabelled = edited("relabelled", lambda m: m["params"].update(label="other"))
+    with pytest.raises(OodkitError, match="manifest was changed after it was written"):
+        verify_artifact(relabelled)
+    for field, value in (("params", []), ("inputs", {}), ("fingerprint", 7), ("summary", "x")):
+        bad = edited(f"type-{field}", lambda m, f=field, v=value: m.update({f: v}))
+        with pytest.raises(OodkitError, match=f"is corrupt: {field} is not a"):
+            load_artifact(bad)
+    table = datasets.Dataset.from_dict(
+        {"sample_id": ["a"], "dataset": ["t"], "group": ["id"], "id_score": ["high"]}
+    )
+    write_artifact(tmp_path / "strings", "scores", {"method": "x"}, dataset=table)
+    with pytest.raises(OodkitError, match="column id_score holds string, a scores artifact holds"):
+        read_scores(tmp_path / "strings")

@@ -145,10 +145,11 @@ def baseline_scores(base, det, model, bench, loaded, items, o) -> tuple[np.ndarr
     """The baseline's id_score for every scored test item (from its artifact) and for the ID
     validation items (recomputed with its method and recorded parameters)."""
     from oodkit.methods import SCORE
+    from oodkit.schemas import table_of
     from oodkit.scoring.common import References
     from oodkit.scoring.features import cached_extract
 
-    ds = base.dataset()
+    ds = table_of(base)
     by_key = {
         f"{d}/{s}": v
         for d, s, v in zip(
