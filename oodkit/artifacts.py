@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import stat
@@ -424,6 +426,56 @@ def _input_prints(inputs: Sequence[Mapping[str, Any]]) -> list[Any]:
     return [i.get("fingerprint") for i in inputs]
 
 
+STALE = re.compile(r"\.(tmp|old)-[a-z0-9_]{8}")  # write_artifact's temporaries (mkdtemp)
+
+
+def drop_stale(out: Path) -> None:
+    """Remove ``<out>.tmp-*`` / ``<out>.old-*`` folders that a dead run left (a SIGTERM or
+    a crash in the middle of an artifact write). Only while this process holds ``out``'s
+    lock: no live writer of ``out`` owns them."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        return
+    for p in out.parent.iterdir():
+        rest = p.name[len(out.name) :]
+        if p.name.startswith(out.name) and STALE.fullmatch(rest) and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+
+
+SIBLING_SUFFIX = len(".tmp-12345678")  # the longest name oodkit derives from an output's
+
+
+def check_out_path(out: Path) -> Path:
+    """Refuse an output path whose writes would fail only after the work: ``.``, ``..`` or
+    an empty name (no sibling ``<out>.partial`` / ``<out>.lock`` can be made), or a name too
+    long for the file system once a suffix is added."""
+    out = Path(out)
+    if out.name in ("", ".", ".."):
+        raise OodkitError(
+            f"--out {str(out) or repr('')} must name a folder to create (e.g. {out / 'run'})"
+        )
+    parent = out.absolute().parent
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        name_max = os.pathconf(probe, "PC_NAME_MAX")
+        path_max = os.pathconf(probe, "PC_PATH_MAX")
+    except (OSError, ValueError):
+        name_max, path_max = 255, 4096
+    if len(out.name.encode()) + SIBLING_SUFFIX > name_max:
+        size, most = len(out.name.encode()), name_max - SIBLING_SUFFIX
+        raise OodkitError(
+            f"--out name is {size} bytes long; at most {most} (oodkit adds suffixes such as "
+            ".partial)"
+        )
+    if len(str(out.absolute()).encode()) + 256 > path_max:
+        raise OodkitError(
+            f"--out path is too long for the file system (over {path_max - 256} bytes)"
+        )
+    return out
+
+
 def check_apart(out: Path, inputs: Sequence[Mapping[str, Any]]) -> None:
     """Refuse an output folder that is, lies inside or holds an input (``eval sc --out
     sc/metrics`` would change ``sc`` and leave it failing ``verify``)."""
@@ -451,11 +503,12 @@ def check_output(
     (nothing to do), ``None`` when the stage should run, and raises when ``out`` holds
     something else and ``overwrite`` is not set.
     """
-    out = Path(out)
+    out = check_out_path(Path(out))
     if out.exists() and not out.is_dir():
         raise OodkitError(f"{out} exists and is not a directory")
     check_apart(out, inputs)
-    claim(out, _command)  # before looking: a writer finishing meanwhile is seen below
+    if claim(out, _command):  # before looking: a writer finishing meanwhile is seen below
+        drop_stale(out)
     if not out.exists():
         return None
     if not out.is_dir():
@@ -491,6 +544,29 @@ def check_output(
     )
 
 
+# what third-party writers (torch.save, safetensors, Arrow) say when the disk fills up
+_FULL_DISK = ("No space left", "StorageFull", "Disk quota", "file write failed", "basic_ios")
+_NEARLY_FULL = 1 << 20  # bytes free below which a failed write is taken for a full disk
+
+
+def as_disk_error(exc: BaseException, where: Path) -> BaseException:
+    """A third-party writer's failure on a full disk as the ``OSError`` (ENOSPC) it is, so
+    it reaches the user as the same one line as any full-disk error; other errors unchanged.
+    Called before the failed write's temporaries are removed (which frees the space)."""
+    if isinstance(exc, OSError) or not isinstance(exc, Exception):
+        return exc
+    place = Path(where).absolute()
+    while not place.exists() and place != place.parent:
+        place = place.parent
+    try:
+        nearly_full = shutil.disk_usage(place).free < _NEARLY_FULL
+    except OSError:
+        nearly_full = False
+    if nearly_full or any(m in str(exc) for m in _FULL_DISK):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
+    return exc
+
+
 def atomic_file(path: Path, write: Callable[[Path], None]) -> None:
     """Write one file through a process-unique temporary sibling (host and pid: ranks of
     several nodes may write the same file in a shared folder), then rename it into place."""
@@ -498,8 +574,11 @@ def atomic_file(path: Path, write: Callable[[Path], None]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        mapped = as_disk_error(exc, path)
         tmp.unlink(missing_ok=True)
+        if mapped is not exc:
+            raise mapped from exc
         raise
 
 
@@ -537,8 +616,9 @@ def write_artifact(
     """
     if kind not in KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}")
-    out = Path(out)
-    claim(out, command or _command)
+    out = check_out_path(Path(out))
+    if claim(out, command or _command):
+        drop_stale(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     moved: list[tuple[Path, Path]] = []
@@ -567,11 +647,14 @@ def write_artifact(
         manifest.seal = seal_of(manifest)
         (tmp / MANIFEST_NAME).write_text(manifest.to_json())
         _replace_dir(tmp, out)
-    except BaseException:
+    except BaseException as exc:
+        mapped = as_disk_error(exc, out)
         for src, now in moved:  # the shards stay where a rerun finds them
             with contextlib.suppress(OSError):
                 now.rename(src)
         shutil.rmtree(tmp, ignore_errors=True)
+        if mapped is not exc:
+            raise mapped from exc
         raise
     return Artifact(path=out, manifest=manifest)
 
@@ -588,8 +671,9 @@ def prepare_partial(
     otherwise the old work is discarded with ``overwrite`` and refused without it.
     Returns the folder and whether earlier work was found in it.
     """
-    partial = Path(out).with_name(Path(out).name + ".partial")
-    claim(out, _command)
+    partial = check_out_path(Path(out)).with_name(Path(out).name + ".partial")
+    if claim(out, _command):
+        drop_stale(out)
     state = _jsonable(dict(state))
     state_file = partial / PARTIAL_STATE
     if state_file.exists():
@@ -783,8 +867,11 @@ class ShardedWriter:
                 if not target.is_dir():
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)  # the other copy won: same content
-        except BaseException:
+        except BaseException as exc:
+            mapped = as_disk_error(exc, target)
             shutil.rmtree(tmp, ignore_errors=True)
+            if mapped is not exc:
+                raise mapped from exc
             raise
 
     def _layout(self) -> tuple[list[Path], Any]:

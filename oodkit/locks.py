@@ -135,18 +135,19 @@ def writes_output(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def claim(out: str | Path, command: str | None = None) -> None:
-    """Take ``out``'s lock for the rest of the current stage (creating its parent folder).
+def claim(out: str | Path, command: str | None = None) -> bool:
+    """Take ``out``'s lock for the rest of the current stage (creating its parent folder);
+    returns whether this process holds it (no other process writes ``out`` now).
 
     Does nothing outside a stage (library calls of the low-level writers) and on non-main
     ranks. Raises :class:`OodkitError` naming the holder when another process writes ``out``.
     """
     held = _held.get()
     if held is None or not _is_main_rank():
-        return
+        return False
     path = lock_path(Path(out).absolute())
     if path in held:
-        return
+        return True
     from filelock import FileLock, Timeout
 
     info = json.dumps(_holder(command)).encode()
@@ -179,6 +180,7 @@ def claim(out: str | Path, command: str | None = None) -> None:
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return
+            return False
         raise OodkitError(f"cannot write {out}: {exc.strerror}") from None
     held[path] = lock
+    return True

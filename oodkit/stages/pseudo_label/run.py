@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodkit.artifacts import Artifact, check_output, column, prepare_partial, write_artifact
+from oodkit.artifacts import (
+    Artifact,
+    atomic_file,
+    check_output,
+    column,
+    prepare_partial,
+    write_artifact,
+)
 from oodkit.data.images import images_of
 from oodkit.data.tables import image_mode
 from oodkit.locks import writes_output
@@ -43,7 +50,8 @@ from oodkit.training import check_world, main_first, make_accelerator, progress_
 def _save(net: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(path))
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    atomic_file(path, lambda tmp: save_file(state, str(tmp)))  # a cut-off file never loads
 
 
 @dataclass
