@@ -679,14 +679,14 @@ def prepare_partial(
     if state_file.exists():
         try:
             previous = json.loads(state_file.read_text())
-        except json.JSONDecodeError:
+        except (ValueError, OSError):
             previous = None
         if previous == state:
             return partial, True
         if not overwrite:
+            why = "different parameters" if previous is not None else "a damaged state file"
             raise OodkitError(
-                f"{partial} holds an interrupted run with different parameters; "
-                "pass --overwrite to discard it"
+                f"{partial} holds an interrupted run with {why}; pass --overwrite to discard it"
             )
         shutil.rmtree(partial)
     elif partial.exists() and overwrite:
@@ -805,7 +805,12 @@ class ShardedWriter:
         """Keys in a finished shard, read from disk: shards written by any process count."""
         keys: set[str] = set()
         for shard in self._shards():
-            keys.update(json.loads((shard / "keys.json").read_text()))
+            try:
+                keys.update(json.loads((shard / "keys.json").read_text()))
+            except (ValueError, TypeError) as exc:
+                raise OodkitError(
+                    f"{shard} is damaged ({first_line(exc)}); pass --overwrite to start again"
+                ) from None
         return keys
 
     def pending(self) -> list[str]:

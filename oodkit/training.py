@@ -78,8 +78,16 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`save_checkpoint` (tensors only: ``weights_only``)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A checkpoint written by :func:`save_checkpoint` (tensors only: ``weights_only``); a
+    damaged one is one line (the run cannot continue from it)."""
+    from oodkit.errors import OodkitError, first_line
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, pickle and zip errors
+        raise OodkitError(
+            f"{path} is damaged ({first_line(exc)}); pass --overwrite to start the run again"
+        ) from None
 
 
 def should_pause(done: int, started_at: int, stop_after: int | None, total: int) -> bool:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from oodkit.data.images import SMALL_INPUT, normalisation
-from oodkit.errors import OodkitError
+from oodkit.errors import OodkitError, first_line
 from oodkit.models.backbone import create_backbone, load_backbone_weights
 
 CONFIG_NAME = "config.json"
@@ -85,14 +85,25 @@ class DetectorConfig:
 
     @classmethod
     def load(cls, folder: Path) -> DetectorConfig:
-        values = json.loads((folder / CONFIG_NAME).read_text())
+        try:
+            values = json.loads((folder / CONFIG_NAME).read_text())
+            if not isinstance(values, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError) as exc:
+            raise OodkitError(
+                f"{folder / CONFIG_NAME} cannot be read ({first_line(exc)}); run oodkit verify "
+                f"{folder}"
+            ) from None
         unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise OodkitError(
                 f"{folder / CONFIG_NAME} has fields this oodkit does not know ({unknown[0]}, ...): "
                 "written by a newer version?"
             )
-        return cls(**values)
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise OodkitError(f"{folder / CONFIG_NAME} is damaged: {first_line(exc)}") from None
 
 
 class Detector(nn.Module):
@@ -155,5 +166,11 @@ def load_detector(folder: str | Path, device: str | torch.device = "cpu") -> nn.
     folder = Path(folder)
     config = DetectorConfig.load(folder)
     model = ImportedClassifier.build(config) if config.source else Detector(config)
-    saved_module(model).load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+    try:
+        saved_module(model).load_state_dict(load_file(str(folder / WEIGHTS_NAME)))
+    except Exception as exc:  # noqa: BLE001 - safetensors and torch raise their own types
+        raise OodkitError(
+            f"{folder / WEIGHTS_NAME} cannot be loaded ({first_line(exc, with_type=True)}); run "
+            f"oodkit verify {folder}"
+        ) from None
     return model.to(device).eval()

@@ -87,7 +87,12 @@ def cached_extract(
     ).hexdigest()[:32]
     path = cache_root() / f"{key}.safetensors"
     if use_cache and data_print and path.is_file():
-        return load_file(str(path))
+        try:
+            got = load_file(str(path))
+            if got and all(len(v) == len(ds) for v in got.values()):
+                return got
+        except Exception:  # noqa: BLE001 - a damaged entry is recomputed and rewritten
+            pass
     result = extract(model, ImageTable(ds, transform, mode=mode), batch_size, num_workers)
     if use_cache and data_print:
         path.parent.mkdir(parents=True, exist_ok=True)

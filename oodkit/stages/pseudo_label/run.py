@@ -72,12 +72,16 @@ class Stages:
     summary: dict[str, Any] = field(default_factory=dict)
 
     def reuse(self, path: Path, what: str) -> bool:
-        """Load a finished stage's weights if there are any."""
+        """Load a finished stage's weights if there are any (a damaged file: run it again)."""
         if not path.exists():
             return False
         from safetensors.torch import load_file
 
-        self.net.load_state_dict(load_file(str(path)))
+        try:
+            self.net.load_state_dict(load_file(str(path)))
+        except Exception:  # noqa: BLE001 - cut off or damaged: the stage is recomputed
+            path.unlink(missing_ok=True)
+            return False
         self.say(f"{what}: reusing the finished stage")
         return True
 
