@@ -549,6 +549,404 @@ CASES = [
 ]
 
 
+# --- issue 22: wrong results, leaks and deep failures, each class refused at its root -------
+
+
+def _tmp(paths: dict[str, Path]) -> Path:
+    return paths["out"].parent
+
+
+def _noise(folder: Path, seed: int, classes: int = 2, n: int = 3) -> Path:
+    rng = np.random.default_rng(seed)
+    for c in range(classes):
+        d = folder / f"c{c}"
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(d / f"{i}.png")
+    return folder
+
+
+def _image_bench(paths: dict[str, Path], train: str = "id") -> Path:
+    t = _tmp(paths)
+    _noise(t / "id", 0)
+    _noise(t / "ood", 1)
+    if train != "id":
+        _noise(t / train, 2)
+    spec = {"id_train": train, "id_test": "id", "ood": [{"name": "o", "data": "ood"}]}
+    paths["b"] = _bench(t, {**spec, "image_size": 16})
+    return paths["b"]
+
+
+def _scored_then_rewritten(paths: dict[str, Path]) -> None:
+    from oodkit.stages.score.run import score
+
+    bench = _image_bench(paths)
+    score(paths["det"], str(bench), "energy", paths["out"], quiet=True)
+    _noise(_tmp(paths) / "ood", 9)  # same file names, new pixels
+
+
+def _knn_then_train_rewritten(paths: dict[str, Path]) -> None:
+    from oodkit.stages.score.run import score
+
+    bench = _image_bench(paths, train="train")
+    score(paths["det"], str(bench), "knn", paths["out"], quiet=True, k=2)
+    _noise(_tmp(paths) / "train", 8)
+
+
+def _trained_then_rewritten(paths: dict[str, Path]) -> None:
+    from oodkit.stages.train_detector.run import train_detector
+
+    paths["ids"] = _noise(_tmp(paths) / "ids", 0)
+    train_detector(str(paths["ids"]), paths["out"], epochs=1, batch_size=2, quiet=True)
+    _noise(paths["ids"], 5)
+
+
+def _deep_images(paths: dict[str, Path], values: np.ndarray, name: str) -> None:
+    t = _tmp(paths)
+    for folder in ("id/c0", "id/c1", "ood/c0"):
+        (t / folder).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(values).save(t / folder / name)
+    spec = {"id_train": "id", "id_test": "id", "ood": [{"name": "o", "data": "ood"}]}
+    paths["b"] = _bench(t, {**spec, "image_size": 16, "channels": 1})
+    paths["ids"] = t / "id"
+
+
+def _hot_floats(paths: dict[str, Path]) -> None:
+    _deep_images(paths, np.full((16, 16), 1.5, np.float32), "x.tif")
+
+
+def _negative_ints(paths: dict[str, Path]) -> None:
+    _deep_images(paths, np.full((16, 16), -7, np.int32), "x.tif")
+
+
+def _repeated_ids(paths: dict[str, Path]) -> None:
+    from oodkit.schemas import image_features
+
+    rows = {
+        "image": [Image.new("L", (16, 16), 10 * i) for i in range(6)],
+        "label": [0, 1, 0, 1, 0, 1],
+        "sample_id": ["same"] * 6,
+    }
+    t = _tmp(paths)
+    datasets.Dataset.from_dict(rows, features=image_features()).save_to_disk(t / "dup")
+    paths["dup"] = t / "dup"
+    spec = {"id_train": "dup", "id_test": "dup", "ood": [{"name": "o", "data": "dup"}]}
+    paths["b"] = _bench(t, {**spec, "image_size": 16})
+
+
+def _repeated_labels(paths: dict[str, Path]) -> None:
+    from oodkit.schemas import pseudo_labels_dataset
+
+    ids = ["digits/train/0000000"] * 4
+    table = pseudo_labels_dataset(ids, np.array([0, 1, 2, 3]), np.ones(4))
+    paths["dup"] = _tmp(paths) / "labels"
+    write_artifact(paths["dup"], "pseudo-labels", {"method": "kmeans"}, dataset=table)
+
+
+def _scores_twin(paths: dict[str, Path]) -> None:
+    import shutil
+
+    paths["copy"] = _tmp(paths) / "copy"
+    shutil.copytree(paths["scores"], paths["copy"])
+
+
+def _two_runs(paths: dict[str, Path], **other: object) -> None:
+    from oodkit.schemas import SetScores, write_scores
+
+    for name, extra in (("r0", {"seed": 0}), ("r1", {"seed": 1, **other})):
+        rng = np.random.default_rng(int(name[1]))  # distinct scores, whatever the seed
+        sets = [
+            SetScores("test", "id", ["a", "b", "c"], rng.normal(1, 1, 3)),
+            SetScores("o", "far", ["d", "e"], rng.normal(0, 1, 2)),
+        ]
+        write_scores(_tmp(paths) / name, sets, {"method": "energy", "benchmark": "b", **extra})
+        paths[name] = _tmp(paths) / name
+
+
+def _linked(paths: dict[str, Path]) -> None:
+    import shutil
+
+    t = _tmp(paths)
+    (t / "secret.txt").write_text("outside the artifact")
+    shutil.copytree(paths["scores"], t / "linked")
+    (t / "linked" / "notes.txt").symlink_to(t / "secret.txt")
+    paths["linked"] = t / "linked"
+
+
+def _linked_arrow(paths: dict[str, Path]) -> None:
+    import shutil
+
+    t = _tmp(paths)
+    shutil.copytree(paths["scores"], t / "linked")
+    arrow = next((t / "linked" / "data").glob("*.arrow"))
+    shutil.move(arrow, t / "elsewhere.arrow")
+    arrow.symlink_to(t / "elsewhere.arrow")
+    paths["linked"] = t / "linked"
+
+
+def _edited_manifest(change: Callable[[dict], None]) -> Callable[[dict[str, Path]], None]:
+    def setup(paths: dict[str, Path]) -> None:
+        import shutil
+
+        paths["edited"] = _tmp(paths) / "edited"
+        shutil.copytree(paths["scores"], paths["edited"])
+        manifest = json.loads((paths["edited"] / MANIFEST_NAME).read_text())
+        change(manifest)
+        (paths["edited"] / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+    return setup
+
+
+def _config(text: str, name: str = "c.yaml") -> Callable[[dict[str, Path]], None]:
+    def setup(paths: dict[str, Path]) -> None:
+        paths["cfg"] = _tmp(paths) / name
+        paths["cfg"].write_text(text)
+
+    return setup
+
+
+ALIAS_BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 8)
+)
+
+
+def _bomb_bench(paths: dict[str, Path]) -> None:
+    paths["b"] = _tmp(paths) / "bench.yaml"
+    paths["b"].write_text(ALIAS_BOMB + "id_train: *a7\nid_test: x\nood: [x]\n")
+
+
+def _fifo(paths: dict[str, Path]) -> None:
+    import os
+
+    bench = _image_bench(paths)
+    os.mkfifo(bench.parent / "ood" / "c0" / "z.png")
+
+
+def _huge_header(paths: dict[str, Path]) -> None:
+    """A 100-byte PNG whose header claims 200,000 × 200,000 pixels."""
+    import struct
+    import zlib
+
+    bench = _image_bench(paths)
+    png = (bench.parent / "ood" / "c0" / "0.png").read_bytes()
+    ihdr = b"IHDR" + struct.pack(">II", 200_000, 200_000) + png[24:29]
+    patched = png[:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + png[33:]
+    (bench.parent / "ood" / "c0" / "0.png").write_bytes(patched)
+
+
+def _paused_then_damaged(paths: dict[str, Path]) -> None:
+    from oodkit.stages.train_detector.run import train_detector
+
+    paths["ids"] = _noise(_tmp(paths) / "ids", 0)
+    train_detector(
+        str(paths["ids"]), paths["out"], epochs=2, batch_size=2, stop_after_epochs=1, quiet=True
+    )
+    ckpt = paths["out"].with_name("out.partial") / "checkpoint.pt"
+    ckpt.write_bytes(b"\0" * ckpt.stat().st_size)
+
+
+def _damaged_state(paths: dict[str, Path]) -> None:
+    partial = paths["out"].with_name("out.partial")
+    partial.mkdir()
+    (partial / "partial.json").write_text('{"kind": "detec')
+
+
+def _damaged_weights(paths: dict[str, Path]) -> None:
+    import shutil
+
+    paths["bad"] = _tmp(paths) / "det"
+    shutil.copytree(paths["det"], paths["bad"])
+    weights = paths["bad"] / "model.safetensors"
+    weights.write_bytes(b"\xff" * weights.stat().st_size)
+
+
+ISSUE22 = [
+    # A1 identity by content: a changed input is a different input, in caches and manifests
+    Case("score-benchmark-rewritten", f"{SCORE} -b {{b}}", ":o changed", _scored_then_rewritten),
+    Case(
+        "score-knn-train-rewritten",
+        "score --detector {det} -b {b} --method knn --k 2 --quiet --out {out}",
+        ":id_train changed",
+        _knn_then_train_rewritten,
+    ),
+    Case(
+        "train-id-rewritten",
+        "train detector --id {ids} --epochs 1 --batch-size 2 --quiet --out {out}",
+        "different inputs",
+        _trained_then_rewritten,
+    ),
+    # A2 high bit depth: scaled by range, refused outside it
+    Case("score-float-tiff", f"{SCORE} -b {{b}}", "F image with values outside 0..1", _hot_floats),
+    Case(
+        "score-int32-negative", f"{SCORE} -b {{b}}", "I image with values outside", _negative_ints
+    ),
+    Case(
+        "train-float-tiff",
+        "train detector --id {ids} --epochs 1 --batch-size 2 --quiet --out {out}",
+        "values outside 0..1",
+        _hot_floats,
+    ),
+    # A3 repeated sample ids
+    Case("pseudo-repeated-ids", f"{PSEUDO} --id {{dup}}", "'same' is not unique", _repeated_ids),
+    Case("train-labels-repeated", f"{TRAIN} --labels {{dup}}", "is not unique", _repeated_labels),
+    Case(
+        "gen-repeated-ids",
+        "generate --method sd --id {dup} --model {model} --quiet --out {out}",
+        "is not unique",
+        _repeated_ids,
+    ),
+    Case("score-repeated-ids", f"{SCORE} -b {{b}}", "'same' is not unique", _repeated_ids),
+    # A4 eval averages seeds only
+    Case("eval-same-twice", f"{EVAL} {{scores}} {{scores}}", "hold the same scores"),
+    Case("eval-copy", f"{EVAL} {{scores}} {{copy}}", "hold the same scores", _scores_twin),
+    Case(
+        "eval-two-benchmarks",
+        f"{EVAL} {{r0}} {{r1}}",
+        "differ in benchmark",
+        lambda p: _two_runs(p, benchmark="other"),
+    ),
+    Case("eval-same-seed", f"{EVAL} {{r0}} {{r1}}", "share seed 0", lambda p: _two_runs(p, seed=0)),
+    # A5 --out inside an input
+    Case("eval-out-in-input", "eval --no-plots -q --out {scores}/m {scores}", "lies inside"),
+    Case(
+        "score-out-in-detector",
+        "score --detector {det} -b digits --method energy -q --out {det}/s",
+        "inside",
+    ),
+    Case(
+        "train-out-in-id", "train detector --id {images} --epochs 1 -q --out {images}/d", "inside"
+    ),
+    Case("eval-out-is-input", "eval -q --overwrite --out {scores} {scores}", "is the input"),
+    # A6 non-finite numbers
+    Case("train-lr-nan", f"{TRAIN} --lr nan", "--lr must be a finite number, got nan"),
+    Case("score-temperature-inf", f"{SCORE} --temperature inf", "must be a finite number"),
+    Case("gen-lam-nan", f"{GEN_SD} --lam nan", "--lam must be a finite number"),
+    Case("diffusion-ema-nan", f"{DIFF} --ema-decay nan", "--ema-decay must be a finite"),
+    Case("dg-cfg-scale-inf", f"{DG} --cfg-scale -inf", "--cfg-scale must be a finite"),
+    Case("pseudo-threshold-nan", f"{PSEUDO} --threshold nan", "--threshold must be a finite"),
+    Case("config-nan", f"{TRAIN} --config {{cfg}}", "--lr must be a finite", _config("lr: .nan\n")),
+    # B1 links inside artifacts
+    Case("verify-symlink", "verify {linked}", "notes.txt is a symbolic link", _linked),
+    Case("push-symlink", "push {linked} --repo-id me/s", "notes.txt is a symbolic link", _linked),
+    Case("eval-symlinked-arrow", f"{EVAL} {{linked}}", "not a regular file inside", _linked_arrow),
+    Case(
+        "eval-manifest-climbs",
+        f"{EVAL} {{edited}}",
+        "lists a file outside it",
+        _edited_manifest(lambda m: m["files"].update({"../../etc/passwd": 1})),
+    ),
+    # B2 config files bounded
+    Case(
+        "config-alias-bomb",
+        f"{TRAIN} --config {{cfg}}",
+        "expands to more than",
+        _config(ALIAS_BOMB + "epochs: *a7\n"),
+    ),
+    Case(
+        "config-self-alias",
+        f"{TRAIN} --config {{cfg}}",
+        "refers to itself",
+        _config("epochs: &x [*x]\n"),
+    ),
+    Case(
+        "config-too-large",
+        f"{TRAIN} --config {{cfg}}",
+        "larger than 1 MiB",
+        _config("epochs: 1\n" + "# padding\n" * 120_000),
+    ),
+    Case("benchmark-alias-bomb", f"{SCORE} -b {{b}}", "expands to more than", _bomb_bench),
+    Case(
+        "config-long-value",
+        f"{TRAIN} --config {{cfg}}",
+        "must be an integer, got [",
+        _config("epochs: [" + ", ".join(["9" * 50] * 2000) + "]\n"),
+    ),
+    # B3 RANK alone does not switch the lock off
+    Case(
+        "eval-rank-env",
+        f"{EVAL} {{scores}}",
+        "is being written by another run",
+        _hold_lock,
+        env={"RANK": "1", "WORLD_SIZE": "2"},
+    ),
+    Case(
+        "score-rank-env",
+        SCORE,
+        "is being written by another run",
+        _hold_lock,
+        env={"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "3"},
+    ),
+    # B4 special files, bombs, what verify covers
+    Case("score-fifo", f"{SCORE} -b {{b}}", "z.png is not a regular file", _fifo),
+    Case("score-bomb-header", f"{SCORE} -b {{b}}", "could be decompression bomb", _huge_header),
+    Case(
+        "verify-edited-manifest",
+        "verify {edited}",
+        "manifest was changed",
+        _edited_manifest(lambda m: m["params"].update(label="other")),
+    ),
+    # C1 the full domain before anything is created
+    Case("train-momentum-0", f"{TRAIN} --momentum 0", "--nesterov needs --momentum > 0"),
+    Case("train-min-lr", f"{TRAIN} --lr 0.01 --min-lr 0.1", "must not exceed --lr"),
+    Case("train-momentum-1", f"{TRAIN} --momentum 1", "--momentum must lie in [0, 1)"),
+    Case("train-seed-negative", f"{TRAIN} --seed -1", "--seed must lie in [0, "),
+    Case("gen-seed-huge", f"{GEN_SD} --seed {2**64}", "--seed must lie in [0, "),
+    Case("pseudo-threshold-1", f"{PSEUDO} --threshold 1", "--threshold must lie in [0, 1)"),
+    Case("dg-trust-nan", f"{DG} --trust-below nan", "--trust-below must be a finite"),
+    # C3 damaged files oodkit wrote itself
+    Case(
+        "train-damaged-checkpoint",
+        "train detector --id {ids} --epochs 2 --batch-size 2 --resume -q --out {out}",
+        "checkpoint.pt is damaged",
+        _paused_then_damaged,
+    ),
+    Case("train-damaged-state", TRAIN, "damaged state file", _damaged_state),
+    Case(
+        "score-damaged-weights",
+        "score --detector {bad} -b digits --method energy -q --out {out}",
+        "model.safetensors cannot be loaded",
+        _damaged_weights,
+    ),
+    Case(
+        "eval-manifest-type",
+        f"{EVAL} {{edited}}",
+        "params is not a dict",
+        _edited_manifest(lambda m: m.update(params=["x"])),
+    ),
+    # C4 misspelled config sections
+    Case(
+        "config-section-evl",
+        f"{EVAL} --config {{cfg}} {{scores}}",
+        "unknown section 'evl'",
+        _config("eval:\n  plots: false\nevl:\n  plots: true\n"),
+    ),
+    Case(
+        "config-section-detecor",
+        f"{TRAIN} --config {{cfg}}",
+        "unknown section 'train detecor'",
+        _config("train detecor:\n  epochs: 1\ngenerate:\n  steps: 2\n"),
+    ),
+    Case(
+        "config-section-value",
+        f"{TRAIN} --config {{cfg}}",
+        "must be a mapping of options",
+        _config("train detector: 5\ngenerate:\n  steps: 2\n"),
+    ),
+    Case(
+        "sweep-section-typo",
+        f"{SWEEP} --grid {{cfg}}",
+        "unknown section 'trian detector'",
+        _config('{"trian detector": {"epochs": 1}, "score": {"method": "energy"}}', "g.json"),
+    ),
+    # C6 output names checked first
+    Case("eval-out-dot", "eval -q --out . {scores}", "--out . must name a folder"),
+    Case("eval-out-empty", "eval -q --out '' {scores}", "must name a folder"),
+    Case("train-out-dotdot", "train detector --id digits -q --out ..", "must name a folder"),
+    Case("eval-out-long", f"eval -q --out {'n' * 250} {{scores}}", "bytes long; at most"),
+]
+CASES += ISSUE22
+
+
 def _tree(*roots: Path) -> dict[str, tuple[int, int]]:
     """Every path under ``roots``; files with their size and modification time (a folder's
     own time changes when a lock file comes and goes)."""
@@ -647,3 +1045,49 @@ def test_debug_keeps_the_traceback_and_the_warnings(env, tmp_path) -> None:
     )
     assert proc.returncode == 1 and "Traceback" in proc.stderr and "OodkitError" in proc.stderr
     assert np.all([not p.name.startswith("o") for p in tmp_path.iterdir()])
+
+
+FULL_DISK = {
+    "torch.save": "basic_ios::clear: iostream error",
+    "safetensors": 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })',  # noqa: E501
+}
+
+
+def test_a_full_disk_inside_torch_save_is_one_line_and_removes_the_new_partial(
+    env, tmp_path, monkeypatch
+) -> None:
+    """train diffusion's first checkpoint meets a full disk inside ``torch.save`` (what
+    libstdc++ streams say): the ENOSPC line, and the partial folder the run made is gone."""
+
+    def full(*args, **kwargs):
+        raise RuntimeError(FULL_DISK["torch.save"])
+
+    monkeypatch.setattr(torch, "save", full)
+    monkeypatch.chdir(tmp_path)
+    line = refused(shlex.split(DIFF.format(out=tmp_path / "out")), [tmp_path, env["root"]])
+    assert "No space left on device" in line
+
+
+def test_a_full_disk_inside_safetensors_is_one_line(env, tmp_path, monkeypatch) -> None:
+    import safetensors.torch
+
+    def full(*args, **kwargs):
+        raise RuntimeError(FULL_DISK["safetensors"])
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    monkeypatch.chdir(tmp_path)
+    args = IMP_IN.format(root=env["root"], out=tmp_path / "out")
+    assert "No space left on device" in refused(shlex.split(args), [tmp_path, env["root"]])
+
+
+def test_the_next_run_removes_temporaries_a_dead_run_left(env, tmp_path) -> None:
+    """A SIGTERM or a crash in the middle of an artifact write leaves ``<out>.tmp-*`` (and
+    ``<out>.old-*`` while replacing one); the next run on that output removes them, and only
+    them."""
+    for name in ("m.tmp-abcd1234", "m.old-x_y9z8w7"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "junk.arrow").write_bytes(b"\0" * 1000)
+    (tmp_path / "m.tmp-keep").mkdir()  # not a name oodkit makes
+    result = runner.invoke(app, ["eval", "-q", "--out", str(tmp_path / "m"), str(env["scores"])])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m", "m.tmp-keep"]
