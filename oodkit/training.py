@@ -90,6 +90,18 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ) from None
 
 
+def finite_loss(value: float, where: str, lr_flag: str) -> float:
+    """``value`` (a mean loss the loop logs anyway, so no extra sync) when finite; else the
+    run stops with one line instead of writing a model of NaNs with exit code 0."""
+    import math
+
+    from oodkit.errors import OodkitError
+
+    if not math.isfinite(value):
+        raise OodkitError(f"training diverged: the mean loss {where} is {value}; lower {lr_flag}")
+    return value
+
+
 def should_pause(done: int, started_at: int, stop_after: int | None, total: int) -> bool:
     """True when ``stop_after`` units ran in this session and the run is not finished."""
     return stop_after is not None and done - started_at >= stop_after and done < total

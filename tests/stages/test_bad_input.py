@@ -892,6 +892,8 @@ ISSUE22 = [
     Case("train-seed-negative", f"{TRAIN} --seed -1", "--seed must lie in [0, "),
     Case("gen-seed-huge", f"{GEN_SD} --seed {2**64}", "--seed must lie in [0, "),
     Case("pseudo-threshold-1", f"{PSEUDO} --threshold 1", "--threshold must lie in [0, 1)"),
+    Case("train-lr-diverges", f"{TRAIN} --lr 1e12", "training diverged: the mean loss of epoch 1"),
+    Case("diffusion-lr-diverges", f"{DIFF} --steps 3 --lr 1e30", "training diverged"),
     Case("dg-trust-nan", f"{DG} --trust-below nan", "--trust-below must be a finite"),
     # C3 damaged files oodkit wrote itself
     Case(

@@ -20,7 +20,7 @@ from oodkit.data.images import SMALL_INPUT, normalisation
 from oodkit.models.backbone import create_backbone
 from oodkit.seeding import seed_default_generator
 from oodkit.stages.pseudo_label.losses import nt_xent
-from oodkit.training import check_world, epoch_batches, gather_batch, rank_world
+from oodkit.training import check_world, epoch_batches, finite_loss, gather_batch, rank_world
 
 Progress = Callable[[int, float], None]  # (epochs done, mean loss of the epoch)
 
@@ -166,7 +166,9 @@ def train_simclr(
             opt.step()
             sched.step()
             total += loss.detach()
-        log.append((total / steps).item())
+        log.append(
+            finite_loss((total / steps).item(), f"of SimCLR epoch {epoch + 1}", "--pretext-lr")
+        )
         if progress is not None:
             progress(epoch + 1, log[-1])
     return log

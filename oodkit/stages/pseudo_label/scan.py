@@ -32,7 +32,7 @@ from oodkit.stages.pseudo_label.features import (
     rank_batches,
 )
 from oodkit.stages.pseudo_label.losses import scan_loss, self_label_loss
-from oodkit.training import check_world, gather_batch
+from oodkit.training import check_world, finite_loss, gather_batch
 
 
 def mine_neighbors(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -99,7 +99,9 @@ def train_scan(
             accelerator.backward(loss)
             opt.step()
             total += loss.detach()
-        log.append((total / steps).item() / heads)
+        log.append(
+            finite_loss((total / steps).item() / heads, f"of SCAN epoch {epoch + 1}", "--scan-lr")
+        )
         if progress is not None:
             progress(epoch + 1, log[-1])
     return log
@@ -160,7 +162,11 @@ def train_self_label(
             accelerator.backward(loss)
             opt.step()
             total += loss.detach()
-        log.append((total / steps).item())
+        log.append(
+            finite_loss(
+                (total / steps).item(), f"of self-labelling epoch {epoch + 1}", "--selflabel-lr"
+            )
+        )
         if progress is not None:
             progress(epoch + 1, log[-1])
     return log

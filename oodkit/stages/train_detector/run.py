@@ -36,6 +36,7 @@ from oodkit.training import (
     EpochSeeded,
     check_world,
     epoch_batches,
+    finite_loss,
     load_checkpoint,
     loader_kwargs,
     main_first,
@@ -222,7 +223,11 @@ def _train_epoch(o, data, run: _Run, epoch: int, acc, advance) -> dict[str, Any]
         advance()
     entry: dict[str, Any] = {
         "epoch": epoch + 1,
-        "loss": (acc.reduce(total_loss, "mean") / run.steps_per_epoch).item(),
+        "loss": finite_loss(
+            (acc.reduce(total_loss, "mean") / run.steps_per_epoch).item(),
+            f"of epoch {epoch + 1}",
+            "--lr",
+        ),
         "lr": run.scheduler.get_last_lr()[0],
     }
     if data.val is not None:

@@ -34,6 +34,7 @@ from oodkit.seeding import seed_int, torch_generator
 from oodkit.stages.train_diffusion.options import DiffusionOptions
 from oodkit.training import (
     check_world,
+    finite_loss,
     load_checkpoint,
     main_first,
     make_accelerator,
@@ -160,7 +161,9 @@ def _train(o, run: _Run, data, classes: _Classes, ckpt: Path, denoiser, acc) -> 
             if done % o.checkpoint_every and done != o.steps:
                 continue
             since = done - (run.log[-1]["step"] if run.log else run.start)
-            mean_loss = (acc.reduce(running, "mean") / since).item()
+            mean_loss = finite_loss(
+                (acc.reduce(running, "mean") / since).item(), f"up to step {done}", "--lr"
+            )
             running.zero_()
             run.log.append({"step": done, "loss": mean_loss})
             bars.update(task, info=f"loss {mean_loss:.4f}")
