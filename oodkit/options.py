@@ -44,6 +44,7 @@ def option(
     above: float | None = None,
     below: float | None = None,
     finite: bool = True,
+    choices: tuple[str, ...] | None = None,
 ) -> Any:
     """A dataclass field with its command-line description and its domain.
 
@@ -52,7 +53,8 @@ def option(
     ``--config``) even where the library has a default; ``cli=False`` keeps a field out of
     the command line. The domain of a number: ``minimum`` / ``maximum`` (inclusive),
     ``above`` / ``below`` (exclusive); a float is finite unless ``finite=False`` (NaN passes
-    every comparison, so it is refused first). ``None`` still means "not given".
+    every comparison, so it is refused first); a string is one of ``choices`` when given.
+    ``None`` still means "not given".
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
@@ -65,6 +67,7 @@ def option(
         "required": required,
         "domain": (minimum, above, maximum, below),
         "finite": finite,
+        "choices": tuple(choices) if choices is not None else None,
     }
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
@@ -140,13 +143,17 @@ def in_domain(value: float, domain: tuple[Any, Any, Any, Any]) -> bool:
 
 
 def check_domains(opts: Any) -> None:
-    """Refuse, with the flag's name, a number outside its field's domain or a non-finite
-    float (a field may allow those with ``finite=False``)."""
+    """Refuse, with the flag's name, a string that is not one of its field's choices, a
+    number outside its field's domain or a non-finite float (a field may allow those with
+    ``finite=False``)."""
     for f in dataclasses.fields(opts):
         value = getattr(opts, f.name)
+        flag = flags_of(f)[0].split("/")[0]
+        choices = f.metadata.get("choices")
+        if choices is not None and value is not None and value not in choices:
+            raise OodkitError(f"{flag} must be one of {', '.join(choices)}, got {brief(value)}")
         if value is None or isinstance(value, bool) or not isinstance(value, int | float):
             continue
-        flag = flags_of(f)[0].split("/")[0]
         if isinstance(value, float) and f.metadata.get("finite", True) and not math.isfinite(value):
             raise OodkitError(f"{flag} must be a finite number, got {value}")
         domain = f.metadata.get("domain", (None,) * 4)

@@ -43,13 +43,11 @@ class SweepOptions:
     """What ``sweep`` takes besides the benchmark, model, grid file and output folder."""
 
     seeds: int = O.option(1, "Detector seeds per cell (their mean is compared).", minimum=1)
-    select: str = O.option("near", "Choose by mean validation AUROC over near, far or all sets.")
+    select: str = O.option(
+        "near", "Choose by mean validation AUROC over near, far or all sets.", choices=SELECT
+    )
     data_root: str | None = O.data_root_option()
     quiet: bool = O.quiet_option()
-
-    def check(self) -> None:
-        if self.select not in SELECT:
-            raise OodkitError(f"--select must be one of {', '.join(SELECT)}, got {self.select!r}")
 
 
 def read_grid(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -301,7 +299,6 @@ def sweep(
     """Run every cell of the grid on ``ref``'s validation sets; return the results document
     (also in ``out/results.json``, with ``results.md``, ``results.png`` and ``recipe.yaml``)."""
     o = with_overrides(SweepOptions, options, overrides)
-    o.check()
     grid = read_grid(grid_file)
     out = Path(out)
     bench = benchmark_with_validation(ref, o.data_root)  # refused before anything is made

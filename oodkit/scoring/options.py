@@ -107,6 +107,7 @@ class ScoreOptions:
         "image",
         "diffguard cfg: cut the CAM at the image size, then nearest to the model's grid "
         "(image, official) or nearest to the grid, then cut (grid).",
+        choices=("image", "grid"),
     )
     oracle: bool = O.option(False, "diffguard analysis: true ID labels, random OOD labels.")
     combine_with: str | None = O.option(
@@ -136,7 +137,9 @@ class ScoreOptions:
         None,
         "diffguard model precision: auto (default: fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16.",
     )
-    seed: int = O.option(0, "diffguard: seed of cut-outs and oracle labels.")
+    seed: int = O.option(
+        0, "diffguard: seed of cut-outs and oracle labels.", minimum=0, maximum=O.SEED_MAX
+    )
     save_syntheses: int = O.option(
         0, "diffguard: preview of N ID and N OOD syntheses.", role="run", minimum=0
     )

@@ -722,6 +722,22 @@ def _fifo(paths: dict[str, Path]) -> None:
     os.mkfifo(bench.parent / "ood" / "c0" / "z.png")
 
 
+def _fifo_id(paths: dict[str, Path]) -> None:
+    import os
+
+    paths["ids"] = _noise(_tmp(paths) / "ids", 0)
+    os.mkfifo(paths["ids"] / "c1" / "z.png")
+
+
+def _string_scores(paths: dict[str, Path]) -> None:
+    table = datasets.Dataset.from_dict(
+        {"sample_id": ["a", "b"], "dataset": ["t", "o"], "group": ["id", "far"]}
+        | {"id_score": ["high", "low"]}
+    )
+    paths["strings"] = _tmp(paths) / "strings"
+    write_artifact(paths["strings"], "scores", {"method": "x"}, dataset=table)
+
+
 def _huge_header(paths: dict[str, Path]) -> None:
     """A 100-byte PNG whose header claims 200,000 × 200,000 pixels."""
     import struct
@@ -869,6 +885,7 @@ ISSUE22 = [
         _hold_lock,
         env={"RANK": "1", "WORLD_SIZE": "2"},
     ),
+    Case("train-rank-env", TRAIN, "is being written by another run", _hold_lock, env={"RANK": "2"}),
     Case(
         "score-rank-env",
         SCORE,
@@ -878,6 +895,12 @@ ISSUE22 = [
     ),
     # B4 special files, bombs, what verify covers
     Case("score-fifo", f"{SCORE} -b {{b}}", "z.png is not a regular file", _fifo),
+    Case(
+        "train-fifo-id",
+        "train detector --id {ids} --epochs 1 -q --out {out}",
+        "z.png is not a regular file",
+        _fifo_id,
+    ),
     Case("score-bomb-header", f"{SCORE} -b {{b}}", "could be decompression bomb", _huge_header),
     Case(
         "verify-edited-manifest",
@@ -894,6 +917,13 @@ ISSUE22 = [
     Case("pseudo-threshold-1", f"{PSEUDO} --threshold 1", "--threshold must lie in [0, 1)"),
     Case("train-lr-diverges", f"{TRAIN} --lr 1e12", "training diverged: the mean loss of epoch 1"),
     Case("diffusion-lr-diverges", f"{DIFF} --steps 3 --lr 1e30", "training diverged"),
+    Case("pseudo-flip-maybe", f"{PSEUDO} --flip maybe", "--flip must be one of auto, yes, no"),
+    Case(
+        "config-betas",
+        f"{DIFF} --config {{cfg}}",
+        "--betas must be one of linear, cosine",
+        _config("betas: quadratic\n"),
+    ),
     Case("dg-trust-nan", f"{DG} --trust-below nan", "--trust-below must be a finite"),
     # C3 damaged files oodkit wrote itself
     Case(
@@ -909,6 +939,7 @@ ISSUE22 = [
         "model.safetensors cannot be loaded",
         _damaged_weights,
     ),
+    Case("eval-column-type", f"{EVAL} {{strings}}", "column id_score holds string", _string_scores),
     Case(
         "eval-manifest-type",
         f"{EVAL} {{edited}}",

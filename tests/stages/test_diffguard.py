@@ -278,7 +278,7 @@ def test_bad_input_is_refused_before_anything_loads(
         ([*dg, "--cutouts", "0"], "--cutouts must be positive"),
         ([*dg, "--limit", "0"], "--limit must be positive"),
         ([*dg, "--cam-cut", "1"], "--cam-cut must lie in [0, 1)"),
-        ([*dg, "--cam-resize", "latent"], "--cam-resize must be image or grid"),
+        ([*dg, "--cam-resize", "latent"], "--cam-resize must be one of image, grid"),
         ([*dg, "--trust-below", "0.9", "--trust-above", "0.1"], "--trust-below"),
         ([*dg, "--method", "diffguard,energy"], "runs alone"),
         ([*dg, "--combine-with", str(energy[0].path.parent / "nothing")], "nothing"),

@@ -63,6 +63,19 @@ def test_a_benchmark_rewritten_in_place_reaches_the_cache_and_the_manifest(
     assert _scores(load_artifact(tmp_path / "s1")) == _scores(first)  # refused, not replaced
 
 
+def test_a_damaged_feature_cache_entry_is_recomputed(ce_detector, tmp_path) -> None:
+    bench = _bench(tmp_path)
+    before = set(cache_root().glob("*.safetensors"))
+    [first] = score(ce_detector, str(bench), "energy", tmp_path / "s1", quiet=True)
+    entries = sorted(set(cache_root().glob("*.safetensors")) - before)
+    assert len(entries) == 2  # ID test and OOD
+    for e in entries:
+        e.write_bytes(e.read_bytes()[:40])  # cut off
+    [again] = score(ce_detector, str(bench), "energy", tmp_path / "s2", quiet=True)
+    assert _scores(again) == _scores(first)
+    assert all(e.stat().st_size > 40 for e in entries)  # rewritten
+
+
 def test_high_bit_depth_images_are_scaled_by_their_range_not_clipped(tmp_path) -> None:
     """The same picture as 8-bit PNG, 16-bit PNG, 16-bit TIFF, signed 32-bit TIFF and float
     TIFF decodes to the same 8-bit pixels (reference: value / full scale × 255, rounded)."""

@@ -67,8 +67,6 @@ def resolve(o: ScoreOptions) -> Recipe:
     # 0 switches a rule off (e.g. a preset's DISTS rule); ranges: the options' domains
     o = dataclasses.replace(o, **{k: None for k, v in rules.items() if v == 0})
     steps = STEPS[o.guidance] if o.steps is None else o.steps
-    if o.cam_resize not in ("image", "grid"):
-        raise OodkitError(f"--cam-resize must be image or grid, got {o.cam_resize!r}")
     if o.trust_below > o.trust_above:
         raise OodkitError("--trust-below must not exceed --trust-above")
     stop = STOPS[o.guidance] if o.stop is None else o.stop

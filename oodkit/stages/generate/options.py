@@ -36,6 +36,7 @@ class GenerateOptions:
         "class",
         "SONA / global c_OOD: class (drawn: another ID class, or an --ood-classes prompt), "
         "away (ψ_OOD = −ψ_ID) or none (ψ_OOD = 0).",
+        choices=OOD_CONDITIONS,
     )
     ood_classes: str | None = O.option(None, "File of OOD class names.", role="input")
     judge: str | None = O.option(
@@ -49,16 +50,18 @@ class GenerateOptions:
         "sdedit",
         "reconstruct: sdedit (re-generate from a random start) or vae (VAE round trips, "
         "SONA's extra ID set; latent models).",
+        choices=("sdedit", "vae"),
     )
     per_image: int = O.option(1, "Outliers per ID image.", minimum=1)
     limit: int | None = O.option(None, "Use only the first N ID images.", minimum=1)
     resize: str = O.option(
         "crop",
         "Fit sources to the model's square: crop (centre), pad (edges, cut back after) or squash.",
+        choices=O.RESIZE_POLICIES,
     )
     size: int | None = O.option(None, "Output size, long side (default: the model's).", minimum=1)
     dtype: str = O.option(
-        "auto", "Model precision: auto (fp16 on CUDA, else fp32), fp32, fp16, bf16."
+        "auto", "Model precision: auto (fp16 on CUDA, else fp32), fp32, fp16, bf16.", choices=DTYPES
     )
     compile: bool = O.option(False, "torch.compile the UNet (GPU runs of many batches).")
     save_masks: int = O.option(0, "Save SONA masks of the first N samples.", role="run", minimum=0)
@@ -72,7 +75,9 @@ class GenerateOptions:
         "Threads that encode and write outputs beside the accelerator (auto: the rank's CPUs).",
         role="run",
     )
-    image_format: str = O.option("png", "Image encoding of the outputs: png, jpeg or webp.")
+    image_format: str = O.option(
+        "png", "Image encoding of the outputs: png, jpeg or webp.", choices=tuple(O.IMAGE_FORMATS)
+    )
     image_quality: int | None = O.option(
         None, "PNG: zlib level 0-9 (default 6); JPEG / WebP: quality 1-100 (default 95)."
     )
@@ -92,10 +97,6 @@ class GenerateOptions:
             out.t_start = defaults.get("t_start")
         if out.scale is None:
             out.scale = defaults.get("scale")
-        _one_of("--resize", out.resize, O.RESIZE_POLICIES)
-        _one_of("--dtype", out.dtype, DTYPES)
-        _one_of("--mode", out.mode, ("sdedit", "vae"))
-        _one_of("--ood-condition", out.ood_condition, OOD_CONDITIONS)
         if out.ood_condition != "class" and "ood_condition" not in registered.options:
             raise OodkitError(f"--ood-condition applies to sona and global, not {out.method}")
         out.image_quality = O.check_image_format(out.image_format, out.image_quality)
@@ -104,8 +105,3 @@ class GenerateOptions:
         if out.mode == "vae" and out.method != "reconstruct":
             raise OodkitError("--mode vae is a reconstruct mode: use --method reconstruct")
         return out
-
-
-def _one_of(flag: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise OodkitError(f"{flag} must be one of {', '.join(allowed)}, got {value!r}")

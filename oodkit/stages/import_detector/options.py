@@ -33,6 +33,7 @@ class ImportOptions:
         None,
         f"Training set ({', '.join(TRAINED_ON)}): its classes and OpenOOD's test preprocessing "
         "(over the source's; explicit options win).",
+        choices=TRAINED_ON,
     )
     resize: int | None = O.option(None, "Eval resize before the crop.", minimum=1)
     square: bool | None = O.option(
@@ -41,7 +42,9 @@ class ImportOptions:
     crop: int | None = O.option(None, "Centre crop (the model's input size).", minimum=1)
     mean: str | None = O.option(None, "Normalisation mean, R,G,B.")
     std: str | None = O.option(None, "Normalisation std, R,G,B.")
-    interpolation: str | None = O.option(None, f"Resize filter: {', '.join(INTERPOLATIONS)}.")
+    interpolation: str | None = O.option(
+        None, f"Resize filter: {', '.join(INTERPOLATIONS)}.", choices=INTERPOLATIONS
+    )
     class_names: list[str] = O.option(
         help="Class names in label order (repeat the option; default: --trained-on's or the "
         "source's).",
@@ -57,10 +60,6 @@ class ImportOptions:
     quiet: bool = O.quiet_option()
 
     def check(self) -> None:
-        if self.trained_on is not None and self.trained_on not in TRAINED_ON:
-            raise OodkitError(f"--trained-on must be one of {', '.join(TRAINED_ON)}")
-        if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
-            raise OodkitError(f"--interpolation must be one of {', '.join(INTERPOLATIONS)}")
         _floats(self.mean, "--mean")
         std = _floats(self.std, "--std")
         if std is not None and min(std) <= 0:

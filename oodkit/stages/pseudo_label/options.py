@@ -41,7 +41,7 @@ class PseudoLabelOptions:
     balance: bool = O.option(
         True, "Class-balanced self-labelling.", flags=("--balance/--no-balance",)
     )
-    flip: str = O.option("auto", "auto (RGB only), yes or no.")
+    flip: str = O.option("auto", "auto (RGB only), yes or no.", choices=("auto", "yes", "no"))
     image_size: int | None = O.option(None, "Input size (default: the data's).", minimum=1)
     seed: int = O.seed_option()
     data_root: str | None = O.data_root_option()

@@ -48,7 +48,7 @@ class TrainOptions:
     energy_weight: float = O.option(0.1, "Energy-margin weight (energy).", minimum=0)
     m_in: float = O.option(-25.0, "ID energy margin (energy).")
     m_out: float = O.option(-7.0, "Outlier energy margin (energy).")
-    augment: str = O.option("auto", f"{', '.join(AUGMENTS)}.")
+    augment: str = O.option("auto", f"{', '.join(AUGMENTS)}.", choices=AUGMENTS)
     image_size: int | None = O.option(None, "Input size (default: the data's).", minimum=1)
     seed: int = O.seed_option()
     data_root: str | None = O.data_root_option()
@@ -64,8 +64,6 @@ class TrainOptions:
     def check(self) -> None:
         resolve_workers(self.num_workers, cuda=False)  # a count or auto, before any work
         DETECTOR_LOSS.get(self.loss)
-        if self.augment not in AUGMENTS:
-            raise OodkitError(f"--augment must be one of {', '.join(AUGMENTS)}")
         if self.nesterov and self.momentum == 0:
             raise OodkitError("--nesterov needs --momentum > 0: give a momentum or --no-nesterov")
         if self.min_lr > self.lr:

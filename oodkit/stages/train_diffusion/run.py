@@ -180,7 +180,6 @@ def train_diffusion(
     """Train the class-conditional CFG model; ``None`` when paused by ``stop_after_steps``
     (and on non-main processes). Keyword arguments override fields of ``options``."""
     o = with_overrides(DiffusionOptions, options, overrides)
-    o.check()
     idd = resolve_id(id_ref, data_root=o.data_root)
     factor = 2 ** (len(PRESETS[o.preset]["block_out_channels"]) - 1)
     if idd.image_size % factor:
