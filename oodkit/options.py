@@ -178,6 +178,9 @@ def json_object(text: str | dict | None, name: str) -> dict[str, Any]:
 
 # --- options shared by several stages: each defined here once --------------------------------
 
+# the longest side an image may have: PIL's decompression-bomb limit (89,478,485 pixels, which
+# oodkit enforces on every decoded image) as a square
+MAX_IMAGE_SIDE = 9459
 RESIZE_POLICIES = ("crop", "pad", "squash")  # how an image is fitted to a model's square
 
 IMAGE_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}

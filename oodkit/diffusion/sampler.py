@@ -16,8 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+
+from oodkit.errors import OodkitError
 
 # eps_fn(x_active, t_active [A], rows [A], step_in_run [A]) -> guided ε for those rows
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -45,6 +48,19 @@ def ddim_scheduler(config: dict | object):
     return DDIMScheduler.from_config(config)
 
 
+def check_steps(steps: int, scheduler_config: Any) -> None:
+    """A DDIM grid of ``steps`` fits in the model's training timesteps (``None``: a Hub model
+    whose scheduler is known only once loaded)."""
+    if scheduler_config is None:
+        return
+    get = (
+        scheduler_config.get if isinstance(scheduler_config, dict) else scheduler_config.__getitem__
+    )
+    total = int(get("num_train_timesteps") or 1000)
+    if steps > total:
+        raise OodkitError(f"--steps {steps} exceeds the model's {total} training timesteps")
+
+
 def _working(x: torch.Tensor) -> torch.Tensor:
     """``x`` in at least float32 (the dtype of the DDIM state and of guidance math)."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
@@ -58,6 +74,7 @@ class DDIMSampler:
             raise ValueError(
                 f"only epsilon prediction is supported, not {scheduler.config.prediction_type}"
             )
+        check_steps(num_steps, scheduler.config)
         scheduler.set_timesteps(num_steps)
         self.scheduler = scheduler
         self.num_steps = num_steps

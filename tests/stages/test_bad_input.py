@@ -917,6 +917,10 @@ ISSUE22 = [
     Case("pseudo-threshold-1", f"{PSEUDO} --threshold 1", "--threshold must lie in [0, 1)"),
     Case("train-lr-diverges", f"{TRAIN} --lr 1e12", "training diverged: the mean loss of epoch 1"),
     Case("diffusion-lr-diverges", f"{DIFF} --steps 3 --lr 1e30", "training diverged"),
+    Case("gen-steps-model", f"{GEN_SD} --steps 5000", "exceeds the model's 1000 training"),
+    Case("dg-steps-model", f"{DG} --steps 5000", "--steps 5000 exceeds the model's 1000"),
+    Case("gen-size-huge", f"{GEN_SD} --size 100000", "--size must lie in [1, 9459]"),
+    Case("train-size-huge", f"{TRAIN} --image-size 50000", "--image-size must lie in [1, 9459]"),
     Case("pseudo-flip-maybe", f"{PSEUDO} --flip maybe", "--flip must be one of auto, yes, no"),
     Case(
         "config-betas",

@@ -87,6 +87,9 @@ def resolve(o: ScoreOptions) -> Recipe:
 
 def check_model(r: Recipe, o: ScoreOptions, spec, config, bench) -> None:
     """The model against the guidance, the detector and the benchmark (configs only)."""
+    from oodkit.diffusion.sampler import check_steps
+
+    check_steps(r.steps, spec.scheduler_config)
     if r.guidance == "cfg" and spec.kind == "uncond":
         raise OodkitError(
             "--guidance cfg needs a class- or text-conditional model with a null condition; "

@@ -59,7 +59,9 @@ class GenerateOptions:
         "Fit sources to the model's square: crop (centre), pad (edges, cut back after) or squash.",
         choices=O.RESIZE_POLICIES,
     )
-    size: int | None = O.option(None, "Output size, long side (default: the model's).", minimum=1)
+    size: int | None = O.option(
+        None, "Output size, long side (default: the model's).", minimum=1, maximum=O.MAX_IMAGE_SIDE
+    )
     dtype: str = O.option(
         "auto", "Model precision: auto (fp16 on CUDA, else fp32), fp32, fp16, bf16.", choices=DTYPES
     )

@@ -39,7 +39,7 @@ from oodkit.devices import resolve_device, resolve_dtype
 from oodkit.diffusion import guidance as G
 from oodkit.diffusion.denoisers import ModelSpec
 from oodkit.diffusion.resynthesis import resynthesize
-from oodkit.diffusion.sampler import DDIMSampler, ddim_scheduler
+from oodkit.diffusion.sampler import DDIMSampler, check_steps, ddim_scheduler
 from oodkit.errors import OodkitError
 from oodkit.locks import writes_output
 from oodkit.methods import GENERATION
@@ -229,7 +229,8 @@ def _sources(id_ref: str, o: GenerateOptions, idd, spec: ModelSpec, method) -> _
 
 
 def _check_model(o: GenerateOptions, spec: ModelSpec) -> None:
-    """Method and mode against the kind of model."""
+    """Method, mode and steps against the kind of model."""
+    check_steps(o.steps, spec.scheduler_config)
     if spec.kind == "uncond":
         raise OodkitError(
             "an unconditional model takes no class or prompt: generate needs a class- or "

@@ -35,11 +35,15 @@ class ImportOptions:
         "(over the source's; explicit options win).",
         choices=TRAINED_ON,
     )
-    resize: int | None = O.option(None, "Eval resize before the crop.", minimum=1)
+    resize: int | None = O.option(
+        None, "Eval resize before the crop.", minimum=1, maximum=O.MAX_IMAGE_SIDE
+    )
     square: bool | None = O.option(
         None, "Resize both sides (else the shorter one).", flags=("--square/--no-square",)
     )
-    crop: int | None = O.option(None, "Centre crop (the model's input size).", minimum=1)
+    crop: int | None = O.option(
+        None, "Centre crop (the model's input size).", minimum=1, maximum=O.MAX_IMAGE_SIDE
+    )
     mean: str | None = O.option(None, "Normalisation mean, R,G,B.")
     std: str | None = O.option(None, "Normalisation std, R,G,B.")
     interpolation: str | None = O.option(

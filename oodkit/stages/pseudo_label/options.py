@@ -42,7 +42,9 @@ class PseudoLabelOptions:
         True, "Class-balanced self-labelling.", flags=("--balance/--no-balance",)
     )
     flip: str = O.option("auto", "auto (RGB only), yes or no.", choices=("auto", "yes", "no"))
-    image_size: int | None = O.option(None, "Input size (default: the data's).", minimum=1)
+    image_size: int | None = O.option(
+        None, "Input size (default: the data's).", minimum=1, maximum=O.MAX_IMAGE_SIDE
+    )
     seed: int = O.seed_option()
     data_root: str | None = O.data_root_option()
     device: str = O.device_option()

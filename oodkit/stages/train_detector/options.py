@@ -49,7 +49,9 @@ class TrainOptions:
     m_in: float = O.option(-25.0, "ID energy margin (energy).")
     m_out: float = O.option(-7.0, "Outlier energy margin (energy).")
     augment: str = O.option("auto", f"{', '.join(AUGMENTS)}.", choices=AUGMENTS)
-    image_size: int | None = O.option(None, "Input size (default: the data's).", minimum=1)
+    image_size: int | None = O.option(
+        None, "Input size (default: the data's).", minimum=1, maximum=O.MAX_IMAGE_SIDE
+    )
     seed: int = O.seed_option()
     data_root: str | None = O.data_root_option()
     device: str = O.device_option()
