@@ -12,6 +12,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from oodkit.artifacts import atomic_file
 from oodkit.errors import OodkitError
@@ -95,6 +96,11 @@ def file_digest(path: str | Path) -> str:
     digest = hashes.digest(Path(path).resolve())
     hashes.save()
     return digest
+
+
+def file_input(path: str | Path, kind: str, **extra: Any) -> dict[str, Any]:
+    """The manifest ``inputs`` entry of a file: its path and content digest."""
+    return {"kind": kind, "path": str(path), "fingerprint": file_digest(path), **extra}
 
 
 def tree_digest(folder: str | Path) -> str:

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from oodkit.errors import OodkitError, first_line
-from oodkit.hashing import file_digest
+from oodkit.hashing import file_digest, file_input
 from oodkit.models.preprocessing import INTERPOLATIONS, Preprocessing
 
 LIBRARIES = ("torchvision", "timm", "openood", "pytorch-ood", "python")
@@ -297,7 +297,7 @@ def torchvision_weights(name: str, member: str):
 
 
 def _file_input(path: Path, what: str) -> dict[str, Any]:
-    return {"kind": "weights", "path": str(path), "fingerprint": file_digest(path), "what": what}
+    return file_input(path, "weights", what=what)
 
 
 # --- classes and preprocessing -------------------------------------------------------------

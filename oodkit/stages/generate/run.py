@@ -344,6 +344,7 @@ def generate(
 
     from oodkit.data.sources import resolve_id
     from oodkit.diffusion.denoisers import describe_model, load_denoiser, model_input
+    from oodkit.hashing import file_input
 
     # 1. options, model configs and data: every check that needs no weights
     o = with_overrides(GenerateOptions, options, overrides).resolved()
@@ -364,6 +365,8 @@ def generate(
     inputs = [*src.inputs, from_main(state, lambda: model_input(model, spec))]  # hashed once
     if judge is not None and judge != MODEL:
         inputs.append(judge.as_input())
+    if o.ood_classes:
+        inputs.append(file_input(o.ood_classes, "class-list"))
     params = {
         **recipe(o),
         "dtype": dtype_name,

@@ -158,6 +158,7 @@ def pseudo_label(
     from rich.console import Console
 
     from oodkit.data.sources import dataset_input, resolve_id
+    from oodkit.hashing import file_input
 
     o = with_overrides(PseudoLabelOptions, options, overrides)
     idd = resolve_id(id_ref, data_root=o.data_root, image_size=o.image_size)
@@ -180,6 +181,8 @@ def pseudo_label(
         "labels_used_for_training": False,
     }
     inputs = [dataset_input(id_ref, idd.train)]
+    if o.weights:
+        inputs.append(file_input(o.weights, "weights"))
     existing = check_output(out, "pseudo-labels", params, inputs, o.overwrite)
     if existing is not None:
         return existing if main else None
