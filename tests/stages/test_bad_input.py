@@ -312,7 +312,9 @@ CASES = [
     Case("train-epochs-0", f"{TRAIN} --epochs 0", "--epochs must be positive, got 0"),
     Case("train-batch-0", f"{TRAIN} --batch-size 0", "--batch-size must be positive, got 0"),
     Case("train-outlier-batch-0", f"{TRAIN} --outlier-batch-size 0", "must be positive"),
-    Case("train-image-size-0", f"{TRAIN} --image-size 0", "--image-size must be positive"),
+    Case(
+        "train-image-size-0", f"{TRAIN} --image-size 0", "--image-size must lie in [1, 9459], got 0"
+    ),
     Case("train-club-steps", f"{TRAIN} --club-steps -1", "--club-steps must not be negative"),
     Case("train-workers-negative", f"{TRAIN} --num-workers -1", "must not be negative"),
     Case("train-stop-after-0", f"{TRAIN} --stop-after-epochs 0", "must be positive"),

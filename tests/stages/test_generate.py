@@ -90,6 +90,23 @@ def test_sona_makes_one_forward_of_3b_rows_per_ddim_step(
     assert art.manifest.params["scheduler"] == "DDIMScheduler"
 
 
+def test_the_ood_class_list_is_an_input_by_content(bench, tiny_sd, tmp_path) -> None:
+    """The prompts' class list shapes every outlier: its digest is a manifest input, so an
+    edited list makes a rerun into the same folder a different run, not "nothing to do"."""
+    import hashlib
+
+    names = tmp_path / "ood.txt"
+    names.write_text("car\ntree\n")
+    opts = GenerateOptions(method="sona", steps=10, t_start=1, limit=2, batch_size=2)
+    run = dict(ood_classes=str(names), quiet=True, device="cpu")
+    art = generate(str(bench / "bench.json"), str(tiny_sd), tmp_path / "o", opts, **run)
+    [entry] = [i for i in art.manifest.inputs if i["kind"] == "class-list"]
+    assert entry["fingerprint"] == hashlib.sha256(names.read_bytes()).hexdigest()
+    names.write_text("car\nboat\n")
+    with pytest.raises(OodkitError, match=r"different inputs \(.*ood.txt changed\)"):
+        generate(str(bench / "bench.json"), str(tiny_sd), tmp_path / "o", opts, **run)
+
+
 def test_each_sample_starts_at_its_own_step(bench, tiny_sd, tmp_path, monkeypatch) -> None:
     calls = _count_unet_calls(monkeypatch)
     art = _sona(bench, tiny_sd, tmp_path / "o")
@@ -444,7 +461,7 @@ def test_bad_input_is_refused_before_the_model_loads(
         ([*sd, "--t-start", "99"], "not on the 100-step DDIM grid (0, 10, …, 990)"),
         ([*sd, "--steps", "0"], "must be positive"),
         ([*sd, "--limit", "0"], "--limit must be positive"),
-        ([*sona, "--size", "0"], "--size must be positive"),
+        ([*sona, "--size", "0"], "--size must lie in [1, 9459]"),
         ([*sona, "--shard-size", "0"], "must be positive"),
         ([*sona, "--resize", "stretch"], "--resize must be one of crop, pad, squash"),
         ([*sona, "--dtype", "fp8"], "--dtype must be one of auto, fp32, fp16, bf16"),
