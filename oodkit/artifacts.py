@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from oodkit import __version__
-from oodkit.errors import OodkitError, first_line
+from oodkit.errors import Interrupted, OodkitError, first_line
 from oodkit.locks import claim, fresh_state
 
 if TYPE_CHECKING:
@@ -553,8 +553,8 @@ def as_disk_error(exc: BaseException, where: Path) -> BaseException:
     """A third-party writer's failure on a full disk as the ``OSError`` (ENOSPC) it is, so
     it reaches the user as the same one line as any full-disk error; other errors unchanged.
     Called before the failed write's temporaries are removed (which frees the space)."""
-    if isinstance(exc, OSError) or not isinstance(exc, Exception):
-        return exc
+    if isinstance(exc, OSError | OodkitError | Interrupted) or not isinstance(exc, Exception):
+        return exc  # already one line (or a signal, or not an error of the writer)
     place = Path(where).absolute()
     while not place.exists() and place != place.parent:
         place = place.parent

@@ -252,3 +252,23 @@ def test_tampered_manifests_and_columns_are_one_line(tmp_path, make_scores) -> N
     write_artifact(tmp_path / "strings", "scores", {"method": "x"}, dataset=table)
     with pytest.raises(OodkitError, match="column id_score holds string, a scores artifact holds"):
         read_scores(tmp_path / "strings")
+
+
+def test_only_a_writer_failing_on_a_full_disk_becomes_the_disk_error(tmp_path, monkeypatch):
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from oodkit.artifacts import as_disk_error
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9, 0))  # full
+    mapped = as_disk_error(RuntimeError("PytorchStreamWriter failed writing"), tmp_path / "x")
+    assert isinstance(mapped, OSError) and mapped.errno == errno.ENOSPC
+    refusal = OodkitError("--k 9 must lie in 1..8")
+    assert as_disk_error(refusal, tmp_path / "x") is refusal  # already one line: kept
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 0, 10**9))  # room left
+    bug = RuntimeError("shape mismatch")
+    assert as_disk_error(bug, tmp_path / "x") is bug  # a bug stays a bug
+    quota = as_disk_error(RuntimeError("IoError: Disk quota exceeded"), tmp_path / "x")
+    assert isinstance(quota, OSError)
