@@ -480,8 +480,7 @@ def check_apart(out: Path, inputs: Sequence[Mapping[str, Any]]) -> None:
     """Refuse an output folder that is, lies inside or holds an input (``eval sc --out
     sc/metrics`` would change ``sc`` and leave it failing ``verify``)."""
     where = out.resolve()
-    for i in inputs:
-        ref = str(i.get("path") or "")
+    for ref in [str(i.get(k) or "") for i in inputs for k in ("path", "local")]:
         if not ref or ref.startswith("hub:") or not Path(ref).exists():
             continue
         src = Path(ref).resolve()

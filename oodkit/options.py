@@ -161,6 +161,11 @@ def check_domains(opts: Any) -> None:
             raise OodkitError(f"{flag} must {domain_text(domain)}, got {_num(value)}")
 
 
+def _no_constant(name: str) -> Any:
+    """JSON's NaN / Infinity extensions are refused: every number oodkit takes is finite."""
+    raise ValueError(f"{name} is not a finite number")
+
+
 def json_object(text: str | dict | None, name: str) -> dict[str, Any]:
     """A JSON object option (``--arch-kwargs '{"drop_rate": 0.1}'``); empty → ``{}``."""
     if isinstance(text, dict):
@@ -168,9 +173,9 @@ def json_object(text: str | dict | None, name: str) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise OodkitError(f"{name} must be a JSON object: {exc}") from None
+        value = json.loads(text, parse_constant=_no_constant)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise OodkitError(f"{name} must be a JSON object: {first_line(exc)}") from None
     if not isinstance(value, dict):
         raise OodkitError(f"{name} must be a JSON object")
     return value
@@ -281,7 +286,7 @@ def load_structured(path: str | Path, where: str) -> Any:
             raise OodkitError(f"{where}: larger than {MAX_CONFIG_BYTES >> 20} MiB")
         text = path.read_text()
         if path.suffix.lower() not in (".yaml", ".yml"):
-            return json.loads(text)
+            return json.loads(text, parse_constant=_no_constant)
         import yaml
 
         _check_expansion(yaml.compose(text, Loader=yaml.SafeLoader), where)

@@ -117,6 +117,8 @@ class Claims:
             holder = json.loads(path.read_text() or "{}")
         except (OSError, ValueError):
             return False  # released meanwhile, or being written
+        if not isinstance(holder, dict):  # damaged: only the lease can tell
+            return age > self.lease
         if holder.get("host") == self.host and "pid" in holder:
             return holder["pid"] != self.pid and not _alive(int(holder["pid"]))
         return age > self.lease

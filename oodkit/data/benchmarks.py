@@ -32,6 +32,7 @@ class DataSet:
     loader: Loader
     ref: str | None = None  # the dataset reference it loads (custom benchmarks)
     size: int | None = None  # the expected number of samples, when known
+    local: Path | None = None  # the folder it reads, for a custom benchmark's local sets
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:

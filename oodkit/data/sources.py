@@ -35,8 +35,8 @@ from oodkit.data.tables import (
     normalise_columns,
     with_channels,
 )
-from oodkit.errors import OodkitError
-from oodkit.options import load_structured
+from oodkit.errors import OodkitError, brief
+from oodkit.options import MAX_IMAGE_SIDE, load_structured
 from oodkit.schemas import table_of
 
 SET_NAME = re.compile(r"[\w+-][\w.+-]*")
@@ -129,9 +129,11 @@ def resolve_id(
     return IdData(train, val_ds, channels, image_size or max(first.size), None, None)
 
 
-def dataset_input(ref: str, ds: datasets.Dataset) -> dict[str, Any]:
-    """The manifest ``inputs`` entry of a plain dataset reference."""
-    return {"kind": "dataset", "path": ref, "fingerprint": getattr(ds, "_fingerprint", None)}
+def dataset_input(ref: str, ds: datasets.Dataset, local: Path | None = None) -> dict[str, Any]:
+    """The manifest ``inputs`` entry of a dataset: its reference, content fingerprint and,
+    for a benchmark set read from a local folder, that folder (no output may go inside it)."""
+    entry = {"kind": "dataset", "path": ref, "fingerprint": getattr(ds, "_fingerprint", None)}
+    return entry | ({"local": str(local)} if local is not None else {})
 
 
 def load_artifact_or_dataset(
@@ -179,7 +181,8 @@ def _set_from(
             "start with '.' (it names files)"
         )
     load = partial(load_dataset_ref, ref, base_dir=where.parent, data_root=data_root)
-    return DataSet(name=name, group=group, loader=load, ref=ref)
+    local = (where.parent / Path(ref).expanduser()).resolve()
+    return DataSet(name=name, group=group, loader=load, ref=ref, local=local)
 
 
 def load_benchmark_file(path: str | Path, data_root: str | Path | None = None) -> Benchmark:
@@ -191,6 +194,8 @@ def load_benchmark_file(path: str | Path, data_root: str | Path | None = None) -
     missing = [k for k in ("id_train", "id_test", "ood") if k not in spec]
     if missing:
         raise OodkitError(f"{path}: missing field(s) {', '.join(missing)}")
+    if not isinstance(spec.get("ood_val", []), list):
+        raise OodkitError(f"{path}: 'ood_val' must be a list of sets")
     if not isinstance(spec["ood"], list) or not spec["ood"]:
         raise OodkitError(f"{path}: 'ood' must be a non-empty list of sets")
     name = str(spec.get("name", path.stem))
@@ -201,8 +206,20 @@ def load_benchmark_file(path: str | Path, data_root: str | Path | None = None) -
 
     id_val = spec.get("id_val")
     channels = spec.get("channels")
-    if channels is not None and channels not in (1, 3):
-        raise OodkitError(f"{path}: channels must be 1 or 3, got {channels!r}")
+    if channels is not None and (type(channels) is not int or channels not in (1, 3)):
+        raise OodkitError(f"{path}: channels must be 1 or 3, got {brief(channels)}")
+    size = spec.get("image_size")
+    if size is not None and (type(size) is not int or not 1 <= size <= MAX_IMAGE_SIDE):
+        raise OodkitError(
+            f"{path}: image_size must be an integer in 1..{MAX_IMAGE_SIDE}, got {brief(size)}"
+        )
+    names = spec.get("class_names")
+    if names is not None and (
+        not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names)
+    ):
+        raise OodkitError(f"{path}: class_names must be a list of non-empty names")
+    if not isinstance(spec.get("name", ""), str):
+        raise OodkitError(f"{path}: name must be a string, got {brief(spec['name'])}")
     bench = Benchmark(
         name=name,
         id_train=one(spec["id_train"], "id_train", "id"),

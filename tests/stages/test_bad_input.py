@@ -740,6 +740,27 @@ def _string_scores(paths: dict[str, Path]) -> None:
     write_artifact(paths["strings"], "scores", {"method": "x"}, dataset=table)
 
 
+def _inside_set(paths: dict[str, Path]) -> None:
+    bench = _image_bench(paths)
+    paths["inside"] = bench.parent / "ood" / "c0" / "scores"
+
+
+def _bench_value(key: str, value: str) -> Callable[[dict[str, Path]], None]:
+    def setup(paths: dict[str, Path]) -> None:
+        bench = _image_bench(paths)
+        text = bench.read_text().replace('"image_size": 16', f'"{key}": {value}')
+        bench.write_text(text)
+
+    return setup
+
+
+def _fifo_names(paths: dict[str, Path]) -> None:
+    import os
+
+    paths["names"] = _tmp(paths) / "ood.txt"
+    os.mkfifo(paths["names"])
+
+
 def _huge_header(paths: dict[str, Path]) -> None:
     """A 100-byte PNG whose header claims 200,000 × 200,000 pixels."""
     import struct
@@ -923,6 +944,41 @@ ISSUE22 = [
     Case("dg-steps-model", f"{DG} --steps 5000", "--steps 5000 exceeds the model's 1000"),
     Case("gen-size-huge", f"{GEN_SD} --size 100000", "--size must lie in [1, 9459]"),
     Case("train-size-huge", f"{TRAIN} --image-size 50000", "--image-size must lie in [1, 9459]"),
+    Case(
+        "score-out-in-benchmark-set",
+        f"{SCORE} -b {{b}} --out {{inside}}",
+        "lies inside",
+        _inside_set,
+    ),
+    Case(
+        "benchmark-size-nan",
+        f"{SCORE} -b {{b}}",
+        "NaN is not a finite number",
+        _bench_value("image_size", "NaN"),
+    ),
+    Case(
+        "benchmark-size-text",
+        f"{SCORE} -b {{b}}",
+        "image_size must be an integer",
+        _bench_value("image_size", '"16"'),
+    ),
+    Case(
+        "benchmark-ood-val-text",
+        f"{SCORE} -b {{b}}",
+        "'ood_val' must be a list",
+        _bench_value("ood_val", '"ood"'),
+    ),
+    Case(
+        "train-arch-kwargs-nan",
+        f"{TRAIN} --arch-kwargs '{{{{\"drop_rate\": NaN}}}}'",
+        "NaN is not a finite number",
+    ),
+    Case(
+        "gen-ood-classes-fifo",
+        "generate --method sona --id digits --model {sd} --ood-classes {names} -q --out {out}",
+        "is not a regular file",
+        _fifo_names,
+    ),
     Case("pseudo-flip-maybe", f"{PSEUDO} --flip maybe", "--flip must be one of auto, yes, no"),
     Case(
         "config-betas",

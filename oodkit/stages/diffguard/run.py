@@ -144,7 +144,8 @@ def record(run: Run) -> list[Artifact] | None:
     for name, mapped in (("wordnet-ids", run.columns), ("model-wordnet-ids", run.model_ids)):
         if mapped is not None:
             inputs.append({"kind": "class-map", "path": name, "fingerprint": map_digest(mapped)})
-    inputs += [dataset_input(f"{run.benchmark}:{k}", ds) for k, ds in run.loaded.items()]
+    local = {key: s.local for key, s in run.bench.all_sets().items()}
+    inputs += [dataset_input(f"{run.benchmark}:{k}", ds, local[k]) for k, ds in run.loaded.items()]
     classifier, cfg = r.guidance == "classifier", r.guidance == "cfg"
     aes = r.stop == "aes"
     run.inputs = inputs

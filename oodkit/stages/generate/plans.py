@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from oodkit.data.classes import prompt
-from oodkit.errors import OodkitError
+from oodkit.errors import OodkitError, first_line
 from oodkit.seeding import key_rng
 
 Memo = Callable[[str, str, Callable[[], np.ndarray]], np.ndarray]
@@ -36,9 +36,13 @@ class Plan:
 
 def read_class_list(path: str | Path) -> list[str]:
     p = Path(path)
-    if not p.is_file():
-        raise OodkitError(f"class list {p} does not exist")
-    names = [line.strip() for line in p.read_text().splitlines() if line.strip()]
+    if not p.is_file():  # also refuses a FIFO, whose read would block
+        raise OodkitError(f"class list {p} does not exist or is not a regular file")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OodkitError(f"class list {p} cannot be read: {first_line(exc)}") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise OodkitError(f"class list {p} is empty")
     return names

@@ -54,6 +54,16 @@ def _save(net: torch.nn.Module, path: Path) -> None:
     atomic_file(path, lambda tmp: save_file(state, str(tmp)))  # a cut-off file never loads
 
 
+def _read_log(path: Path) -> dict[str, Any]:
+    """The finished stages' log of an interrupted run; a damaged one is started afresh (it
+    only reports the stages, which are reused from their own files)."""
+    try:
+        log = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return log if isinstance(log, dict) else {}
+
+
 @dataclass
 class Stages:
     """What the clustering methods share: the network, images, augmentations, the accelerator,
@@ -206,7 +216,7 @@ def pseudo_label(
         bars,
         console.log,
         true if bool((true >= 0).all()) else None,
-        log=json.loads(log_file.read_text()) if log_file.exists() else {},
+        log=_read_log(log_file),
         summary={"num_clusters": o.num_clusters, "samples": n},
     )
     with bars:

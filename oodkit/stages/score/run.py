@@ -153,7 +153,8 @@ def score(
     needs = {n for m in chosen for n in m.needs}
     id_train = bench.load("id_train") if "id_train" in needs else None
     named = {**loaded, **({"id_train": id_train} if id_train is not None else {})}
-    inputs += [dataset_input(f"{benchmark}:{key}", ds) for key, ds in named.items()]
+    local = {key: s.local for key, s in bench.all_sets().items()}
+    inputs += [dataset_input(f"{benchmark}:{k}", ds, local[k]) for k, ds in named.items()]
     targets = _targets(chosen, det, benchmark, out, o, inputs)
     todo = [t for t in targets if t.existing is None]
     if not todo:
