@@ -429,6 +429,13 @@ def _input_prints(inputs: Sequence[Mapping[str, Any]]) -> list[Any]:
 STALE = re.compile(r"\.(tmp|old)-[a-z0-9_]{8}")  # write_artifact's temporaries (mkdtemp)
 
 
+def _claim(out: Path, command: str | None) -> None:
+    """Take ``out``'s lock (:func:`~oodkit.locks.claim`) and, holding it, clear what dead
+    writers left next to it."""
+    if claim(out, command):
+        drop_stale(out)
+
+
 def drop_stale(out: Path) -> None:
     """Remove ``<out>.tmp-*`` / ``<out>.old-*`` folders that a dead run left (a SIGTERM or
     a crash in the middle of an artifact write). Only while this process holds ``out``'s
@@ -506,8 +513,7 @@ def check_output(
     if out.exists() and not out.is_dir():
         raise OodkitError(f"{out} exists and is not a directory")
     check_apart(out, inputs)
-    if claim(out, _command):  # before looking: a writer finishing meanwhile is seen below
-        drop_stale(out)
+    _claim(out, _command)  # before looking: a writer finishing meanwhile is seen below
     if not out.exists():
         return None
     if not out.is_dir():
@@ -616,8 +622,7 @@ def write_artifact(
     if kind not in KINDS:
         raise ValueError(f"unknown artifact kind {kind!r}")
     out = check_out_path(Path(out))
-    if claim(out, command or _command):
-        drop_stale(out)
+    _claim(out, command or _command)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     moved: list[tuple[Path, Path]] = []
@@ -670,9 +675,9 @@ def prepare_partial(
     otherwise the old work is discarded with ``overwrite`` and refused without it.
     Returns the folder and whether earlier work was found in it.
     """
-    partial = check_out_path(Path(out)).with_name(Path(out).name + ".partial")
-    if claim(out, _command):
-        drop_stale(out)
+    out = check_out_path(Path(out))
+    partial = out.with_name(out.name + ".partial")
+    _claim(out, _command)
     state = _jsonable(dict(state))
     state_file = partial / PARTIAL_STATE
     if state_file.exists():

@@ -25,19 +25,12 @@ def first_line(exc: BaseException, with_type: bool = False) -> str:
 
 
 def brief(value: object, limit: int = 80) -> str:
-    """``repr(value)`` cut to ``limit`` characters: what an error line may quote of user data
-    (a config value can be a huge expanded structure)."""
-    try:
-        text = reprlib_repr(value)
-    except RecursionError:  # a self-referential structure
-        text = f"<recursive {type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def reprlib_repr(value: object) -> str:
-    """A repr that shortens long containers and strings at every level."""
+    """A repr shortened at every level (``reprlib``, which also stops at self-references),
+    cut to ``limit`` characters: what an error line may quote of user data (a config value
+    can be a huge expanded structure)."""
     import reprlib
 
     r = reprlib.Repr()
     r.maxstring, r.maxother, r.maxlevel = 60, 60, 3
-    return r.repr(value)
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -92,10 +92,8 @@ class FileHashes:
 
 def file_digest(path: str | Path) -> str:
     """SHA-256 of one file's contents."""
-    hashes = FileHashes()
-    digest = hashes.digest(Path(path).resolve())
-    hashes.save()
-    return digest
+    with FileHashes() as hashes:
+        return hashes.digest(Path(path).resolve())
 
 
 def file_input(path: str | Path, kind: str, **extra: Any) -> dict[str, Any]:
@@ -107,14 +105,14 @@ def tree_digest(folder: str | Path) -> str:
     """SHA-256 over the relative paths and contents of every regular file under ``folder``
     (hidden files and folders excluded)."""
     folder = Path(folder).resolve()
-    hashes = FileHashes()
     h = hashlib.sha256()
     files = sorted(
         p
         for p in folder.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
     )
-    for f in files:
-        h.update(str(f.relative_to(folder)).encode() + b"\0" + hashes.digest(f).encode() + b"\0")
-    hashes.save()
+    with FileHashes() as hashes:
+        for f in files:
+            rel = str(f.relative_to(folder)).encode()
+            h.update(rel + b"\0" + hashes.digest(f).encode() + b"\0")
     return h.hexdigest()

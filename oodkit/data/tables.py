@@ -4,6 +4,7 @@ normalised to the image schema (``image``, ``label``, ``sample_id``) and a chann
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import stat
 import warnings
@@ -38,19 +39,7 @@ IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 
 def admitted(ds: datasets.Dataset, where: str) -> datasets.Dataset:
     """A dataset as every stage may take it: sample ids unique (they are keys) and a
-    fingerprint of its content (:func:`identified_by_content`)."""
-    from oodkit.artifacts import column
-    from oodkit.schemas import check_unique
-
-    if getattr(ds, "_oodkit_by_content", False):
-        return ds
-    if "sample_id" in ds.features:
-        check_unique(column(ds, "sample_id"), where)
-    return identified_by_content(ds)
-
-
-def identified_by_content(ds: datasets.Dataset) -> datasets.Dataset:
-    """``ds`` with a fingerprint of its content, not of where it lies.
+    fingerprint of its content, not of where it lies (once per dataset object).
 
     ``datasets`` fingerprints a table loaded from disk by its recorded state and a table of
     image paths by the paths: rewriting the files in place keeps the fingerprint, so caches
@@ -61,13 +50,18 @@ def identified_by_content(ds: datasets.Dataset) -> datasets.Dataset:
     """
     import hashlib
 
+    import datasets
+
+    from oodkit.artifacts import column
     from oodkit.hashing import FileHashes
+    from oodkit.schemas import check_unique
 
     if getattr(ds, "_oodkit_by_content", False):
         return ds
+    if "sample_id" in ds.features:
+        check_unique(column(ds, "sample_id"), where)
     files = [Path(c["filename"]) for c in ds.cache_files]
-    image = ds.features.get("image")
-    if image is not None and type(image).__name__ == "Image":
+    if isinstance(ds.features.get("image"), datasets.Image):
         import pyarrow.compute as pc
 
         cells = ds.with_format("arrow").select_columns(["image"])[:]["image"]
@@ -136,27 +130,23 @@ def _full_scale(img: Any) -> float:
     )
 
 
-_scaled: list[type] = []
-
-
+@functools.cache
 def _scaled_image() -> type:
     """``ScaledImage``: a ``datasets.Image`` feature that decodes through :func:`to_mode`
     (recorded as ``Image``: its ``_type``). Made on first use, so importing this module does
     not import ``datasets``; reachable by name (PEP 562), so loader workers can unpickle it."""
-    if not _scaled:
-        import datasets
+    import datasets
 
-        @dataclass
-        class ScaledImage(datasets.Image):
-            def decode_example(self, value: dict, token_per_repo_id=None) -> Any:
-                plain = datasets.Image(decode=True)
-                with bounded_decoding(value.get("path") or "an image"):
-                    img = plain.decode_example(value, token_per_repo_id)
-                return to_mode(img, self.mode)
+    @dataclass
+    class ScaledImage(datasets.Image):
+        def decode_example(self, value: dict, token_per_repo_id=None) -> Any:
+            plain = datasets.Image(decode=True)
+            with bounded_decoding(value.get("path") or "an image"):
+                img = plain.decode_example(value, token_per_repo_id)
+            return to_mode(img, self.mode)
 
-        ScaledImage.__module__, ScaledImage.__qualname__ = __name__, "ScaledImage"
-        _scaled.append(ScaledImage)
-    return _scaled[0]
+    ScaledImage.__module__, ScaledImage.__qualname__ = __name__, "ScaledImage"
+    return ScaledImage
 
 
 def __getattr__(name: str) -> Any:

@@ -43,6 +43,15 @@ def map_digest(values: Sequence[int]) -> str:
     return hashlib.sha256(json.dumps(list(values)).encode()).hexdigest()
 
 
+def set_inputs(benchmark: str, bench, loaded: dict[str, Any]) -> list[dict[str, Any]]:
+    """Manifest inputs of the benchmark sets a result is made from: their content
+    fingerprints and, for local sets, their folders (no output may go inside them)."""
+    from oodkit.data.sources import dataset_input
+
+    sets = bench.all_sets()
+    return [dataset_input(f"{benchmark}:{k}", ds, sets[k].local) for k, ds in loaded.items()]
+
+
 def first(ds, limit: int | None):
     """The first ``limit`` rows of a set (all without a limit)."""
     return ds.select(range(min(limit, len(ds)))) if limit else ds

@@ -130,10 +130,9 @@ def record(run: Run) -> list[Artifact] | None:
     """The recorded recipe and fingerprinted inputs; the outputs when all are finished."""
     from accelerate import PartialState
 
-    from oodkit.data.sources import dataset_input
     from oodkit.diffusion.denoisers import model_input
     from oodkit.perceptual import weights_input
-    from oodkit.scoring.common import detector_label, first, map_digest
+    from oodkit.scoring.common import detector_label, first, map_digest, set_inputs
 
     r, o, det = run.r, run.o, run.det
     PartialState(cpu=run.device == "cpu")  # joins the process group before outputs are claimed
@@ -144,8 +143,7 @@ def record(run: Run) -> list[Artifact] | None:
     for name, mapped in (("wordnet-ids", run.columns), ("model-wordnet-ids", run.model_ids)):
         if mapped is not None:
             inputs.append({"kind": "class-map", "path": name, "fingerprint": map_digest(mapped)})
-    local = {key: s.local for key, s in run.bench.all_sets().items()}
-    inputs += [dataset_input(f"{run.benchmark}:{k}", ds, local[k]) for k, ds in run.loaded.items()]
+    inputs += set_inputs(run.benchmark, run.bench, run.loaded)
     classifier, cfg = r.guidance == "classifier", r.guidance == "cfg"
     aes = r.stop == "aes"
     run.inputs = inputs

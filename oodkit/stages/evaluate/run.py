@@ -83,10 +83,11 @@ def check_pooling(arts: list[Artifact]) -> None:
     artifacts, the same recipe (parameters but :data:`SEED_VARYING`), the same data (the
     benchmark sets' content fingerprints) and, where recorded, different seeds."""
     seen: dict[str, Path] = {}
-    for a in arts:
-        twin = seen.setdefault(a.manifest.fingerprint, a.path)
-        if twin != a.path or sum(x.path.resolve() == a.path.resolve() for x in arts) > 1:
+    for a in arts:  # the same folder twice, or a copy of it: the same content fingerprint
+        if a.manifest.fingerprint in seen:
+            twin = seen[a.manifest.fingerprint]
             raise OodkitError(f"{a.path} and {twin} hold the same scores: each run counts once")
+        seen[a.manifest.fingerprint] = a.path
     groups: dict[str, list[Artifact]] = defaultdict(list)
     for a in arts:
         groups[run_label(a)].append(a)

@@ -22,7 +22,14 @@ from oodkit.locks import writes_output
 from oodkit.methods import SCORE, Method
 from oodkit.options import with_overrides
 from oodkit.schemas import SetScores, write_scores
-from oodkit.scoring.common import References, check_fit, detector_label, first, map_digest
+from oodkit.scoring.common import (
+    References,
+    check_fit,
+    detector_label,
+    first,
+    map_digest,
+    set_inputs,
+)
 from oodkit.scoring.features import FEATURES
 from oodkit.scoring.options import ScoreOptions
 
@@ -114,7 +121,7 @@ def score(
     ``oodkit.stages.diffguard``, reached through the method registry). Keyword arguments
     override fields of ``options``.
     """
-    from oodkit.data.sources import dataset_input, get_benchmark, load_artifact_or_dataset
+    from oodkit.data.sources import get_benchmark, load_artifact_or_dataset
     from oodkit.models.detector import load_detector
     from oodkit.models.imported import class_map
     from oodkit.scoring.features import cached_extract
@@ -153,8 +160,7 @@ def score(
     needs = {n for m in chosen for n in m.needs}
     id_train = bench.load("id_train") if "id_train" in needs else None
     named = {**loaded, **({"id_train": id_train} if id_train is not None else {})}
-    local = {key: s.local for key, s in bench.all_sets().items()}
-    inputs += [dataset_input(f"{benchmark}:{k}", ds, local[k]) for k, ds in named.items()]
+    inputs += set_inputs(benchmark, bench, named)
     targets = _targets(chosen, det, benchmark, out, o, inputs)
     todo = [t for t in targets if t.existing is None]
     if not todo:
