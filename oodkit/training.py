@@ -8,6 +8,7 @@ number of processes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -16,6 +17,7 @@ import torch
 
 from oodkit.artifacts import atomic_file
 from oodkit.devices import resolve_device
+from oodkit.errors import OodkitError, first_line
 from oodkit.seeding import numpy_rng, seed_default_generator
 
 if TYPE_CHECKING:
@@ -57,8 +59,6 @@ def from_main(state: Accelerator | PartialState, compute: Callable[[], T]) -> T:
         return compute()
     import torch.distributed as dist
 
-    from oodkit.errors import OodkitError
-
     box: list[Any] = [None]
     if state.is_main_process:
         try:
@@ -80,8 +80,6 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by :func:`save_checkpoint` (tensors only: ``weights_only``); a
     damaged one is one line (the run cannot continue from it)."""
-    from oodkit.errors import OodkitError, first_line
-
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, pickle and zip errors
@@ -93,10 +91,6 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 def finite_loss(value: float, where: str, lr_flag: str) -> float:
     """``value`` (a mean loss the loop logs anyway, so no extra sync) when finite; else the
     run stops with one line instead of writing a model of NaNs with exit code 0."""
-    import math
-
-    from oodkit.errors import OodkitError
-
     if not math.isfinite(value):
         raise OodkitError(f"training diverged: the mean loss {where} is {value}; lower {lr_flag}")
     return value
@@ -156,8 +150,6 @@ def epoch_batches(
 
 def check_world(batch_size: int, what: str, world: int | None = None) -> None:
     """A global batch must split evenly over the processes (refused up front, one line)."""
-    from oodkit.errors import OodkitError
-
     world = rank_world()[1] if world is None else world
     if batch_size % world:
         raise OodkitError(f"{what} {batch_size} does not split over {world} processes")
