@@ -1,21 +1,37 @@
 """Registries of the methods each stage offers, in the spirit of timm's ``register_model``.
 
-A registration names a method, says in one line what it is, what it needs and which options
-it reads, and points at its implementation as ``"module:attribute"``. The implementation is
-imported only when the method runs, so the command line can build its ``--method`` help and
-validate names (and ``oodkit info --methods`` can list everything) without importing torch.
+A registration names a method, says in one line what it is, what it needs, which options
+it reads with its own defaults, and points at its implementation as ``"module:attribute"``.
+An option is declared once per registry (``Registry.param``: type, help, domain); the
+stage's options dataclass, its ``--help``, ``--config`` and ``oodkit info --methods`` are
+built from these declarations, and an option given for a method that is not run is refused.
+The implementation is imported only when the method runs, so the command line can build its
+help and validate names without importing torch.
 
-Adding a method = one implementation module + one ``register`` call below.
+Adding a method = one implementation module + one ``register`` call below (and a ``param``
+for each option no other method declared).
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from oodkit.errors import OodkitError
+from oodkit.options import SEED_MAX
+
+
+@dataclass(frozen=True)
+class Param:
+    """An option of a stage's methods, declared once: its type, help and domain (the keyword
+    arguments of ``oodkit.options.option``: minimum, maximum, above, below, choices, flags,
+    role). Its default is each method's own."""
+
+    type: Any
+    help: str
+    domain: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -42,13 +58,51 @@ class Registry:
     def __init__(self, stage: str, option: str = "--method") -> None:
         self.stage, self.option = stage, option
         self._methods: dict[str, Method] = {}
+        self.params: dict[str, Param] = {}
 
-    def register(self, name: str, target: str, summary: str, **kw: Any) -> Method:
+    def param(self, name: str, type_: Any, help: str, **domain: Any) -> None:
+        """Declare an option that methods of this registry read."""
+        if name in self.params:
+            raise ValueError(f"{self.stage}: option {name!r} is declared twice")
+        self.params[name] = Param(type_, help, domain)
+
+    def register(
+        self,
+        name: str,
+        target: str,
+        summary: str,
+        *,
+        options: Mapping[str, Any] | Sequence[str] = (),
+        **kw: Any,
+    ) -> Method:
+        """Register a method; ``options`` maps each option it reads to its default (None: no
+        fixed default, the method decides), or lists the names (defaults in ``defaults``)."""
         if name in self._methods:
             raise ValueError(f"{self.stage}: method {name!r} is registered twice")
-        method = Method(self.stage, name, summary, target, **kw)
+        if isinstance(options, Mapping):
+            kw["defaults"] = {k: v for k, v in options.items() if v is not None}
+        undeclared = [o for o in options if self.params and o not in self.params]
+        if undeclared:
+            raise ValueError(f"{self.stage}: option {undeclared[0]!r} is not declared")
+        method = Method(self.stage, name, summary, target, options=tuple(options), **kw)
         self._methods[name] = method
         return method
+
+    def readers(self, option: str) -> list[Method]:
+        """The methods that read ``option``."""
+        return [m for m in self if option in m.options]
+
+    def resolve(self, method: Method, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The options ``method`` reads: the given value, else the method's default."""
+        return {
+            name: values[name] if values.get(name) is not None else method.defaults.get(name)
+            for name in method.options
+        }
+
+    def unread(self, chosen: Iterable[Method], given: Iterable[str]) -> str | None:
+        """The first of the ``given`` options that none of the ``chosen`` methods reads."""
+        read = {o for m in chosen for o in m.options}
+        return next((name for name in given if name in self.params and name not in read), None)
 
     def names(self) -> list[str]:
         return list(self._methods)
@@ -69,6 +123,13 @@ class Registry:
         """``knn 50, sd-vote 10``: the per-method defaults of ``option``."""
         return ", ".join(f"{m.name} {m.defaults[option]}" for m in self if option in m.defaults)
 
+    def readers_help(self, option: str) -> str:
+        """``knn 50, sd-vote 10, diffguard``: who reads ``option``, with their defaults."""
+        return ", ".join(
+            f"{m.name} {_shown(m.defaults[option])}" if option in m.defaults else m.name
+            for m in self.readers(option)
+        )
+
     def get(self, name: str) -> Method:
         if name not in self._methods:
             raise OodkitError(
@@ -85,23 +146,63 @@ class Registry:
         return [self.get(n) for n in names]
 
 
+def _shown(value: Any) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else f"{value}"
+
+
 SCORE = Registry("score")
 DETECTOR_LOSS = Registry("train detector", option="--loss")
 GENERATION = Registry("generate")
 PSEUDO_LABEL = Registry("pseudo-label")
 REGISTRIES = (PSEUDO_LABEL, GENERATION, DETECTOR_LOSS, SCORE)
 
-# --- score: id_score per sample, higher = in-distribution (docs/methods.md §1, §5) -----------
+# --- score: id_score per sample, higher = in-distribution (docs/methods.md §1, §5; docs/score.md)
+# needs: "logits" / "features" (of each scored set), "head" (the classifier layer, features →
+# logits), "network" (images → logits, differentiable), "id_train" / "id_val" (the set a method
+# is fitted on), "labels" (its class labels), "outliers", "model" (a diffusion model).
+# Defaults of the pytorch-ood methods: OpenOOD v1.5's configs/postprocessors/*.yml.
 _S = "oodkit.stages.score.methods"
+_A = "oodkit.stages.score.adapted"
+SCORE.param("temperature", float, "Temperature T of softmax / energy.", above=0)
+SCORE.param("k", int, "Neighbours.", minimum=1)
+SCORE.param("alpha", float, "sd-vote: weight of the outliers among the k nearest.")
+SCORE.param("outliers", str, "The detector's training outliers.", role="input")
+SCORE.param(
+    "percentile",
+    float,
+    "ReAct: clip at this percentile of ID-val activations; ASH: prune each sample's "
+    "activations below it.",
+    above=0,
+    below=100,
+)
+SCORE.param("ash_variant", str, "ASH variant.", choices=("ash-b", "ash-p", "ash-s"))
+SCORE.param("dice_p", float, "DICE: percent of weight contributions masked.", minimum=0, below=100)
+SCORE.param(
+    "vim_dim",
+    int,
+    "ViM: principal subspace dimension, below the feature dimension (default: 256, OpenOOD; "
+    "half the feature dimension where that is smaller, as pytorch-ood)",
+    minimum=1,
+)
+SCORE.param("gen_gamma", float, "GEN: exponent γ.", above=0)
+SCORE.param("gen_m", int, "GEN: top-M probabilities used.", minimum=1)
+SCORE.param("odin_eps", float, "ODIN: input perturbation ε (pixel units).", minimum=0)
+SCORE.param("openmax_tailsize", int, "OpenMax: Weibull tail size per class.", minimum=2)
+SCORE.param("openmax_alpha", int, "OpenMax: top classes revised.", minimum=1)
+
 SCORE.register(
-    "msp", f"{_S}:msp", "maximum softmax probability", needs=("logits",), options=("temperature",)
+    "msp",
+    f"{_S}:msp",
+    "maximum softmax probability",
+    needs=("logits",),
+    options={"temperature": 1.0},
 )
 SCORE.register(
     "energy",
     f"{_S}:energy",
     "T·logsumexp(z/T) of the logits (energy score)",
     needs=("logits",),
-    options=("temperature",),
+    options={"temperature": 1.0},
 )
 SCORE.register("maxlogit", f"{_S}:maxlogit", "largest logit", needs=("logits",))
 SCORE.register(
@@ -109,22 +210,248 @@ SCORE.register(
     f"{_S}:knn",
     "−squared distance to the k-th nearest L2-normalised ID-train feature (OpenOOD)",
     needs=("features", "id_train"),
-    options=("k",),
-    defaults={"k": 50},
+    options={"k": 50},
 )
 SCORE.register(
     "sd-vote",
     f"{_S}:sd_vote",
     "−(kNN distance sum to ID train + α·outliers among the k nearest of ID ∪ outliers)",
     needs=("features", "id_train", "outliers"),
-    options=("k", "alpha"),
-    defaults={"k": 10},
+    options={"k": 10, "alpha": 0.3, "outliers": None},
 )
+# --- through pytorch-ood's detectors (oodkit.stages.score.adapted) ---------------------------
+SCORE.register(
+    "entropy", f"{_A}:entropy", "−entropy of the softmax (pytorch-ood Entropy)", needs=("logits",)
+)
+SCORE.register(
+    "gen",
+    f"{_A}:gen",
+    "generalized entropy of the top-M probabilities (GEN, CVPR 2023)",
+    needs=("logits",),
+    options={"gen_gamma": 0.1, "gen_m": 100},
+)
+SCORE.register(
+    "mahalanobis",
+    f"{_A}:mahalanobis",
+    "−min class Mahalanobis distance, shared covariance of ID-train features (MDS)",
+    needs=("features", "id_train", "labels"),
+)
+SCORE.register(
+    "rmd",
+    f"{_A}:rmd",
+    "relative Mahalanobis: class distance − distance to one ID-train Gaussian (RMDS)",
+    needs=("features", "id_train", "labels"),
+)
+SCORE.register(
+    "vim",
+    f"{_A}:vim",
+    "ViM: energy − α·norm of the feature residual off the ID-train principal subspace",
+    needs=("features", "head", "id_train", "labels"),
+    options={"vim_dim": None},
+)
+SCORE.register(
+    "react",
+    f"{_A}:react",
+    "ReAct: energy of the head on features clipped at an ID-val percentile",
+    needs=("features", "head", "id_val", "labels"),
+    options={"percentile": 90.0},
+)
+SCORE.register(
+    "ash",
+    f"{_A}:ash",
+    "ASH: energy of the head on pruned (and binarised / rescaled) features",
+    needs=("features", "head"),
+    options={"percentile": 90.0, "ash_variant": "ash-b"},
+)
+SCORE.register(
+    "dice",
+    f"{_A}:dice",
+    "DICE: energy of the head with its smallest ID-train weight contributions masked",
+    needs=("features", "head", "id_train", "labels"),
+    options={"dice_p": 90.0},
+)
+SCORE.register(
+    "she",
+    f"{_A}:she",
+    "SHE: inner product with the predicted class's mean correct ID-train feature",
+    needs=("features", "head", "id_train", "labels"),
+)
+SCORE.register(
+    "nnguide",
+    f"{_A}:nnguide",
+    "NNGuide: energy × mean cosine to the k nearest energy-scaled ID-train features",
+    needs=("features", "head", "id_train", "labels"),
+    options={"k": 100},
+)
+SCORE.register(
+    "klm",
+    f"{_A}:klm",
+    "KL matching: −min KL divergence to the mean ID-val softmax of each predicted class",
+    needs=("logits", "id_val", "labels"),
+)
+SCORE.register(
+    "openmax",
+    f"{_A}:openmax",
+    "OpenMax: −probability of the unknown class (Weibull fit on ID-train logits)",
+    needs=("logits", "id_train", "labels"),
+    options={"openmax_tailsize": 20, "openmax_alpha": 3},
+)
+SCORE.register(
+    "gradnorm",
+    f"{_A}:gradnorm",
+    "GradNorm: L1 norm of ∂KL(uniform ‖ softmax)/∂W of the classifier layer",
+    needs=("features", "head"),
+    options={"temperature": 1.0},
+)
+SCORE.register(
+    "odin",
+    f"{_A}:odin",
+    "ODIN: max softmax at temperature T of the input perturbed by ε",
+    needs=("network",),
+    options={"temperature": 1000.0, "odin_eps": 0.0014},
+)
+# --- DiffGuard (docs/diffguard.md), its own stage ----------------------------------------------
+_DG = {
+    "model": ("diffusion model (folder, artifact or Hub id)", str, None, {"role": "input"}),
+    "preset": (
+        "the official recipe, gdm (ImageNet exp6.1: ADM, classifier guidance) or ldm (exp2.25: "
+        "cin256-v2, CFG); options given on the command line win",
+        str,
+        None,
+        {},
+    ),
+    "guidance": ("classifier (any model) or cfg", str, "classifier", {}),
+    "steps": ("DDIM steps (default: classifier 100, cfg 25)", int, None, {"minimum": 1}),
+    "stop": ("inversion depth, aes or a fraction (default: classifier aes, cfg 1)", str, None, {}),
+    "aes_psnr": (
+        "AES: stop below this PSNR, 20·log10(255/√MSE) on [−1, 1] (0: off)",
+        float,
+        48.5,
+        {"minimum": 0},
+    ),
+    "aes_gmsd": ("AES: stop below this 1 − GMSD (0: off)", float, None, {"minimum": 0}),
+    "aes_dists": (
+        "AES: stop below this 1 − DISTS (official 0.38; local weights; 0: off)",
+        float,
+        None,
+        {"minimum": 0},
+    ),
+    "aes_clamp": (
+        "AES: clamp x_t to [0, 1] before pixel similarities (official: not)",
+        bool,
+        True,
+        {"flags": ("--aes-clamp/--no-aes-clamp",)},
+    ),
+    "inversion_eps": (
+        "inversion ε at the target timestep from the clean image (target, diffusers) or at the "
+        "source timestep from the image taken as x at t = 0 (source, official GDM)",
+        str,
+        "target",
+        {},
+    ),
+    "clip_x0": (
+        "clip x̂₀ to [−1, 1] in inversion and both chains, ε re-derived (official GDM; pixel "
+        "models)",
+        bool,
+        False,
+        {"flags": ("--clip-x0/--no-clip-x0",)},
+    ),
+    "restart": (
+        "denoise from where inversion stopped (exact) or one level above (official, GDM's "
+        "forback_skip_diff 3)",
+        str,
+        "exact",
+        {},
+    ),
+    "geometry": (
+        "resize (the model's square, resized for the classifier), classifier (its own resize "
+        "and crop, upsampled for the model; official GDM) or model (the model's square as the "
+        "classifier's input; official LDM)",
+        str,
+        "resize",
+        {},
+    ),
+    "perceptual_weights": (
+        "folder of VGG16 / DISTS / LPIPS weight files (default: torch hub cache)",
+        str,
+        None,
+        {"role": "input"},
+    ),
+    "max_invert": (
+        "AES: deepest inversion, fraction of steps",
+        float,
+        0.9,
+        {"above": 0, "maximum": 1},
+    ),
+    "distance": ("comma list of distances; one artifact each", str, "logits-l1", {}),
+    "reference": (
+        "compare with the unguided synthesis (unguided) or the input",
+        str,
+        "unguided",
+        {},
+    ),
+    "classifier_scale": ("classifier guidance scale", float, 3.0, {"minimum": 0}),
+    "cutouts": ("cut-outs per step (classifier guidance)", int, 8, {"minimum": 1}),
+    "blend": (
+        "the classifier sees f·x̂₀ + (1 − f)·x_t, not x̂₀",
+        bool,
+        True,
+        {"flags": ("--blend/--no-blend",)},
+    ),
+    "cfg_scale": ("CFG scale", float, 10.0, {"minimum": 0}),
+    "cam": (
+        "cfg: guide only where Grad-CAM > --cam-cut (off: everywhere)",
+        bool,
+        True,
+        {"flags": ("--cam/--no-cam",)},
+    ),
+    "cam_cut": ("Grad-CAM mask threshold", float, 0.3, {"minimum": 0, "below": 1}),
+    "cam_resize": (
+        "cut the CAM at the image size, then nearest to the model's grid (image, official) or "
+        "nearest to the grid, then cut (grid)",
+        str,
+        "image",
+        {"choices": ("image", "grid")},
+    ),
+    "oracle": ("analysis: true ID labels, random OOD labels", bool, False, {}),
+    "combine_with": ("post-hoc scores artifact to combine with", str, None, {"role": "input"}),
+    "trust_below": (
+        "combination: trust the baseline below this ID-val quantile (under 0.05, so the "
+        "95 %-TPR threshold lies where DiffGuard decides)",
+        float,
+        0.025,
+        {"minimum": 0, "maximum": 1},
+    ),
+    "trust_above": (
+        "combination: trust the baseline above this ID-val quantile",
+        float,
+        0.975,
+        {"minimum": 0, "maximum": 1},
+    ),
+    "diffusion_batch": ("samples per diffusion batch", int, 16, {"minimum": 1}),
+    "dtype": (
+        "model precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
+        str,
+        "auto",
+        {},
+    ),
+    "seed": ("seed of cut-outs and oracle labels", int, 0, {"minimum": 0, "maximum": SEED_MAX}),
+    "save_syntheses": (
+        "preview of N ID and N OOD syntheses",
+        int,
+        0,
+        {"role": "run", "minimum": 0},
+    ),
+    "shard_size": ("samples per resumable shard", int, 256, {"role": "run", "minimum": 1}),
+}
+for _name, (_help, _type, _default, _domain) in _DG.items():
+    SCORE.param(_name, _type, _help[0].upper() + _help[1:] + ".", **_domain)
 SCORE.register(
     "diffguard",
     "oodkit.stages.diffguard.run:score_diffguard",
     "DiffGuard: similarity of each image to its re-synthesis toward the predicted label",
     needs=("model",),
+    options={name: spec[2] for name, spec in _DG.items()},
 )
 
 # --- train detector: training objectives (docs/methods.md §3–§5) ----------------------------

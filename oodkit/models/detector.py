@@ -134,6 +134,11 @@ class Detector(nn.Module):
             result["out"] = self.out(feats)
         return result
 
+    def classifier_layer(self) -> nn.Linear:
+        """The layer that maps ``features`` to ``logits`` (score methods that reshape
+        features or weights use it; ``oodkit.scoring.common.Fit``)."""
+        return self.cls
+
 
 def saved_module(model: nn.Module) -> nn.Module:
     """The module whose state dict a detector artifact stores."""

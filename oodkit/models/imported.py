@@ -194,7 +194,7 @@ class ImportedClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         taken: list[tuple[torch.Tensor, torch.Tensor]] = []
-        head = self.net.get_submodule(self.config.source["head"])
+        head = self.classifier_layer()
         hook = head.register_forward_hook(lambda _m, args, out: taken.append((args[0], out)))
         try:
             logits = self.net(x)
@@ -206,6 +206,10 @@ class ImportedClassifier(nn.Module):
                 f"{self.config.source['head']!r}'s"
             )
         return {"features": taken[-1][0].flatten(1), "logits": logits}
+
+    def classifier_layer(self) -> nn.Linear:
+        """The layer that maps ``features`` to ``logits`` (``Detector.classifier_layer``)."""
+        return self.net.get_submodule(self.config.source["head"])
 
     def feature_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(last feature map A [B, C, h, w], logits) for Grad-CAM: A is the input of the

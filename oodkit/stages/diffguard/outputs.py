@@ -69,6 +69,11 @@ def baseline_artifact(o: ScoreOptions, det, benchmark: str):
         raise OodkitError(
             f"--combine-with {o.combine_with}: not a post-hoc scores artifact (method {method!r})"
         )
+    if "outliers" in SCORE.get(method).needs:
+        raise OodkitError(
+            f"--combine-with {o.combine_with}: {method} scores need the detector's outliers; "
+            "combine with a method that needs none"
+        )
     if p.get("benchmark") != benchmark:
         raise OodkitError(
             f"--combine-with {o.combine_with} scores benchmark {p.get('benchmark')!r}, "
@@ -143,11 +148,13 @@ def write_syntheses(path: Path, params, inputs, table, items) -> Artifact:
 
 def baseline_scores(base, det, model, bench, loaded, items, o) -> tuple[np.ndarray, np.ndarray]:
     """The baseline's id_score for every scored test item (from its artifact) and for the ID
-    validation items (recomputed with its method and recorded parameters)."""
+    validation items (recomputed with its method and recorded parameters, fitted as
+    ``score`` fits it)."""
     from oodkit.methods import SCORE
+    from oodkit.models.imported import class_map
     from oodkit.schemas import table_of
-    from oodkit.scoring.common import References
-    from oodkit.scoring.features import cached_extract
+    from oodkit.scoring.common import SetData
+    from oodkit.scoring.fitting import FIT_SETS, Scoring, fit_set
 
     ds = table_of(base)
     by_key = {
@@ -162,15 +169,12 @@ def baseline_scores(base, det, model, bench, loaded, items, o) -> tuple[np.ndarr
         raise OodkitError(f"--combine-with {base.path} has no score for {missing[0]!r}")
     p = base.manifest.params
     method = SCORE.get(p["method"])
-
-    def run(d):
-        return cached_extract(
-            model, det.manifest.fingerprint, d, o.batch_size, o.num_workers, o.cache
-        )
-
-    refs = References(id_train=run(bench.load("id_train")) if "id_train" in method.needs else None)
-    val = [it.row for it in items if it.group == "id-val"]
-    val_scores = method.load()(run(loaded["id_val"].select(val)), refs, p)
+    columns = class_map(model.config, bench.class_names, bench.class_ids)
+    run = Scoring(model, det.manifest.fingerprint, columns, o.batch_size, o.num_workers, o.cache)
+    refs = {k: run.outputs(fit_set(bench, k), "true") for k in FIT_SETS if k in method.needs}
+    scorer = method.load()(run.fit(method, {n: p.get(n) for n in method.options}, refs))
+    val_set = loaded["id_val"].select([it.row for it in items if it.group == "id-val"])
+    val_scores = scorer(SetData(run.outputs(val_set), run.batches(val_set)))
     return np.array([by_key[it.key] for it in test]), np.asarray(val_scores, dtype=np.float64)
 
 

@@ -46,28 +46,19 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
-# oodkit's value of each option a preset may set, where neither gives one
-DEFAULTS: dict[str, Any] = {
-    "guidance": "classifier",
-    "aes_clamp": True,
-    "inversion_eps": "target",
-    "clip_x0": False,
-    "restart": "exact",
-    "reference": "unguided",
-    "distance": "logits-l1",
-    "geometry": "resize",
-    "dtype": "auto",
-}
-
 
 def apply_preset(o: Any) -> Any:
-    """``o`` with every option it left unset taken from its preset, then from ``DEFAULTS``
-    (``steps`` and ``stop`` stay unset without a preset: they follow the guidance)."""
+    """``o`` with every DiffGuard option it left unset taken from its preset, then from the
+    method's registered defaults (``steps`` and ``stop`` stay unset without a preset: they
+    follow the guidance)."""
+    from oodkit.methods import SCORE
+
     if o.preset is not None and o.preset not in PRESETS:
         raise OodkitError(f"--preset must be one of {', '.join(PRESETS)}, got {o.preset!r}")
     chosen = PRESETS.get(o.preset, {})
+    method = SCORE.get("diffguard")
     values = {}
-    for name in dict.fromkeys([*chosen, *DEFAULTS]):
+    for name in method.options:
         if getattr(o, name) is None:
-            values[name] = chosen.get(name, DEFAULTS.get(name))
+            values[name] = chosen.get(name, method.defaults.get(name))
     return dataclasses.replace(o, **values)

@@ -1,37 +1,36 @@
-"""Score methods (registered in ``oodkit.methods``): id_score of every sample of one set from
-the detector's outputs, higher = in-distribution (docs/methods.md §1, §5).
+"""oodkit's own score methods (registered in ``oodkit.methods``; docs/methods.md §1, §5).
 
-Each takes the set's features and logits, the references it declared it needs (ID-train
-features, outlier features) and its recorded parameters (``temperature``, ``k``, ``alpha``).
+Each is ``fit(Fit) → scorer`` and the scorer maps a set (``SetData``) to id_score, higher =
+in-distribution; ``Fit`` carries the recorded options (``temperature``, ``k``, ``alpha``) and
+the reference sets the registration declared it needs.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
-
-from oodkit.scoring.common import Outputs, References
+from oodkit.scoring.common import Fit, Scorer
 from oodkit.stages.score import posthoc
 
 
-def msp(f: Outputs, refs: References, p: dict[str, Any]) -> torch.Tensor:
-    return posthoc.msp(f["logits"], p["temperature"])
+def msp(fit: Fit) -> Scorer:
+    t = fit.params["temperature"]
+    return lambda s: posthoc.msp(s.outputs["logits"], t)
 
 
-def energy(f: Outputs, refs: References, p: dict[str, Any]) -> torch.Tensor:
-    return posthoc.energy(f["logits"], p["temperature"])
+def energy(fit: Fit) -> Scorer:
+    t = fit.params["temperature"]
+    return lambda s: posthoc.energy(s.outputs["logits"], t)
 
 
-def maxlogit(f: Outputs, refs: References, p: dict[str, Any]) -> torch.Tensor:
-    return posthoc.maxlogit(f["logits"])
+def maxlogit(fit: Fit) -> Scorer:
+    return lambda s: posthoc.maxlogit(s.outputs["logits"])
 
 
-def knn(f: Outputs, refs: References, p: dict[str, Any]) -> torch.Tensor:
-    return posthoc.knn_score(f["features"], refs.id_train["features"], p["k"])
+def knn(fit: Fit) -> Scorer:
+    train, k = fit.sets["id_train"]["features"], fit.params["k"]
+    return lambda s: posthoc.knn_score(s.outputs["features"], train, k)
 
 
-def sd_vote(f: Outputs, refs: References, p: dict[str, Any]) -> torch.Tensor:
-    return posthoc.sd_vote_score(
-        f["features"], refs.id_train["features"], refs.outliers["features"], p["k"], p["alpha"]
-    )
+def sd_vote(fit: Fit) -> Scorer:
+    train, outliers = fit.sets["id_train"]["features"], fit.sets["outliers"]["features"]
+    k, alpha = fit.params["k"], fit.params["alpha"]
+    return lambda s: posthoc.sd_vote_score(s.outputs["features"], train, outliers, k, alpha)

@@ -1,8 +1,9 @@
 """``oodkit score``: a detector × a benchmark × registered score methods → scores artifacts.
 
 Pipeline: resolve the detector, benchmark and methods → check each output → extract features
-and logits once per set (cached) → compute every method from them → write one scores
-artifact per method.
+and logits once per set (cached) → fit each method once (on the reference sets its
+registration names) → score every set from the shared outputs → write one scores artifact
+per method.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from oodkit.methods import SCORE, Method
 from oodkit.options import with_overrides
 from oodkit.schemas import SetScores, write_scores
 from oodkit.scoring.common import (
-    References,
+    SetData,
     check_fit,
     detector_label,
     first,
@@ -31,18 +32,8 @@ from oodkit.scoring.common import (
     set_inputs,
 )
 from oodkit.scoring.features import FEATURES
+from oodkit.scoring.fitting import FIT_SETS, Scoring, fit_set
 from oodkit.scoring.options import ScoreOptions
-
-
-def method_params(method: Method, o: ScoreOptions) -> dict[str, Any]:
-    """The options a method reads (its per-method defaults filled in); None for the others."""
-    values = {"temperature": o.temperature, "k": o.k, "alpha": o.alpha}
-    return {
-        name: (values[name] if values[name] is not None else method.defaults.get(name))
-        if name in method.options
-        else None
-        for name in values
-    }
 
 
 @dataclass
@@ -63,7 +54,7 @@ def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs) -> list
             "label": f"{det_label}+{m.name}" + (f"[first {o.limit}]" if o.limit else ""),
             "detector": det.ref or str(det.path),
             "benchmark": benchmark,
-            **method_params(m, o),
+            **o.for_method(m),
             "seed": det.manifest.params.get("seed"),
             **({"limit": o.limit} if o.limit else {}),
         }
@@ -116,19 +107,19 @@ def score(
 ) -> list[Artifact]:
     """Score the benchmark's ID test set and every OOD test set with each method.
 
-    With one method ``out`` is the scores artifact; with several, ``out/<method>``.
-    ``diffguard`` runs alone and writes one artifact per distance (its own stage,
-    ``oodkit.stages.diffguard``, reached through the method registry). Keyword arguments
-    override fields of ``options``.
+    With one method ``out`` is the scores artifact; with several, ``out/<method>``. Every
+    set's features and logits are computed once (and cached) for all methods; each method
+    is fitted once. ``diffguard`` runs alone and writes one artifact per distance (its own
+    stage, ``oodkit.stages.diffguard``, reached through the method registry). Keyword
+    arguments override fields of ``options``.
     """
     from oodkit.data.sources import get_benchmark, load_artifact_or_dataset
     from oodkit.models.detector import load_detector
     from oodkit.models.imported import class_map
-    from oodkit.scoring.features import cached_extract
 
     o = with_overrides(ScoreOptions, options, overrides)
     chosen = SCORE.parse(methods)
-    o.check()
+    o.check(chosen)
     if any("model" in m.needs for m in chosen):
         if len(chosen) > 1:
             raise OodkitError(
@@ -139,6 +130,7 @@ def score(
     bench = get_benchmark(benchmark, data_root=o.data_root)
     model = load_detector(det.path, resolve_device(o.device))
     check_fit(model.config, bench, o.resize)
+    needs = {n for m in chosen for n in m.needs}
     needs_outliers = [m.name for m in chosen if "outliers" in m.needs]
     if needs_outliers and not o.outliers:
         raise OodkitError(
@@ -157,48 +149,37 @@ def score(
         inputs.append({"kind": "class-map", "path": "wordnet-ids", "fingerprint": digest})
     sets = [("id_test", bench.id_test)] + [(s.name, s) for s in bench.ood]
     loaded = {key: first(bench.load(key), o.limit) for key, _ in sets}
-    needs = {n for m in chosen for n in m.needs}
-    id_train = bench.load("id_train") if "id_train" in needs else None
-    named = {**loaded, **({"id_train": id_train} if id_train is not None else {})}
-    inputs += set_inputs(benchmark, bench, named)
+    fit_sets = {key: fit_set(bench, key) for key in FIT_SETS if key in needs}
+    inputs += set_inputs(benchmark, bench, {**loaded, **fit_sets})
     targets = _targets(chosen, det, benchmark, out, o, inputs)
     todo = [t for t in targets if t.existing is None]
     if not todo:
         return [t.existing for t in targets]
     if o.cache:
         writable_cache(FEATURES)
-
-    def run(ds) -> dict[str, torch.Tensor]:
-        got = cached_extract(
-            model, det.manifest.fingerprint, ds, o.batch_size, o.num_workers, o.cache
-        )
-        if columns is not None:  # the data's classes among the classifier's
-            got = {**got, "logits": got["logits"][:, columns]}
-        return got
-
+    run = Scoring(model, det.manifest.fingerprint, columns, o.batch_size, o.num_workers, o.cache)
     id_labels = torch.tensor(loaded["id_test"]["label"])
     _check_labels(det, bench, model.config, id_labels)
-    feats = {key: run(ds) for key, ds in loaded.items()}
-    needs = {n for t in todo for n in t.method.needs}
-    refs = References(
-        id_train=run(id_train) if id_train is not None and "id_train" in needs else None,
-        outliers=run(out_ds) if out_ds is not None and "outliers" in needs else None,
-    )
+    feats = {key: run.outputs(ds) for key, ds in loaded.items()}
     clusters = det.manifest.params.get("labels") is not None
+    labels = "predicted" if clusters else "true"  # a detector of clusters has its own classes
+    refs = {key: run.outputs(ds, labels) for key, ds in fit_sets.items()}
+    if out_ds is not None:
+        refs["outliers"] = run.outputs(out_ds)
     acc = (
         None
         if clusters
         else float((feats["id_test"]["logits"].argmax(1) == id_labels).float().mean())
     )
     for t in todo:
-        if t.params["k"] is not None:
-            pool = len(refs.id_train["features"])
+        if t.params.get("k") is not None and "id_train" in refs:
+            pool = len(refs["id_train"]["features"])
             if not 1 <= t.params["k"] <= pool:
                 raise OodkitError(
                     f"--k {t.params['k']} must lie in 1..{pool} (ID training samples)"
                 )
-        fn = t.method.load()
-        scores = {key: fn(f, refs, t.params) for key, f in feats.items()}
+        scorer = t.method.load()(run.fit(t.method, t.params, refs))
+        scores = {key: scorer(SetData(f, run.batches(loaded[key]))) for key, f in feats.items()}
         t.existing = write_scores(
             t.path,
             _rows(sets, loaded, feats, scores, clusters),
