@@ -246,14 +246,14 @@ SCORE.register(
     "vim",
     f"{_A}:vim",
     "ViM: energy − α·norm of the feature residual off the ID-train principal subspace",
-    needs=("features", "head", "id_train", "labels"),
+    needs=("features", "head", "id_train"),
     options={"vim_dim": None},
 )
 SCORE.register(
     "react",
     f"{_A}:react",
     "ReAct: energy of the head on features clipped at an ID-val percentile",
-    needs=("features", "head", "id_val", "labels"),
+    needs=("features", "head", "id_val"),
     options={"percentile": 90.0},
 )
 SCORE.register(
@@ -267,7 +267,7 @@ SCORE.register(
     "dice",
     f"{_A}:dice",
     "DICE: energy of the head with its smallest ID-train weight contributions masked",
-    needs=("features", "head", "id_train", "labels"),
+    needs=("features", "head", "id_train"),
     options={"dice_p": 90.0},
 )
 SCORE.register(
@@ -280,14 +280,14 @@ SCORE.register(
     "nnguide",
     f"{_A}:nnguide",
     "NNGuide: energy × mean cosine to the k nearest energy-scaled ID-train features",
-    needs=("features", "head", "id_train", "labels"),
+    needs=("features", "head", "id_train"),
     options={"k": 100},
 )
 SCORE.register(
     "klm",
     f"{_A}:klm",
     "KL matching: −min KL divergence to the mean ID-val softmax of each predicted class",
-    needs=("logits", "id_val", "labels"),
+    needs=("logits", "id_val"),
 )
 SCORE.register(
     "openmax",
@@ -445,7 +445,9 @@ _DG = {
     "shard_size": ("samples per resumable shard", int, 256, {"role": "run", "minimum": 1}),
 }
 for _name, (_help, _type, _default, _domain) in _DG.items():
-    SCORE.param(_name, _type, _help[0].upper() + _help[1:] + ".", **_domain)
+    _first = _help.split(" ")[0]  # "AES:", "cfg:" stay as written
+    _text = _help if _first.endswith(":") else _help[0].upper() + _help[1:]
+    SCORE.param(_name, _type, _text, **_domain)
 SCORE.register(
     "diffguard",
     "oodkit.stages.diffguard.run:score_diffguard",

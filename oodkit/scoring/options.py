@@ -64,7 +64,7 @@ class _Shared:
 
 def _field(name: str) -> tuple[str, Any, Any]:
     p = SCORE.params[name]
-    text = f"{p.help} ({SCORE.readers_help(name)})."
+    text = f"{p.help.rstrip('.')} ({SCORE.readers_help(name)})."
     return name, p.type | None, O.option(None, text, **p.domain)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from oodkit.artifacts import load_artifact
 from oodkit.errors import OodkitError
@@ -111,8 +111,20 @@ def benchmark_info(ref: str, data_root: str | Path | None = None) -> RenderableT
     return table
 
 
+def _option_text(name: str, defaults: dict[str, Any]) -> str:
+    """``--k 50``, ``--cam`` / ``--no-clip-x0`` (a switch's default), ``--model`` (none)."""
+    flag = name.replace("_", "-")
+    if name not in defaults:
+        return f"--{flag}"
+    value = defaults[name]
+    if isinstance(value, bool):
+        return f"--{flag}" if value else f"--no-{flag}"
+    return f"--{flag} {value}"
+
+
 def methods_info() -> RenderableType:
-    """Every registered method per stage, with what it needs and the options it reads."""
+    """Every registered method per stage, with what it needs and the options it reads (with
+    its defaults; ``auto``: the method decides, see ``--help``)."""
     from rich.table import Table
 
     from oodkit.methods import REGISTRIES
@@ -122,7 +134,11 @@ def methods_info() -> RenderableType:
         table.add_column(col)
     for registry in REGISTRIES:
         for m in registry:
-            table.add_row(
-                registry.stage, m.name, m.summary, ", ".join(m.needs), ", ".join(m.options)
+            options = ", ".join(
+                f"--{o.replace('_', '-')} {m.defaults[o]}"
+                if o in m.defaults
+                else f"--{o.replace('_', '-')}"
+                for o in m.options
             )
+            table.add_row(registry.stage, m.name, m.summary, ", ".join(m.needs), options)
     return table

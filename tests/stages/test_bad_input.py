@@ -1041,6 +1041,55 @@ ISSUE22 = [
 ]
 CASES += ISSUE22
 
+ISSUE23 = [
+    # options belong to the methods that declare them (oodkit.methods)
+    Case("score-k-for-energy", f"{SCORE} --k 5", "--k is an option of knn, sd-vote, nnguide, not"),
+    Case("score-cfg-for-energy", f"{SCORE} --cfg-scale 3", "--cfg-scale is an option of diffguard"),
+    Case(
+        "score-eps-for-msp",
+        f"{SCORE} --method msp --odin-eps 0.01",
+        "--odin-eps is an option of odin",
+    ),
+    Case(
+        "score-k-for-diffguard",
+        f"{SCORE} --method diffguard --model {{root}}/m --k 3",
+        "--k is an option of knn",
+    ),
+    Case(
+        "score-two-methods-one-unread",
+        f"{SCORE} --method vim,knn --dice-p 50",
+        "of dice, not of --method vim,knn",
+    ),
+    # the pytorch-ood methods' domains and fits
+    Case(
+        "score-vim-dim",
+        f"{SCORE} --method vim --vim-dim 4096",
+        "--vim-dim 4096 must be below the detector's feature dimension",
+    ),
+    Case(
+        "score-percentile",
+        f"{SCORE} --method react --percentile 100",
+        "--percentile must lie in (0, 100)",
+    ),
+    Case(
+        "score-ash-variant",
+        f"{SCORE} --method ash --ash-variant ash-x",
+        "--ash-variant must be one of ash-b, ash-p, ash-s",
+    ),
+    Case("score-dice-p", f"{SCORE} --method dice --dice-p 100", "--dice-p must lie in [0, 100)"),
+    Case("score-gen-m", f"{SCORE} --method gen --gen-m 0", "--gen-m must be positive"),
+    Case(
+        "score-openmax-tail",
+        f"{SCORE} --method openmax --openmax-tailsize 1",
+        "--openmax-tailsize must be ≥ 2",
+    ),
+    Case(
+        "score-odin-eps", f"{SCORE} --method odin --odin-eps -1", "--odin-eps must not be negative"
+    ),
+    Case("score-nnguide-k", f"{SCORE} --method nnguide --k 100000", "--k 100000 must lie in 1.."),
+]
+CASES += ISSUE23
+
 
 def _tree(*roots: Path) -> dict[str, tuple[int, int]]:
     """Every path under ``roots``; files with their size and modification time (a folder's

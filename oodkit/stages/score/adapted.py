@@ -21,13 +21,15 @@ from oodkit.scoring.common import Fit, Scorer, SetData
 VIM_DIM = 256  # OpenOOD v1.5 configs/postprocessors/vim.yml
 
 
-def _fit_set(fit: Fit, key: str, method: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, labels) of a reference set, every class present (the class-conditional
-    fits need a sample of each)."""
+def _fit_set(
+    fit: Fit, key: str, method: str, every_class: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features, labels) of a reference set; ``every_class``: each class present (the
+    class-conditional fits need a sample of each)."""
     ref = fit.sets[key]
     labels = ref["labels"]
     missing = sorted(set(range(fit.classes)) - set(labels.unique().tolist()))
-    if missing:
+    if every_class and missing:
         raise OodkitError(
             f"--method {method}: class {missing[0]} has no {key.replace('_', '-')} sample to fit"
         )
@@ -66,15 +68,16 @@ def gen(fit: Fit) -> Scorer:
 def mahalanobis(fit: Fit) -> Scorer:
     from pytorch_ood.detector import Mahalanobis
 
-    return _features(
-        Mahalanobis(None).fit_features(*_fit_set(fit, "id_train", "mahalanobis")).predict_features
-    )
+    d = Mahalanobis(None).fit_features(*_fit_set(fit, "id_train", "mahalanobis", True))
+    return _features(d.predict_features)
 
 
 def rmd(fit: Fit) -> Scorer:
     from pytorch_ood.detector import RMD
 
-    return _features(RMD(None).fit_features(*_fit_set(fit, "id_train", "rmd")).predict_features)
+    return _features(
+        RMD(None).fit_features(*_fit_set(fit, "id_train", "rmd", True)).predict_features
+    )
 
 
 def vim(fit: Fit) -> Scorer:
@@ -121,7 +124,7 @@ def she(fit: Fit) -> Scorer:
     from pytorch_ood.detector import SHE
 
     try:
-        d = SHE(None, fit.head).fit_features(*_fit_set(fit, "id_train", "she"))
+        d = SHE(None, fit.head).fit_features(*_fit_set(fit, "id_train", "she", True))
     except ValueError as exc:  # a class without one correct prediction
         raise OodkitError(f"--method she: {exc} among the ID-train samples") from None
     return _features(d.predict_features)
