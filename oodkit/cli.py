@@ -39,6 +39,7 @@ from oodkit.options import (
     json_object,
     read_config,
 )
+from oodkit.outcome import Pending
 from oodkit.scoring.options import ScoreOptions
 from oodkit.stages.evaluate.options import EvalOptions
 from oodkit.stages.generate.options import GenerateOptions
@@ -320,11 +321,14 @@ def stage_command(
     return deco
 
 
-def _paused_or(console, art, out: Path, message: Callable[[Any], str]) -> None:
-    if art is None:
-        console.print(f"paused; continue with --resume (state in {out}.partial)")
-    else:
-        console.print(message(art))
+def _report(console, result: Any, message: Callable[[Any], str]) -> None:
+    """A stage's end on this process: its result's line, the paused line, or nothing (a
+    non-main process: the main one reports)."""
+    if isinstance(result, Pending):
+        if result.reason == "paused":
+            console.print(f"paused; continue with --resume (state in {result.partial})")
+        return
+    console.print(message(result))
 
 
 @stage_command(
@@ -444,7 +448,7 @@ def train_detector_cmd(o: TrainOptions, id_ref: str, out: Path) -> None:
             f", ID val accuracy {acc:.4f}" if acc is not None else ""
         )
 
-    _paused_or(_console(o.quiet), art, out, done)
+    _report(_console(o.quiet), art, done)
 
 
 @stage_command(
@@ -459,10 +463,9 @@ def train_diffusion_cmd(o: DiffusionOptions, id_ref: str, out: Path) -> None:
     from oodkit.stages.train_diffusion.run import train_diffusion
 
     art = train_diffusion(id_ref, out, o)
-    _paused_or(
+    _report(
         _console(o.quiet),
         art,
-        out,
         lambda a: (
             f"diffusion model written to {a.path} "
             f"(final loss {a.manifest.summary['final_loss']:.4f})"
@@ -556,12 +559,14 @@ def generate_cmd(o: GenerateOptions, id_ref: str, model: str, out: Path) -> None
     """Generate outliers (sona, sd, global) or ID reconstructions from ID images."""
     from oodkit.stages.generate.run import generate
 
-    art = generate(id_ref, model, out, o)
-    if art is not None:
-        s = art.manifest.summary
-        _console(o.quiet).print(
-            f"{s['count']} samples written to {art.path} (mean SSIM {s.get('mean_ssim')})"
-        )
+    _report(
+        _console(o.quiet),
+        generate(id_ref, model, out, o),
+        lambda a: (
+            f"{a.manifest.summary['count']} samples written to {a.path} "
+            f"(mean SSIM {a.manifest.summary.get('mean_ssim')})"
+        ),
+    )
 
 
 @stage_command(
@@ -572,7 +577,7 @@ def pseudo_label_cmd(o: PseudoLabelOptions, id_ref: str, out: Path) -> None:
     from oodkit.stages.pseudo_label.run import pseudo_label
 
     art = pseudo_label(id_ref, out, o)
-    if art is None:  # a non-main process under accelerate launch
+    if isinstance(art, Pending):  # a non-main process under accelerate launch
         return
     s = art.manifest.summary
     line = f"pseudo-labels written to {art.path}"
@@ -607,7 +612,10 @@ def score_cmd(o: ScoreOptions, detector: Path, benchmark: str, method: str, out:
     from oodkit.stages.score.run import score
 
     console = _console(o.quiet)
-    for art in score(detector, benchmark, method, out, o):
+    result = score(detector, benchmark, method, out, o)
+    if isinstance(result, Pending):  # a non-main process of a DiffGuard run
+        return
+    for art in result:
         acc = art.manifest.summary.get("id_accuracy")
         console.print(
             f"{art.manifest.params['method']}: {art.path}"

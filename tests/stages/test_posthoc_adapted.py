@@ -42,7 +42,9 @@ def random_detector(tmp_path_factory) -> Path:
         model.cls.weight.copy_(means / means.norm(dim=1, keepdim=True) * 10)
         model.cls.bias.copy_(torch.randn(5) * 0.1)
     out = tmp_path_factory.mktemp("random") / "det"
-    write_artifact(out, "detector", {"loss": "random"}, write_files=lambda d: save_detector(model, d))
+    write_artifact(
+        out, "detector", {"loss": "random"}, write_files=lambda d: save_detector(model, d)
+    )
     return out
 
 

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from oodkit.cli import app
+from oodkit.outcome import paused
 from oodkit.stages.train_diffusion.run import DiffusionOptions, train_diffusion
 
 runner = CliRunner()
@@ -22,7 +23,8 @@ def _unet(path: Path) -> dict[str, torch.Tensor]:
 def test_pause_and_resume_reach_the_same_weights(tmp_path: Path) -> None:
     opts = DiffusionOptions(steps=30, checkpoint_every=10, batch_size=16)
     whole = train_diffusion("digits", tmp_path / "whole", opts, quiet=True)
-    assert train_diffusion("digits", tmp_path / "r", opts, stop_after_steps=10, quiet=True) is None
+    stopped = train_diffusion("digits", tmp_path / "r", opts, stop_after_steps=10, quiet=True)
+    assert stopped == paused(tmp_path / "r.partial")
     assert (tmp_path / "r.partial" / "samples-step0000010.png").exists()
     refused = runner.invoke(
         app,

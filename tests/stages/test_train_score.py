@@ -25,6 +25,7 @@ from oodkit.data.images import eval_transform
 from oodkit.data.sources import get_benchmark
 from oodkit.demo import DEMO_ARCH_KWARGS
 from oodkit.models.detector import load_detector
+from oodkit.outcome import paused
 from oodkit.schemas import outlier_features
 from oodkit.stages.score.run import score
 from oodkit.stages.train_detector.run import TrainOptions, train_detector
@@ -138,7 +139,8 @@ def test_pause_and_resume_gives_identical_weights(detector_options, tmp_path: Pa
     outl = ("digits:photo-patches-train",)
     whole = train_detector("digits", tmp_path / "whole", o, outliers=outl, quiet=True)
     out = tmp_path / "paused"
-    assert train_detector("digits", out, o, outliers=outl, stop_after_epochs=1, quiet=True) is None
+    stopped = train_detector("digits", out, o, outliers=outl, stop_after_epochs=1, quiet=True)
+    assert stopped == paused(Path(f"{out}.partial")) and not stopped
     assert not out.exists() and (tmp_path / "paused.partial" / "checkpoint.pt").exists()
     result = runner.invoke(
         app,
@@ -169,7 +171,7 @@ def test_pause_and_resume_gives_identical_weights(detector_options, tmp_path: Pa
         train_detector(
             "digits", out, o, outliers=outl, resume=True, stop_after_epochs=1, quiet=True
         )
-        is None
+        == stopped
     )
     resumed = train_detector("digits", out, o, outliers=outl, resume=True, quiet=True)
     a, b = _weights(whole.path), _weights(resumed.path)
@@ -406,7 +408,8 @@ def test_bad_input_is_one_line_exit_2(
 @pytest.mark.slow
 def test_two_processes_match_one(tmp_path: Path, torchrun) -> None:
     """torchrun, 2 CPU processes (GroupNorm: CPU BatchNorm is not synchronised): the global
-    batch is split over the ranks and the weights match one process."""
+    batch is split over the ranks and the weights match one process; the main rank reports
+    the artifact once, the other says nothing (no false "paused" line)."""
     args = ["train", "detector", "--id", "digits", "--epochs", "2", "--batch-size", "64"]
     args += [
         "--arch-kwargs",
@@ -415,11 +418,12 @@ def test_two_processes_match_one(tmp_path: Path, torchrun) -> None:
         "0.05",
         "--device",
         "cpu",
-        "--quiet",
     ]
-    single = runner.invoke(app, [*args, "--out", str(tmp_path / "one")])
+    single = runner.invoke(app, [*args, "--quiet", "--out", str(tmp_path / "one")])
     assert single.exit_code == 0, single.output
-    proc = torchrun([*args, "--out", str(tmp_path / "two")])
+    proc = torchrun([*args, "--out", str(tmp_path / "two")])  # not quiet: both ranks speak
     assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr
+    assert said.count("detector written to") == 1 and "paused" not in said, said[-3000:]
     a, b = _weights(tmp_path / "one"), _weights(tmp_path / "two")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)

@@ -29,6 +29,7 @@ from oodkit.diffusion.inversions import INVERSIONS
 from oodkit.errors import OodkitError
 from oodkit.hashing import writable_cache
 from oodkit.locks import writes_output
+from oodkit.outcome import NOT_MAIN, Pending
 from oodkit.scoring.features import FEATURES
 from oodkit.scoring.options import ScoreOptions
 from oodkit.stages.diffguard.outputs import (
@@ -80,7 +81,7 @@ class Run:
 @writes_output
 def score_diffguard(
     detector: str | Path, benchmark: str, out: str | Path, o: ScoreOptions
-) -> list[Artifact]:
+) -> list[Artifact] | Pending:
     """DiffGuard scores of the benchmark's ID test and OOD test sets, one artifact per distance
     (``out`` itself when there is one output, else ``out/<distance>``; combinations with a
     post-hoc baseline as ``out/<distance>+<method>``)."""
@@ -89,8 +90,8 @@ def score_diffguard(
     if finished is not None:
         return finished
     done = synthesise(run)  # data, models, shards: every sample's syntheses and distances
-    if done is None:  # not the main process
-        return []
+    if done is None:
+        return NOT_MAIN
     return write_outputs(run, *done)  # one scores artifact per target
 
 

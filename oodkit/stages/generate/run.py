@@ -44,6 +44,7 @@ from oodkit.errors import OodkitError
 from oodkit.locks import writes_output
 from oodkit.methods import GENERATION
 from oodkit.options import recipe, with_overrides
+from oodkit.outcome import NOT_MAIN, Pending
 from oodkit.schemas import OUTLIER_COLUMNS, outlier_features, read_pseudo_labels
 from oodkit.seeding import sample_generators
 from oodkit.sharding import ShardWork, cut_shards, gather_stats, open_sharded, run_shards
@@ -334,7 +335,7 @@ def generate(
     out: str | Path,
     options: GenerateOptions | None = None,
     **overrides: Any,
-) -> Artifact | None:
+) -> Artifact | Pending:
     """Generate an outliers artifact; returns it (``None`` on non-main processes).
 
     Keyword arguments override fields of ``options``.
@@ -434,7 +435,7 @@ def generate(
     seconds = time.perf_counter() - started
     ranks = gather_stats(state, stats, denoise_s=round(runner.denoise_s, 3))
     if not state.is_main_process:
-        return None
+        return NOT_MAIN
     judged = _judgement(judge, runner.denoiser, sorted(set(src.labels.tolist())), o)
     made = sum(r["samples"] for r in ranks)
     return _finalize(writer, runner.masks, src.train, o, len(plans), made, seconds, judged, ranks)

@@ -35,6 +35,7 @@ from oodkit.methods import PSEUDO_LABEL
 from oodkit.metrics import clustering_metrics
 from oodkit.models.backbone import load_backbone_weights
 from oodkit.options import recipe, with_overrides
+from oodkit.outcome import NOT_MAIN, Pending
 from oodkit.schemas import pseudo_labels_dataset
 from oodkit.stages.pseudo_label.features import (
     FeatureNet,
@@ -158,7 +159,7 @@ def _network(o: PseudoLabelOptions, channels: int, image_size: int, acc) -> Feat
 @writes_output
 def pseudo_label(
     id_ref: str, out: str | Path, options: PseudoLabelOptions | None = None, **overrides: Any
-) -> Artifact | None:
+) -> Artifact | Pending:
     """Cluster the ID set into a pseudo-labels artifact (sample_id, cluster, confidence).
 
     Under ``accelerate launch`` every process trains its share of each batch; the main one
@@ -225,7 +226,7 @@ def pseudo_label(
         ctx.report_clusters("kmeans", kmeans[0])
         cluster, confidence = PSEUDO_LABEL.get(o.method).load()(ctx, features, kmeans)
     if not main:
-        return None
+        return NOT_MAIN
     return _write(
         out, ctx, cluster, confidence, params, inputs, column(idd.train, "sample_id"), started
     )

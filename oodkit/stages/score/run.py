@@ -22,6 +22,7 @@ from oodkit.hashing import writable_cache
 from oodkit.locks import writes_output
 from oodkit.methods import SCORE, Method
 from oodkit.options import with_overrides
+from oodkit.outcome import Pending
 from oodkit.schemas import SetScores, write_scores
 from oodkit.scoring.common import (
     SetData,
@@ -104,7 +105,7 @@ def score(
     out: str | Path,
     options: ScoreOptions | None = None,
     **overrides: Any,
-) -> list[Artifact]:
+) -> list[Artifact] | Pending:
     """Score the benchmark's ID test set and every OOD test set with each method.
 
     With one method ``out`` is the scores artifact; with several, ``out/<method>``. Every

@@ -28,6 +28,7 @@ from oodkit.locks import writes_output
 from oodkit.methods import DETECTOR_LOSS
 from oodkit.models.detector import Detector, DetectorConfig, load_detector_backbone, save_detector
 from oodkit.options import recipe, with_overrides
+from oodkit.outcome import NOT_MAIN, Pending, paused
 from oodkit.seeding import seed_int, torch_generator
 from oodkit.stages.train_detector.data import TrainingData, prepare_data
 from oodkit.stages.train_detector.options import TrainOptions
@@ -279,9 +280,9 @@ def _train(o: TrainOptions, data: TrainingData, run: _Run, ckpt: Path, acc) -> b
 @writes_output
 def train_detector(
     id_ref: str, out: str | Path, options: TrainOptions | None = None, **overrides: Any
-) -> Artifact | None:
-    """Train a detector; returns its artifact, or ``None`` when ``stop_after_epochs`` paused it
-    (and on non-main processes).
+) -> Artifact | Pending:
+    """Train a detector; returns its artifact, or a ``Pending`` marker: paused by
+    ``stop_after_epochs``, or a non-main process.
 
     ``outliers`` are outliers artifacts or any dataset references (e.g. held-out real OOD
     images); ``extra_id`` are ID-labelled extras such as VAE reconstructions; ``labels`` is a
@@ -308,8 +309,11 @@ def train_detector(
     )
     run = _build(o, data, acc, ckpt, model)
     started = time.perf_counter()
-    if not _train(o, data, run, ckpt, acc) or not acc.is_main_process:
-        return None
+    finished = _train(o, data, run, ckpt, acc)
+    if not acc.is_main_process:
+        return NOT_MAIN
+    if not finished:
+        return paused(Path(f"{out}.partial"))
     final = acc.unwrap_model(run.model)
     seconds = time.perf_counter() - started
     trained = (o.epochs - run.start_epoch) * run.steps_per_epoch * o.batch_size

@@ -29,6 +29,7 @@ from oodkit.diffusion.unets import BETAS, PRESETS, build_unet
 from oodkit.errors import OodkitError
 from oodkit.locks import writes_output
 from oodkit.options import recipe, with_overrides
+from oodkit.outcome import NOT_MAIN, Pending, paused
 from oodkit.schemas import read_pseudo_labels
 from oodkit.seeding import seed_int, torch_generator
 from oodkit.stages.train_diffusion.options import DiffusionOptions
@@ -176,9 +177,10 @@ def _train(o, run: _Run, data, classes: _Classes, ckpt: Path, denoiser, acc) -> 
 @writes_output
 def train_diffusion(
     id_ref: str, out: str | Path, options: DiffusionOptions | None = None, **overrides: Any
-) -> Artifact | None:
-    """Train the class-conditional CFG model; ``None`` when paused by ``stop_after_steps``
-    (and on non-main processes). Keyword arguments override fields of ``options``."""
+) -> Artifact | Pending:
+    """Train the class-conditional CFG model; a ``Pending`` marker when paused by
+    ``stop_after_steps`` or on a non-main process. Keyword arguments override fields of
+    ``options``."""
     o = with_overrides(DiffusionOptions, options, overrides)
     idd = resolve_id(id_ref, data_root=o.data_root)
     factor = 2 ** (len(PRESETS[o.preset]["block_out_channels"]) - 1)
@@ -218,8 +220,11 @@ def train_diffusion(
         )
 
     started = time.perf_counter()
-    if not _train(o, run, data, classes, ckpt, denoiser, acc) or not acc.is_main_process:
-        return None
+    finished = _train(o, run, data, classes, ckpt, denoiser, acc)
+    if not acc.is_main_process:
+        return NOT_MAIN
+    if not finished:
+        return paused(Path(f"{out}.partial"))
     final = denoiser()
 
     def write_files(folder: Path) -> None:
