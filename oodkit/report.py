@@ -103,6 +103,35 @@ def markdown(blocks: list[dict[str, Any]]) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+OPENOOD_COLUMNS = ("FPR@95", "AUROC", "AUPR_IN", "AUPR_OUT", "ACC")
+_OPENOOD_KEYS = ("fpr95", "auroc", "aupr_in", "aupr_out")
+
+
+def openood_csv(blocks: list[dict[str, Any]]) -> str:
+    """OpenOOD v1.5's results table (``Evaluator.eval_ood``'s CSV) for every method: a row
+    per near-OOD set, ``nearood``, a row per far-OOD set, ``farood``; percent; ``ACC`` the ID
+    accuracy on every row (empty for a detector of clusters). Runs of one method give their
+    means (the std is in metrics.json / metrics.md)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", "dataset", *OPENOOD_COLUMNS])
+    for b in blocks:
+        acc = b.get("id_accuracy")
+        acc_cell = f"{100 * _mean(acc):.2f}" if acc is not None else ""
+        for group in ("near", "far"):
+            names = [n for n, d in b["datasets"].items() if d["group"] == group]
+            rows = [(n, b["datasets"][n]) for n in names]
+            if group in b["groups"]:
+                rows.append((f"{group}ood", b["groups"][group]))
+            for name, values in rows:
+                cells = [f"{100 * _mean(values[k]):.2f}" for k in _OPENOOD_KEYS]
+                writer.writerow([b["method"], name, *cells, acc_cell])
+    return buf.getvalue()
+
+
 def rich_tables(blocks: list[dict[str, Any]]) -> list[RenderableType]:
     """One terminal table per method: rows = OOD sets and group means, columns = metrics."""
     from rich.table import Table

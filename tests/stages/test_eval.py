@@ -190,3 +190,23 @@ def test_an_ood_set_below_chance_is_flagged_everywhere(make_scores, tmp_path: Pa
     fine = make_scores("t", {"test": ("id", [1.0, 2.0]), "o": ("far", [0.0])})
     ok = runner.invoke(app, ["eval", str(fine), "--out", str(tmp_path / "n"), "--no-plots"])
     assert ok.stderr == "" and "⚠" not in (tmp_path / "n" / "metrics.md").read_text()
+
+
+def test_openood_csv_has_openood_columns_and_the_hand_computed_numbers(
+    make_scores, tmp_path: Path
+) -> None:
+    scores = make_scores("s", SETS, pred=[0, 1, 1, 0], label=[0, 1, 0, 0])
+    out = tmp_path / "metrics"
+    args = ["eval", str(scores), "--out", str(out), "--no-plots", "--format", "openood-csv"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert not (out / "metrics.md").exists() and (out / "metrics.json").exists()
+    assert (out / "openood.csv").read_text().splitlines() == [
+        "method,dataset,FPR@95,AUROC,AUPR_IN,AUPR_OUT,ACC",
+        "energy,a,50.00,75.00,87.08,70.83,75.00",
+        "energy,nearood,50.00,75.00,87.08,70.83,75.00",
+        "energy,b,100.00,0.00,44.17,18.33,75.00",
+        "energy,farood,100.00,0.00,44.17,18.33,75.00",
+    ]
+    bad = runner.invoke(app, [*args[:-1], "html", "--overwrite"])
+    assert bad.exit_code == 2 and "--format must name markdown, openood-csv, got 'html'" in bad.output

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from oodkit import options as O
+from oodkit.errors import OodkitError
+
+FORMATS = ("markdown", "openood-csv")  # tables written next to metrics.json
 
 
 @dataclass(kw_only=True)
@@ -12,5 +15,20 @@ class EvalOptions:
     """Everything ``evaluate`` takes besides the scores artifacts and the output folder."""
 
     plots: bool = O.option(True, "Write ROC and histogram PNGs.", flags=("--plots/--no-plots",))
+    format: str = O.option(
+        "markdown",
+        "Tables next to metrics.json, comma list: markdown (metrics.md), openood-csv "
+        "(openood.csv: OpenOOD v1.5's columns, percent, rows per OOD set and nearood / farood).",
+    )
     overwrite: bool = O.overwrite_option()
     quiet: bool = O.quiet_option()
+
+    def formats(self) -> list[str]:
+        """The ``--format`` list, each one checked."""
+        names = list(dict.fromkeys(f.strip() for f in self.format.split(",") if f.strip()))
+        if not names:
+            raise OodkitError(f"--format: none given ({', '.join(FORMATS)})")
+        for name in names:
+            if name not in FORMATS:
+                raise OodkitError(f"--format must name {', '.join(FORMATS)}, got {name!r}")
+        return names

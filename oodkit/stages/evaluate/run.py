@@ -131,19 +131,21 @@ def evaluate(
     options: EvalOptions | None = None,
     **overrides: Any,
 ) -> tuple[Artifact, list[dict[str, Any]]]:
-    """Evaluate scores artifacts; write ``metrics.json``, ``metrics.md`` and plots to ``out``.
+    """Evaluate scores artifacts; write ``metrics.json``, the ``--format`` tables
+    (``metrics.md``, ``openood.csv``) and plots to ``out``.
 
     Artifacts with the same label (``params.label`` or ``params.method``) are runs of one
     method (e.g. seeds) and are reported as mean ± std (population std over runs).
     Returns the metrics artifact and one block per method.
     """
     o = with_overrides(EvalOptions, options, overrides)
+    formats = o.formats()
     if not scores:
         raise OodkitError("give at least one scores artifact")
     arts = [load_artifact(p, kind="scores") for p in scores]
     check_pooling(arts)
     inputs = [a.as_input() for a in arts]
-    params = {"plots": o.plots}
+    params = {"plots": o.plots, **({"format": formats} if formats != ["markdown"] else {})}
     existing = check_output(out, "metrics", params, inputs, o.overwrite)
     if existing is not None:
         return existing, report.read_blocks(existing.path)
@@ -164,7 +166,10 @@ def evaluate(
     def write_files(tmp: Path) -> None:
         doc = blocks[0] if len(blocks) == 1 else {"methods": blocks}
         (tmp / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n")
-        (tmp / "metrics.md").write_text(report.markdown(blocks))
+        if "markdown" in formats:
+            (tmp / "metrics.md").write_text(report.markdown(blocks))
+        if "openood-csv" in formats:
+            (tmp / "openood.csv").write_text(report.openood_csv(blocks))
         if o.plots:
             for label, group in by_label.items():
                 report.plot_method(tmp / "plots", label, group[0])
