@@ -17,9 +17,9 @@ column is named once. Columns may be added, never renamed (docs/artifacts.md):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -272,8 +272,8 @@ class ScoreRun:
 
 def run_label(art: Artifact) -> str:
     """Runs that share a label (seeds of one method) are averaged together."""
-    params = art.manifest.params
-    return str(params.get("label") or params.get("method") or "scores")
+    params = ScoresParams.read(art.manifest.params)
+    return str(params.label or params.method or "scores")
 
 
 def read_scores(path: str | Path) -> ScoreRun:
@@ -312,3 +312,144 @@ def read_scores(path: str | Path) -> ScoreRun:
         if known.any():
             id_acc = accuracy(pred[known], label[known])
     return ScoreRun(art.path, run_label(art), id_scores, ood, id_acc)
+
+
+# --- typed manifest sections ------------------------------------------------------------------
+# A stage writes its summary through its record and every other module reads another stage's
+# params or summary through these records, never by string key. Reading is lenient: a field
+# an older artifact lacks reads as None, fields a record does not name are left alone.
+
+R = TypeVar("R", bound="Record")
+
+
+@dataclass(frozen=True)
+class Record:
+    """A typed manifest section (``params`` or ``summary``)."""
+
+    @classmethod
+    def read(cls: type[R], values: Mapping[str, Any] | None) -> R:
+        values = values or {}
+        return cls(**{f.name: values.get(f.name) for f in fields(cls)})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
+class DetectorParams(Record):
+    """What other stages read of a detector's recipe: its training loss or import source, its
+    pseudo-labels (a detector of clusters) and seed."""
+
+    loss: str | None = None
+    source: str | None = None
+    labels: str | None = None
+    seed: int | None = None
+
+    @property
+    def clusters(self) -> bool:
+        """Trained on pseudo-labels: its classes are clusters, not the data's classes."""
+        return self.labels is not None
+
+
+@dataclass(frozen=True)
+class TrainedDetectorSummary(Record):
+    final_loss: float | None = None
+    id_val_accuracy: float | None = None
+    epochs: int | None = None
+    seconds: float | None = None
+    images_per_s: float | None = None
+    num_parameters: int | None = None
+    num_classes: int | None = None
+
+
+@dataclass(frozen=True)
+class ImportedDetectorSummary(Record):
+    num_classes: int | None = None
+    feature_dim: int | None = None
+    parameters: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainedDiffusionSummary(Record):
+    final_loss: float | None = None
+    steps: int | None = None
+    seconds_this_run: float | None = None
+    num_parameters: int | None = None
+
+
+@dataclass(frozen=True)
+class ImportedDiffusionParams(Record):
+    source: str | None = None
+    preset: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportedDiffusionSummary(Record):
+    parameters: int | None = None
+    image_size: int | None = None
+    learned_sigma: bool | None = None  # ADM
+    classes: int | None = None  # LDM
+
+
+@dataclass(frozen=True)
+class OutliersSummary(Record):
+    """What other modules read of an outliers artifact's summary (the generate stage writes
+    more: ranks, the per-start-step table's contents, the judge's shift figures)."""
+
+    count: int | None = None
+    mean_ssim: float | None = None
+    mean_psnr: float | None = None
+    by_start_step: dict[str, Any] | None = None
+    judge: str | None = None
+    left_source: float | None = None
+    reached_target: float | None = None
+
+
+@dataclass(frozen=True)
+class PseudoLabelSummary(Record):
+    """Clustering figures against the ground truth (None without one): the final clusters
+    (accuracy, NMI, ARI), k-means on the same features, SCAN before self-labelling."""
+
+    num_clusters: int | None = None
+    samples: int | None = None
+    accuracy: float | None = None
+    nmi: float | None = None
+    ari: float | None = None
+    kmeans: dict[str, float] | None = None
+    before_self_label: dict[str, float] | None = None
+    neighbor_purity: float | None = None
+    best_head: int | None = None
+    seconds_this_run: float | None = None
+
+
+@dataclass(frozen=True)
+class ScoresParams(Record):
+    """What other modules read of a scores artifact's recipe."""
+
+    method: str | None = None
+    label: str | None = None
+    detector: str | None = None
+    benchmark: str | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class ScoresSummary(Record):
+    id_accuracy: float | None = None
+    inversion_steps: dict[str, float] | None = None  # DiffGuard
+    images_per_s_this_run: float | None = None  # DiffGuard
+
+
+@dataclass(frozen=True)
+class MetricsSummary(Record):
+    auroc: dict[str, dict[str, Any]] | None = None  # method → group → AUROC
+    below_chance: list[dict[str, Any]] | None = None
+
+
+def input_of(art: Artifact, kind: str) -> dict[str, Any]:
+    """The manifest input of ``kind`` (``diffusion-model``, ``dataset``, ...): found by kind,
+    never by position."""
+    for entry in art.manifest.inputs:
+        if entry.get("kind") == kind:
+            return entry
+    raise OodkitError(f"{art.path}: no {kind} input recorded")

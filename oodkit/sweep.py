@@ -31,6 +31,7 @@ from oodkit.artifacts import atomic_file
 from oodkit.errors import OodkitError
 from oodkit.locks import claim, writes_output
 from oodkit.options import option_key, read_config, with_overrides
+from oodkit.schemas import OutliersSummary
 
 SECTIONS = ("generate", "train detector", "score")
 SELECT = ("near", "far", "all")
@@ -182,7 +183,8 @@ def _run_cell(cell, i, ref, model, val_bench, out: Path, o: SweepOptions) -> dic
         path = out / f"outliers-{_digest(model, cell['generate'])}"
         made = generate(ref, model, path, gen)
         outliers = made.path
-        diagnostics = {k: made.manifest.summary.get(k) for k in DIAGNOSTICS}
+        summary = OutliersSummary.read(made.manifest.summary).as_dict()
+        diagnostics = {k: summary[k] for k in DIAGNOSTICS}
     score_opts = dict(cell["score"])
     method = score_opts.pop("method", "energy")
     paths = []

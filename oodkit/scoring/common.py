@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from oodkit.errors import OodkitError
+from oodkit.schemas import DetectorParams
 
 # "features", "logits" (and other heads) of one set; a fit set's also "labels"
 Outputs = dict[str, torch.Tensor]
@@ -114,5 +115,5 @@ def first(ds, limit: int | None):
 def detector_label(det: Any, name: str | None = None) -> str:
     """The detector part of a run label: ``name`` (``--label``), else its training loss or,
     for an imported classifier, its source."""
-    p = det.manifest.params
-    return name or str(p.get("loss") or p.get("source") or "detector")
+    p = DetectorParams.read(det.manifest.params)
+    return name or str(p.loss or p.source or "detector")

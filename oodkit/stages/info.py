@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from oodkit.artifacts import load_artifact
 from oodkit.errors import OodkitError
+from oodkit.schemas import OutliersSummary
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -32,9 +33,10 @@ def artifact_info(path: str | Path) -> list[RenderableType]:
         for name, feat in ds.features.items():
             schema.add_row(name, repr(feat))
         parts.append(schema)
-    per = art.manifest.summary.get("by_start_step")
+    summary = OutliersSummary.read(art.manifest.summary)
+    per = summary.by_start_step
     if isinstance(per, dict) and per:
-        parts.append(_diagnostics_table(per, art.manifest.summary.get("judge")))
+        parts.append(_diagnostics_table(per, summary.judge))
     others = sorted(
         p.relative_to(art.path).as_posix()
         for p in art.path.rglob("*")

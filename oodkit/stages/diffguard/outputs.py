@@ -11,7 +11,7 @@ import numpy as np
 
 from oodkit.artifacts import Artifact, check_output, column, load_artifact, write_artifact
 from oodkit.errors import OodkitError
-from oodkit.schemas import SetScores, scores_dataset
+from oodkit.schemas import ScoresParams, SetScores, scores_dataset
 from oodkit.scoring.options import ScoreOptions
 from oodkit.stages.diffguard.recipe import (
     Recipe,
@@ -34,7 +34,7 @@ class Target:
 def targets_of(r: Recipe, o, base_params, inputs, out: Path, baseline) -> list[Target]:
     names = [(d, d, False) for d in r.distances]
     if baseline is not None:
-        b = baseline.manifest.params["method"]
+        b = ScoresParams.read(baseline.manifest.params).method
         names += [(f"{d}+{b}", d, True) for d in r.distances]
     targets = []
     for name, d, combined in names:
@@ -43,10 +43,9 @@ def targets_of(r: Recipe, o, base_params, inputs, out: Path, baseline) -> list[T
         tag = f"diffguard-{r.guidance}{recipe_tag(r)}{nocam}{oracle}-{d}"
         params = {**base_params, "distance": d, "label": f"{base_params['label']}+{tag}"}
         if combined:
-            b = baseline.manifest.params
             params.update(
-                method=f"diffguard+{b['method']}",
-                label=f"{params['label']}+{b['method']}",
+                method=f"diffguard+{b}",
+                label=f"{params['label']}+{b}",
                 trust_below=o.trust_below,
                 trust_above=o.trust_above,
             )
@@ -63,8 +62,8 @@ def baseline_artifact(o: ScoreOptions, det, benchmark: str):
     if o.combine_with is None:
         return None
     art = load_artifact(o.combine_with, kind="scores")
-    p = art.manifest.params
-    method = p.get("method")
+    p = ScoresParams.read(art.manifest.params)
+    method = p.method
     if method not in SCORE.names() or "model" in SCORE.get(method).needs:
         raise OodkitError(
             f"--combine-with {o.combine_with}: not a post-hoc scores artifact (method {method!r})"
@@ -74,12 +73,11 @@ def baseline_artifact(o: ScoreOptions, det, benchmark: str):
             f"--combine-with {o.combine_with}: {method} scores need the detector's outliers; "
             "combine with a method that needs none"
         )
-    if p.get("benchmark") != benchmark:
+    if p.benchmark != benchmark:
         raise OodkitError(
-            f"--combine-with {o.combine_with} scores benchmark {p.get('benchmark')!r}, "
-            f"not {benchmark!r}"
+            f"--combine-with {o.combine_with} scores benchmark {p.benchmark!r}, not {benchmark!r}"
         )
-    recorded = str(p.get("detector"))
+    recorded = str(p.detector)
     same = (
         recorded == det.ref
         if det.ref or recorded.startswith("hub:")
@@ -87,7 +85,7 @@ def baseline_artifact(o: ScoreOptions, det, benchmark: str):
     )
     if not same:
         raise OodkitError(
-            f"--combine-with {o.combine_with} was made with another detector ({p.get('detector')})"
+            f"--combine-with {o.combine_with} was made with another detector ({p.detector})"
         )
     return art
 
@@ -167,18 +165,18 @@ def baseline_scores(base, det, model, bench, loaded, items, o) -> tuple[np.ndarr
     missing = [it.key for it in test if it.key not in by_key]
     if missing:
         raise OodkitError(f"--combine-with {base.path} has no score for {missing[0]!r}")
-    p = base.manifest.params
-    method = SCORE.get(p["method"])
+    method = SCORE.get(ScoresParams.read(base.manifest.params).method)
+    params = SCORE.resolve(method, base.manifest.params)  # the options its method declares
     columns = class_map(model.config, bench.class_names, bench.class_ids)
     run = Scoring(model, det.manifest.fingerprint, columns, o.batch_size, o.num_workers, o.cache)
     refs = {k: run.outputs(fit_set(bench, k), "true") for k in FIT_SETS if k in method.needs}
-    scorer = method.load()(run.fit(method, {n: p.get(n) for n in method.options}, refs))
+    scorer = method.load()(run.fit(method, params, refs))
     val_set = loaded["id_val"].select([it.row for it in items if it.group == "id-val"])
     val_scores = scorer(SetData(run.outputs(val_set), run.batches(val_set)))
     return np.array([by_key[it.key] for it in test]), np.asarray(val_scores, dtype=np.float64)
 
 
-def write_targets(targets, table, items, o, inputs, acc, summary, base_scores) -> None:
+def write_targets(targets, table, items, o, inputs, summary, base_scores) -> None:
     """One scores artifact per target from the merged per-sample table."""
     from oodkit.scoring.combine import combine
 
@@ -215,5 +213,5 @@ def write_targets(targets, table, items, o, inputs, acc, summary, base_scores) -
             t.params,
             inputs,
             dataset=scores_dataset(sets),
-            summary={"id_accuracy": acc, **summary},
+            summary=summary.as_dict(),
         )

@@ -30,6 +30,7 @@ from oodkit.errors import OodkitError
 from oodkit.hashing import writable_cache
 from oodkit.locks import writes_output
 from oodkit.outcome import NOT_MAIN, Pending
+from oodkit.schemas import DetectorParams, ScoresSummary
 from oodkit.scoring.features import FEATURES
 from oodkit.scoring.options import ScoreOptions
 from oodkit.stages.diffguard.outputs import (
@@ -72,6 +73,7 @@ class Run:
     base: Artifact | None  # the post-hoc baseline to combine with
     sets: list[tuple[str, str, str]]
     inputs: list[dict[str, Any]] = field(default_factory=list)
+    model_input: dict[str, Any] = field(default_factory=dict)  # the diffusion model's entry
     params: dict[str, Any] = field(default_factory=dict)
     targets: list[Target] = field(default_factory=list)
     syntheses: Artifact | None = None  # a finished syntheses artifact
@@ -108,7 +110,7 @@ def check_inputs(detector: str | Path, benchmark: str, out: Path, o: ScoreOption
     r = resolve(o)
     o = r.options
     det = load_artifact(detector, kind="detector")
-    if det.manifest.params.get("labels") is not None:
+    if DetectorParams.read(det.manifest.params).clusters:
         raise OodkitError("diffguard needs a detector of the benchmark's classes, not of clusters")
     bench = get_benchmark(benchmark, data_root=o.data_root)
     device = resolve_device(o.device)
@@ -138,7 +140,8 @@ def record(run: Run) -> list[Artifact] | None:
     r, o, det = run.r, run.o, run.det
     PartialState(cpu=run.device == "cpu")  # joins the process group before outputs are claimed
     run.loaded = {key: first(run.bench.load(key), o.limit) for key, _, _ in run.sets}
-    inputs = [det.as_input(), model_input(o.model, run.spec)]
+    run.model_input = model_input(o.model, run.spec)
+    inputs = [det.as_input(), run.model_input]
     inputs += [run.base.as_input()] if run.base else []
     inputs += [weights_input(n, o.perceptual_weights) for n in perceptual_needs(r, o)]
     for name, mapped in (("wordnet-ids", run.columns), ("model-wordnet-ids", run.model_ids)):
@@ -208,7 +211,7 @@ def _inversion_cache(run: Run):
         return None
     keys = ("steps", "max_inversion_steps", "aes_psnr", "aes_gmsd", "aes_dists", "dtype")
     keys += ("aes_clamp", "inversion_eps", "clip_x0")  # geometry: in the image hash
-    recipe = {k: run.params[k] for k in keys} | {"model": run.inputs[1]["fingerprint"]}
+    recipe = {k: run.params[k] for k in keys} | {"model": run.model_input["fingerprint"]}
     if run.params["aes_dists"] is not None:
         weights = next(i for i in run.inputs if i["kind"] == "dists-weights")
         recipe["dists"] = weights["fingerprint"]
@@ -235,7 +238,7 @@ def synthesise(run: Run):
     state = PartialState(cpu=run.device == "cpu")
     dev = state.device if run.device.startswith("cuda") else torch.device("cpu")
     model = load_detector(run.det.path, dev)
-    revision = run.inputs[1]["fingerprint"] if run.spec.source == "hub" else None
+    revision = run.model_input["fingerprint"] if run.spec.source == "hub" else None
     denoiser = load_denoiser(o.model, dev, run.dtype, revision=revision, spec=run.spec)
     writer, claims = open_sharded(
         state,
@@ -274,18 +277,19 @@ def write_outputs(run: Run, writer, items, model, loaded, seconds, samples) -> l
     pred = np.asarray(column(table, "pred"))
     acc = float(np.mean([pred[j] == items[j].label for j in id_rows])) if id_rows else None
     stops = np.asarray(column(table, "stop"))
-    summary = {
-        "inversion_steps": {
+    summary = ScoresSummary(
+        id_accuracy=acc,
+        inversion_steps={
             "mean": float(stops.mean()),
             "min": int(stops.min()),
             "max": int(stops.max()),
         },
-        "images_per_s_this_run": round(samples / seconds, 3) if samples else None,
-    }
+        images_per_s_this_run=round(samples / seconds, 3) if samples else None,
+    )
     base_scores = None
     if run.base is not None:
         base_scores = baseline_scores(run.base, run.det, model, run.bench, loaded, items, o)
-    write_targets(run.targets, table, items, o, run.inputs, acc, summary, base_scores)
+    write_targets(run.targets, table, items, o, run.inputs, summary, base_scores)
     outputs = [t.existing for t in run.targets]
     if o.save_syntheses:
         path, params = run.out / "syntheses", _syntheses_params(run)

@@ -13,7 +13,14 @@ from oodkit.errors import OodkitError, brief
 from oodkit.locks import writes_output
 from oodkit.metrics import METRIC_KEYS, group_means, mean_std, ood_metrics
 from oodkit.options import with_overrides
-from oodkit.schemas import OOD_GROUPS, ScoreRun, read_scores, run_label
+from oodkit.schemas import (
+    OOD_GROUPS,
+    MetricsSummary,
+    ScoreRun,
+    ScoresParams,
+    read_scores,
+    run_label,
+)
 from oodkit.stages.evaluate.options import EvalOptions
 
 
@@ -108,7 +115,7 @@ def check_pooling(arts: list[Artifact]) -> None:
                     "eval averages only seeds of one recipe (score the others with another "
                     "--label)"
                 )
-        seeds = [a.manifest.params.get("seed") for a in group]
+        seeds = [ScoresParams.read(a.manifest.params).seed for a in group]
         repeated = [s for s in seeds if s is not None and seeds.count(s) > 1]
         if repeated:
             raise OodkitError(
@@ -184,6 +191,6 @@ def evaluate(
         inputs,
         dataset=datasets.Dataset.from_list(table_rows),
         write_files=write_files,
-        summary={"auroc": summary, "below_chance": report.below_chance(blocks)},
+        summary=MetricsSummary(summary, report.below_chance(blocks)).as_dict(),
     )
     return art, blocks

@@ -30,6 +30,7 @@ from oodkit.models.imported import (
 )
 from oodkit.models.preprocessing import Preprocessing, preprocessing_of
 from oodkit.options import with_overrides
+from oodkit.schemas import ImportedDetectorSummary
 from oodkit.stages.import_detector.options import ImportOptions
 
 
@@ -166,11 +167,11 @@ def _write(src: Source, imp: Imported, o: ImportOptions, out: str | Path) -> Art
     )
     model = ImportedClassifier(config, imp.net).eval()
     _check_forward(model, prep.crop)
-    summary = {
-        "num_classes": k,
-        "feature_dim": model.feature_dim,
-        "parameters": sum(p.numel() for p in imp.net.parameters()),
-    }
+    summary = ImportedDetectorSummary(
+        num_classes=k,
+        feature_dim=model.feature_dim,
+        parameters=sum(p.numel() for p in imp.net.parameters()),
+    ).as_dict()
     return write_artifact(
         out,
         "detector",

@@ -25,6 +25,7 @@ from oodkit.artifacts import Artifact, check_output, write_artifact
 from oodkit.errors import OodkitError, first_line
 from oodkit.locks import writes_output
 from oodkit.options import with_overrides
+from oodkit.schemas import ImportedDiffusionSummary
 from oodkit.stages.import_diffusion.options import ImportDiffusionOptions
 
 SOURCES = ("adm", "ldm")
@@ -78,11 +79,11 @@ def _adm_files(state, cfg, name: str, origin: str):
         }
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
-    summary = {
-        "parameters": sum(p.numel() for p in unet.parameters()),
-        "image_size": cfg.image_size,
-        "learned_sigma": cfg.learn_sigma,
-    }
+    summary = ImportedDiffusionSummary(
+        parameters=sum(p.numel() for p in unet.parameters()),
+        image_size=cfg.image_size,
+        learned_sigma=cfg.learn_sigma,
+    ).as_dict()
     return files, summary
 
 
@@ -134,11 +135,11 @@ def _ldm_files(state, cfg, name: str, origin: str):
         (folder / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
     parameters = sum(p.numel() for m in (unet, vq) for p in m.parameters()) + table.numel()
-    summary = {
-        "parameters": parameters,
-        "image_size": cfg.image_size * 2 ** (len(cfg.ch_mult) - 1),
-        "classes": classes,
-    }
+    summary = ImportedDiffusionSummary(
+        parameters=parameters,
+        image_size=cfg.image_size * 2 ** (len(cfg.ch_mult) - 1),
+        classes=classes,
+    ).as_dict()
     return files, summary
 
 

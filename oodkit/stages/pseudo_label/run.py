@@ -36,7 +36,7 @@ from oodkit.metrics import clustering_metrics
 from oodkit.models.backbone import load_backbone_weights
 from oodkit.options import recipe, with_overrides
 from oodkit.outcome import NOT_MAIN, Pending
-from oodkit.schemas import pseudo_labels_dataset
+from oodkit.schemas import PseudoLabelSummary, pseudo_labels_dataset
 from oodkit.stages.pseudo_label.features import (
     FeatureNet,
     embed,
@@ -252,7 +252,7 @@ def _write(out, ctx: Stages, cluster, confidence, params, inputs, sample_ids, st
         inputs,
         dataset=pseudo_labels_dataset(sample_ids, cluster, confidence),
         write_files=write_files,
-        summary=ctx.summary,
+        summary=PseudoLabelSummary.read(ctx.summary).as_dict(),
     )
     shutil.rmtree(ctx.partial, ignore_errors=True)
     return art

@@ -23,7 +23,7 @@ from oodkit.locks import writes_output
 from oodkit.methods import SCORE, Method
 from oodkit.options import with_overrides
 from oodkit.outcome import Pending
-from oodkit.schemas import SetScores, write_scores
+from oodkit.schemas import DetectorParams, ScoresSummary, SetScores, write_scores
 from oodkit.scoring.common import (
     SetData,
     check_fit,
@@ -56,7 +56,7 @@ def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs) -> list
             "detector": det.ref or str(det.path),
             "benchmark": benchmark,
             **o.for_method(m),
-            "seed": det.manifest.params.get("seed"),
+            "seed": DetectorParams.read(det.manifest.params).seed,
             **({"limit": o.limit} if o.limit else {}),
         }
         path = Path(out) if len(methods) == 1 else Path(out) / m.name
@@ -68,7 +68,7 @@ def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs) -> list
 
 def _check_labels(det, bench, config, id_labels: torch.Tensor) -> None:
     if (
-        det.manifest.params.get("labels") is None
+        not DetectorParams.read(det.manifest.params).clusters
         and len(id_labels)
         and int(id_labels.max()) >= config.num_classes
     ):
@@ -162,7 +162,7 @@ def score(
     id_labels = torch.tensor(loaded["id_test"]["label"])
     _check_labels(det, bench, model.config, id_labels)
     feats = {key: run.outputs(ds) for key, ds in loaded.items()}
-    clusters = det.manifest.params.get("labels") is not None
+    clusters = DetectorParams.read(det.manifest.params).clusters
     labels = "predicted" if clusters else "true"  # a detector of clusters has its own classes
     refs = {key: run.outputs(ds, labels) for key, ds in fit_sets.items()}
     if out_ds is not None:
@@ -186,6 +186,6 @@ def score(
             _rows(sets, loaded, feats, scores, clusters),
             t.params,
             inputs,
-            summary={"id_accuracy": acc},
+            summary=ScoresSummary(id_accuracy=acc).as_dict(),
         )
     return [t.existing for t in targets]

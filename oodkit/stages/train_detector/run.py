@@ -29,6 +29,7 @@ from oodkit.methods import DETECTOR_LOSS
 from oodkit.models.detector import Detector, DetectorConfig, load_detector_backbone, save_detector
 from oodkit.options import recipe, with_overrides
 from oodkit.outcome import NOT_MAIN, Pending, paused
+from oodkit.schemas import TrainedDetectorSummary
 from oodkit.seeding import seed_int, torch_generator
 from oodkit.stages.train_detector.data import TrainingData, prepare_data
 from oodkit.stages.train_detector.options import TrainOptions
@@ -317,15 +318,15 @@ def train_detector(
     final = acc.unwrap_model(run.model)
     seconds = time.perf_counter() - started
     trained = (o.epochs - run.start_epoch) * run.steps_per_epoch * o.batch_size
-    summary = {
-        "final_loss": run.log[-1]["loss"],
-        "id_val_accuracy": run.log[-1].get("val_accuracy"),
-        "epochs": o.epochs,
-        "seconds": round(seconds, 2),
-        "images_per_s": round(trained / max(seconds, 1e-9), 1),
-        "num_parameters": sum(p.numel() for p in final.parameters()),
-        "num_classes": data.num_classes,
-    }
+    summary = TrainedDetectorSummary(
+        final_loss=run.log[-1]["loss"],
+        id_val_accuracy=run.log[-1].get("val_accuracy"),
+        epochs=o.epochs,
+        seconds=round(seconds, 2),
+        images_per_s=round(trained / max(seconds, 1e-9), 1),
+        num_parameters=sum(p.numel() for p in final.parameters()),
+        num_classes=data.num_classes,
+    ).as_dict()
 
     def write_files(folder: Path) -> None:
         save_detector(final, folder)

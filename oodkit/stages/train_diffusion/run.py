@@ -30,7 +30,7 @@ from oodkit.errors import OodkitError
 from oodkit.locks import writes_output
 from oodkit.options import recipe, with_overrides
 from oodkit.outcome import NOT_MAIN, Pending, paused
-from oodkit.schemas import read_pseudo_labels
+from oodkit.schemas import TrainedDiffusionSummary, read_pseudo_labels
 from oodkit.seeding import seed_int, torch_generator
 from oodkit.stages.train_diffusion.options import DiffusionOptions
 from oodkit.training import (
@@ -236,12 +236,12 @@ def train_diffusion(
         (folder / "train_log.json").write_text(json.dumps(run.log, indent=2) + "\n")
         sample_grid(final, folder / "samples.png", seed=o.seed)
 
-    summary = {
-        "final_loss": run.log[-1]["loss"],
-        "steps": o.steps,
-        "seconds_this_run": round(time.perf_counter() - started, 2),
-        "num_parameters": sum(v.numel() for v in run.ema.values()),
-    }
+    summary = TrainedDiffusionSummary(
+        final_loss=run.log[-1]["loss"],
+        steps=o.steps,
+        seconds_this_run=round(time.perf_counter() - started, 2),
+        num_parameters=sum(v.numel() for v in run.ema.values()),
+    ).as_dict()
     art = write_artifact(
         out, "diffusion-model", params, classes.inputs, write_files=write_files, summary=summary
     )
