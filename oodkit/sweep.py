@@ -31,7 +31,6 @@ from oodkit.artifacts import atomic_file
 from oodkit.errors import OodkitError
 from oodkit.locks import claim, writes_output
 from oodkit.options import option_key, read_config, with_overrides
-from oodkit.schemas import OutliersSummary
 
 SECTIONS = ("generate", "train detector", "score")
 SELECT = ("near", "far", "all")
@@ -170,6 +169,7 @@ def _mean_auroc(block: dict[str, Any], select: str) -> float | None:
 
 def _run_cell(cell, i, ref, model, val_bench, out: Path, o: SweepOptions) -> dict[str, Any]:
     """One chain: outliers (shared by hash), a detector per seed, validation scores, metrics."""
+    from oodkit.schemas import OutliersSummary
     from oodkit.stages.evaluate.run import evaluate
     from oodkit.stages.generate.run import GenerateOptions, generate
     from oodkit.stages.score.run import score

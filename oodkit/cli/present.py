@@ -1,5 +1,6 @@
 """What the commands print: one line per finished artifact, read through the typed manifest
-records (``oodkit.schemas``), the paused line, and the metrics tables."""
+records (``oodkit.schemas``, imported when a line is made: it needs numpy, which the command
+line does not load at start-up), the paused line, and the metrics tables."""
 
 from __future__ import annotations
 
@@ -9,18 +10,6 @@ from typing import Any
 import typer
 
 from oodkit.outcome import Pending
-from oodkit.schemas import (
-    DetectorParams,
-    ImportedDetectorSummary,
-    ImportedDiffusionParams,
-    ImportedDiffusionSummary,
-    OutliersSummary,
-    PseudoLabelSummary,
-    ScoresParams,
-    ScoresSummary,
-    TrainedDetectorSummary,
-    TrainedDiffusionSummary,
-)
 
 
 def console(quiet: bool = False):
@@ -40,12 +29,16 @@ def report(out, result: Any, line: Callable[[Any], str]) -> None:
 
 
 def trained_detector(art) -> str:
+    from oodkit.schemas import TrainedDetectorSummary
+
     s = TrainedDetectorSummary.read(art.manifest.summary)
     acc = "" if s.id_val_accuracy is None else f", ID val accuracy {s.id_val_accuracy:.4f}"
     return f"detector written to {art.path}: final loss {s.final_loss:.4f}{acc}"
 
 
 def imported_detector(art) -> str:
+    from oodkit.schemas import DetectorParams, ImportedDetectorSummary
+
     s = ImportedDetectorSummary.read(art.manifest.summary)
     source = DetectorParams.read(art.manifest.params).source
     return (
@@ -55,11 +48,15 @@ def imported_detector(art) -> str:
 
 
 def trained_diffusion(art) -> str:
+    from oodkit.schemas import TrainedDiffusionSummary
+
     s = TrainedDiffusionSummary.read(art.manifest.summary)
     return f"diffusion model written to {art.path} (final loss {s.final_loss:.4f})"
 
 
 def imported_diffusion(art) -> str:
+    from oodkit.schemas import ImportedDiffusionParams, ImportedDiffusionSummary
+
     p = ImportedDiffusionParams.read(art.manifest.params)
     s = ImportedDiffusionSummary.read(art.manifest.summary)
     return (
@@ -69,11 +66,15 @@ def imported_diffusion(art) -> str:
 
 
 def outliers(art) -> str:
+    from oodkit.schemas import OutliersSummary
+
     s = OutliersSummary.read(art.manifest.summary)
     return f"{s.count} samples written to {art.path} (mean SSIM {s.mean_ssim})"
 
 
 def pseudo_labels(art) -> str:
+    from oodkit.schemas import PseudoLabelSummary
+
     s = PseudoLabelSummary.read(art.manifest.summary)
     line = f"pseudo-labels written to {art.path}"
     if s.accuracy is not None:
@@ -85,6 +86,8 @@ def pseudo_labels(art) -> str:
 
 
 def scores(art) -> str:
+    from oodkit.schemas import ScoresParams, ScoresSummary
+
     acc = ScoresSummary.read(art.manifest.summary).id_accuracy
     method = ScoresParams.read(art.manifest.params).method
     return f"{method}: {art.path}" + (f" (ID accuracy {acc:.4f})" if acc is not None else "")
