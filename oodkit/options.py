@@ -19,7 +19,7 @@ import json
 import math
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -159,6 +159,18 @@ def check_domains(opts: Any) -> None:
         domain = f.metadata.get("domain", (None,) * 4)
         if not in_domain(value, domain):
             raise OodkitError(f"{flag} must {domain_text(domain)}, got {_num(value)}")
+
+
+def comma_choices(text: str, flag: str, choices: Sequence[str], what: str) -> list[str]:
+    """``"a, b,a"`` → ``["a", "b"]``: a comma list of ``choices`` (order kept, repeats
+    dropped); none given or an unknown ``what`` is refused with one line."""
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise OodkitError(f"{flag}: none given ({', '.join(choices)})")
+    for name in names:
+        if name not in choices:
+            raise OodkitError(f"unknown {what} {name!r} (one of {', '.join(choices)})")
+    return names
 
 
 def _no_constant(name: str) -> Any:

@@ -423,6 +423,13 @@ class PseudoLabelSummary(Record):
 
 
 @dataclass(frozen=True)
+class MethodParams(Record):
+    """The method a recipe names (scores, outliers, pseudo-labels), for cards and tags."""
+
+    method: str | None = None
+
+
+@dataclass(frozen=True)
 class ScoresParams(Record):
     """What other modules read of a scores artifact's recipe."""
 

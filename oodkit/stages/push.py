@@ -21,7 +21,7 @@ from typing import Any
 from oodkit.artifacts import DATA_DIR, Artifact, artifact_files, load_artifact
 from oodkit.errors import OodkitError, first_line
 from oodkit.hub import PREFIX, check_license, check_repo_id, client, offline, parse_ref
-from oodkit.schemas import COLUMN_DOCS, ScoresParams
+from oodkit.schemas import COLUMN_DOCS, MethodParams
 
 MODEL_KINDS = ("detector", "diffusion-model")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -108,7 +108,7 @@ def _columns(features: Any) -> list[str]:
 
 
 def _header(art: Artifact, license: str | None, rows: int | None) -> dict[str, Any]:
-    method = ScoresParams.read(art.manifest.params).method if art.kind == "scores" else None
+    method = MethodParams.read(art.manifest.params).method
     tags = ["oodkit", art.kind, "out-of-distribution-detection"]
     tags += [str(method)] if isinstance(method, str) else []
     data: dict[str, Any] = {"tags": tags, "license": license}

@@ -209,4 +209,6 @@ def test_openood_csv_has_openood_columns_and_the_hand_computed_numbers(
         "energy,farood,100.00,0.00,44.17,18.33,75.00",
     ]
     bad = runner.invoke(app, [*args[:-1], "html", "--overwrite"])
-    assert bad.exit_code == 2 and "--format must name markdown, openood-csv, got 'html'" in bad.output
+    assert (
+        bad.exit_code == 2 and "unknown format 'html' (one of markdown, openood-csv)" in bad.output
+    )

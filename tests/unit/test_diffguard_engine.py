@@ -369,6 +369,7 @@ def test_a_perfect_diffguard_lowers_both_fpr95_with_the_default_trust_levels() -
     """The classic FPR@95 thresholds at the ID 5 % quantile: with --trust-below 0.05 it sits
     on the edge of the confident-OOD zone and cannot move (the baseline's value); with the
     defaults a perfect DiffGuard lowers it, and the OpenOOD FPR@95 too."""
+    from oodkit.methods import SCORE
     from oodkit.metrics import ood_metrics
     from oodkit.scoring.options import ScoreOptions
 
@@ -391,7 +392,7 @@ def test_a_perfect_diffguard_lowers_both_fpr95_with_the_default_trust_levels() -
 
     stuck = combined(0.05, 0.95)
     assert abs(stuck["fpr95_classic"] - baseline["fpr95_classic"]) < 0.01
-    o = ScoreOptions()
-    moved = combined(o.trust_below, o.trust_above)
+    o = ScoreOptions().for_method(SCORE.get("diffguard"))  # the registered defaults
+    moved = combined(o["trust_below"], o["trust_above"])
     assert moved["fpr95_classic"] < 0.2 * baseline["fpr95_classic"]
     assert moved["fpr95"] < 0.5 * baseline["fpr95"]

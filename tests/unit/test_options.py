@@ -161,7 +161,9 @@ def _capture(monkeypatch, path) -> list:
             return SimpleNamespace(path="o"), []
         if name == "sweep":
             return {"chosen": 0, "cells": [{"cell": 0, "score": 0.5}]}
-        return [] if name == "score" else None
+        from oodkit.outcome import NOT_MAIN
+
+        return [] if name == "score" else NOT_MAIN  # prints nothing, as a non-main rank
 
     monkeypatch.setattr(importlib.import_module(module), name, fake)
     return seen

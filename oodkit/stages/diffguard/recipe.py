@@ -8,6 +8,7 @@ import math
 from dataclasses import dataclass
 
 from oodkit.errors import OodkitError
+from oodkit.options import comma_choices
 from oodkit.scoring.options import ScoreOptions
 from oodkit.similarity import DISTANCES, PERCEPTUAL
 
@@ -70,12 +71,7 @@ def resolve(o: ScoreOptions) -> Recipe:
     if o.trust_below > o.trust_above:
         raise OodkitError("--trust-below must not exceed --trust-above")
     stop = STOPS[o.guidance] if o.stop is None else o.stop
-    distances = list(dict.fromkeys(d.strip() for d in o.distance.split(",") if d.strip()))
-    if not distances:
-        raise OodkitError(f"--distance: none given ({', '.join(DISTANCES)})")
-    for d in distances:
-        if d not in DISTANCES:
-            raise OodkitError(f"unknown distance {d!r} (one of {', '.join(DISTANCES)})")
+    distances = comma_choices(o.distance, "--distance", DISTANCES, "distance")
     depth = _stop_depth(stop, o, steps)
     if o.inversion_eps == "source" and depth > steps - 1:
         raise OodkitError(

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from oodkit import options as O
-from oodkit.errors import OodkitError
 
 FORMATS = ("markdown", "openood-csv")  # tables written next to metrics.json
 
@@ -25,10 +24,4 @@ class EvalOptions:
 
     def formats(self) -> list[str]:
         """The ``--format`` list, each one checked."""
-        names = list(dict.fromkeys(f.strip() for f in self.format.split(",") if f.strip()))
-        if not names:
-            raise OodkitError(f"--format: none given ({', '.join(FORMATS)})")
-        for name in names:
-            if name not in FORMATS:
-                raise OodkitError(f"--format must name {', '.join(FORMATS)}, got {name!r}")
-        return names
+        return O.comma_choices(self.format, "--format", FORMATS, "format")
