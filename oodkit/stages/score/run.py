@@ -156,6 +156,11 @@ def score(
     todo = [t for t in targets if t.existing is None]
     if not todo:
         return [t.existing for t in targets]
+    pool = len(fit_sets["id_train"]) if "id_train" in fit_sets else None
+    for t in todo:  # before any network pass
+        k = t.params.get("k")
+        if k is not None and pool is not None and not 1 <= k <= pool:
+            raise OodkitError(f"--k {k} must lie in 1..{pool} (ID training samples)")
     if o.cache:
         writable_cache(FEATURES)
     run = Scoring(model, det.manifest.fingerprint, columns, o.batch_size, o.num_workers, o.cache)
@@ -172,14 +177,9 @@ def score(
         if clusters
         else float((feats["id_test"]["logits"].argmax(1) == id_labels).float().mean())
     )
-    for t in todo:
-        if t.params.get("k") is not None and "id_train" in refs:
-            pool = len(refs["id_train"]["features"])
-            if not 1 <= t.params["k"] <= pool:
-                raise OodkitError(
-                    f"--k {t.params['k']} must lie in 1..{pool} (ID training samples)"
-                )
-        scorer = t.method.load()(run.fit(t.method, t.params, refs))
+    # every method fitted before any is written: a fit that refuses leaves nothing behind
+    scorers = [t.method.load()(run.fit(t.method, t.params, refs)) for t in todo]
+    for t, scorer in zip(todo, scorers, strict=True):
         scores = {key: scorer(SetData(f, run.batches(loaded[key]))) for key, f in feats.items()}
         t.existing = write_scores(
             t.path,
