@@ -666,6 +666,12 @@ def write_artifact(
 PARTIAL_STATE = "partial.json"
 
 
+def partial_of(out: str | Path) -> Path:
+    """``<out>.partial``: where a long run keeps its resumable state."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
+
+
 def prepare_partial(
     out: str | Path, state: Mapping[str, Any], overwrite: bool = False
 ) -> tuple[Path, bool]:
@@ -676,7 +682,7 @@ def prepare_partial(
     Returns the folder and whether earlier work was found in it.
     """
     out = check_out_path(Path(out))
-    partial = out.with_name(out.name + ".partial")
+    partial = partial_of(out)
     _claim(out, _command)
     state = _jsonable(dict(state))
     state_file = partial / PARTIAL_STATE

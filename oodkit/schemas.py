@@ -331,8 +331,10 @@ class Record:
         values = values or {}
         return cls(**{f.name: values.get(f.name) for f in fields(cls)})
 
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+    def as_dict(self, given: bool = False) -> dict[str, Any]:
+        """The section as recorded; ``given``: only the fields that hold a value."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in values.items() if v is not None} if given else values
 
 
 @dataclass(frozen=True)
@@ -443,20 +445,15 @@ class ScoresParams(Record):
 @dataclass(frozen=True)
 class ScoresSummary(Record):
     id_accuracy: float | None = None
-    inversion_steps: dict[str, float] | None = None  # DiffGuard
-    images_per_s_this_run: float | None = None  # DiffGuard
+
+
+@dataclass(frozen=True)
+class DiffGuardSummary(ScoresSummary):
+    inversion_steps: dict[str, float] | None = None  # mean / min / max inversion depth
+    images_per_s_this_run: float | None = None
 
 
 @dataclass(frozen=True)
 class MetricsSummary(Record):
     auroc: dict[str, dict[str, Any]] | None = None  # method → group → AUROC
     below_chance: list[dict[str, Any]] | None = None
-
-
-def input_of(art: Artifact, kind: str) -> dict[str, Any]:
-    """The manifest input of ``kind`` (``diffusion-model``, ``dataset``, ...): found by kind,
-    never by position."""
-    for entry in art.manifest.inputs:
-        if entry.get("kind") == kind:
-            return entry
-    raise OodkitError(f"{art.path}: no {kind} input recorded")

@@ -457,7 +457,7 @@ def open_sharded(state: Any, out: Any, overwrite: bool, shard_size: int, **write
     the others open the folder — a rank that does not share it creates nothing.
     ``writer_args`` go to :class:`~oodkit.artifacts.ShardedWriter`.
     """
-    from oodkit.artifacts import ShardedWriter
+    from oodkit.artifacts import ShardedWriter, partial_of
 
     def open_writer(overwrite: bool) -> ShardedWriter:
         layout = {"shard_size": shard_size}
@@ -469,7 +469,7 @@ def open_sharded(state: Any, out: Any, overwrite: bool, shard_size: int, **write
         writer.drop_temporaries()
         Claims(writer.partial, 0).clear()
         token = write_shared_token(writer.partial)
-    partial = Path(out).with_name(Path(out).name + ".partial")
+    partial = partial_of(out)
     check_shared_folder(partial, state, token)  # a collective: the others wait for the token
     if not state.is_main_process:
         writer = open_writer(False)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from oodkit.artifacts import column
 from oodkit.errors import OodkitError
 from oodkit.methods import Method
 from oodkit.scoring.common import Fit, Outputs, head_of, network_of
@@ -52,7 +53,7 @@ class Scoring:
         if self.columns is not None:
             got = {**got, "logits": got["logits"][:, list(self.columns)]}
         if labels == "true":
-            got["labels"] = torch.as_tensor(ds["label"], dtype=torch.long)
+            got["labels"] = torch.as_tensor(column(ds, "label"), dtype=torch.long)
         elif labels == "predicted":
             got["labels"] = got["logits"].argmax(1)
         return got

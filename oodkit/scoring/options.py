@@ -41,14 +41,12 @@ class _Shared:
     overwrite: bool = O.overwrite_option()
     quiet: bool = O.quiet_option()
 
-    def check(self, methods: list[Method] | None = None) -> None:
+    def check(self, methods: list[Method]) -> None:
         """Refuse what no method could use: bad workers, an empty label, an option that none
         of ``methods`` reads."""
         resolve_workers(self.num_workers, cuda=False)  # a count or auto, before any work
         if self.label is not None and not self.label.strip():
             raise OodkitError("--label must not be empty")
-        if methods is None:
-            return
         given = [n for n in SCORE.params if getattr(self, n) is not None]
         unread = SCORE.unread(methods, given)
         if unread is not None:

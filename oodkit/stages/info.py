@@ -126,7 +126,7 @@ def _option_text(name: str, defaults: dict[str, Any]) -> str:
 
 def methods_info() -> RenderableType:
     """Every registered method per stage, with what it needs and the options it reads (with
-    its defaults; ``auto``: the method decides, see ``--help``)."""
+    its defaults; an option without one: the method decides, see ``--help``)."""
     from rich.table import Table
 
     from oodkit.methods import REGISTRIES
@@ -136,11 +136,6 @@ def methods_info() -> RenderableType:
         table.add_column(col)
     for registry in REGISTRIES:
         for m in registry:
-            options = ", ".join(
-                f"--{o.replace('_', '-')} {m.defaults[o]}"
-                if o in m.defaults
-                else f"--{o.replace('_', '-')}"
-                for o in m.options
-            )
+            options = ", ".join(_option_text(o, m.defaults) for o in m.options)
             table.add_row(registry.stage, m.name, m.summary, ", ".join(m.needs), options)
     return table

@@ -1087,6 +1087,7 @@ ISSUE23 = [
         "score-odin-eps", f"{SCORE} --method odin --odin-eps -1", "--odin-eps must not be negative"
     ),
     Case("score-nnguide-k", f"{SCORE} --method nnguide --k 100000", "--k 100000 must lie in 1.."),
+    Case("score-ash-prunes-all", f"{SCORE} --method ash --percentile 99.99", "prunes all"),
     Case(
         "score-second-method-refused",  # the first method's artifact is not left behind
         f"{SCORE} --method energy,vim --vim-dim 4096",

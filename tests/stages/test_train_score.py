@@ -130,6 +130,18 @@ def test_cached_features_give_the_same_scores(
         score(ce_detector, "digits", ["knn"], tmp_path / "c", cache=False)
 
 
+def test_a_method_records_only_the_reference_sets_it_needs(ce_detector: Path, tmp_path) -> None:
+    """energy scored alone and then next to knn is the same artifact (the ID-train set knn
+    needs is knn's input, not energy's): the second call reuses it."""
+    alone = score(ce_detector, "digits", "energy", tmp_path / "s" / "energy", cache=False)[0]
+    assert not any(i.get("path", "").endswith(":id_train") for i in alone.manifest.inputs)
+    both = score(ce_detector, "digits", "knn,energy", tmp_path / "s", cache=False)
+    again = next(a for a in both if a.manifest.params["method"] == "energy")
+    assert again.manifest.fingerprint == alone.manifest.fingerprint
+    knn = next(a for a in both if a.manifest.params["method"] == "knn")
+    assert any(i.get("path", "").endswith(":id_train") for i in knn.manifest.inputs)
+
+
 def _weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path / "model.safetensors"))
 

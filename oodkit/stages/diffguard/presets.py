@@ -1,4 +1,4 @@
-"""DiffGuard's official recipes as ``--preset`` values, and oodkit's own defaults.
+"""DiffGuard's official recipes as ``--preset`` values.
 
 Read from the official code (``cure-lab/DiffGuard`` at ``6125295``): ``gdm`` is the ImageNet
 GDM result (``testOOD/exp/exp6.1.yaml`` over ``conf/diffusion/guided-diffusion-psnr-dists``,

@@ -30,7 +30,7 @@ from oodkit.errors import OodkitError
 from oodkit.hashing import writable_cache
 from oodkit.locks import writes_output
 from oodkit.outcome import NOT_MAIN, Pending
-from oodkit.schemas import DetectorParams, ScoresSummary
+from oodkit.schemas import DetectorParams, DiffGuardSummary
 from oodkit.scoring.features import FEATURES
 from oodkit.scoring.options import ScoreOptions
 from oodkit.stages.diffguard.outputs import (
@@ -277,7 +277,7 @@ def write_outputs(run: Run, writer, items, model, loaded, seconds, samples) -> l
     pred = np.asarray(column(table, "pred"))
     acc = float(np.mean([pred[j] == items[j].label for j in id_rows])) if id_rows else None
     stops = np.asarray(column(table, "stop"))
-    summary = ScoresSummary(
+    summary = DiffGuardSummary(
         id_accuracy=acc,
         inversion_steps={
             "mean": float(stops.mean()),

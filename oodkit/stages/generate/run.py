@@ -363,7 +363,8 @@ def generate(
     judge = o.judge if o.judge in (None, MODEL) else check_judge(o.judge, src.num_classes)
 
     # 2. the recipe and fingerprinted inputs (the model's content included)
-    inputs = [*src.inputs, from_main(state, lambda: model_input(model, spec))]  # hashed once
+    model_entry = from_main(state, lambda: model_input(model, spec))  # hashed once
+    inputs = [*src.inputs, model_entry]
     if judge is not None and judge != MODEL:
         inputs.append(judge.as_input())
     if o.ood_classes:
@@ -394,7 +395,7 @@ def generate(
 
     # 4. the model, the shards, and every sample's start and conditions from (seed, key)
     dev = state.device if device.startswith("cuda") else torch.device("cpu")
-    revision = inputs[len(src.inputs)]["fingerprint"] if spec.source == "hub" else None
+    revision = model_entry["fingerprint"] if spec.source == "hub" else None
     denoiser = load_denoiser(model, dev, dtype, revision=revision, spec=spec)
     if o.compile:
         denoiser.compile()

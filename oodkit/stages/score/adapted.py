@@ -108,6 +108,11 @@ def ash(fit: Fit) -> Scorer:
     from pytorch_ood.detector import ASH
 
     p = fit.params
+    dim = fit.head.in_features
+    if round(dim * p["percentile"] / 100) >= dim:  # pytorch-ood would keep no activation
+        raise OodkitError(
+            f"--percentile {p['percentile']:g} prunes all {dim} features: ASH keeps at least one"
+        )
     d = ASH(None, _head_on_maps(fit.head), p["ash_variant"], percentile=p["percentile"] / 100)
     return _features(lambda f: d.predict_feature_maps(_maps(f)))
 

@@ -42,11 +42,13 @@ class _Target:
     method: Method
     path: Path
     params: dict[str, Any]
+    inputs: list[dict[str, Any]]
     existing: Artifact | None
 
 
-def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs) -> list[_Target]:
-    """Output folder and recorded parameters per method; finished outputs are found here."""
+def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs_of) -> list[_Target]:
+    """Output folder, recorded parameters and inputs per method; finished outputs are found
+    here."""
     det_label = detector_label(det, o.label)
     targets = []
     for m in methods:
@@ -60,9 +62,9 @@ def _targets(methods, det, benchmark: str, out, o: ScoreOptions, inputs) -> list
             **({"limit": o.limit} if o.limit else {}),
         }
         path = Path(out) if len(methods) == 1 else Path(out) / m.name
-        targets.append(
-            _Target(m, path, params, check_output(path, "scores", params, inputs, o.overwrite))
-        )
+        inputs = inputs_of(m)
+        existing = check_output(path, "scores", params, inputs, o.overwrite)
+        targets.append(_Target(m, path, params, inputs, existing))
     return targets
 
 
@@ -138,25 +140,30 @@ def score(
             f"--method {needs_outliers[0]} needs --outliers (the detector's training outliers)"
         )
     inputs = [det.as_input()]
-    out_ds = None
-    if o.outliers:
-        out_ds, inp = load_artifact_or_dataset(
-            o.outliers, o.data_root, model.config.in_chans, "--outliers", "outliers"
-        )
-        inputs.append(inp)
     columns = class_map(model.config, bench.class_names, bench.class_ids)
     if columns is not None:
         digest = map_digest(columns)
         inputs.append({"kind": "class-map", "path": "wordnet-ids", "fingerprint": digest})
     sets = [("id_test", bench.id_test)] + [(s.name, s) for s in bench.ood]
     loaded = {key: first(bench.load(key), o.limit) for key, _ in sets}
-    fit_sets = {key: fit_set(bench, key) for key in FIT_SETS if key in needs}
-    inputs += set_inputs(benchmark, bench, {**loaded, **fit_sets})
-    targets = _targets(chosen, det, benchmark, out, o, inputs)
+    inputs += set_inputs(benchmark, bench, loaded)
+    # the reference sets: each method records (and is fitted on) the ones it needs
+    refs_data = {key: fit_set(bench, key) for key in FIT_SETS if key in needs}
+    ref_inputs = {k: set_inputs(benchmark, bench, {k: ds})[0] for k, ds in refs_data.items()}
+    if o.outliers:
+        refs_data["outliers"], ref_inputs["outliers"] = load_artifact_or_dataset(
+            o.outliers, o.data_root, model.config.in_chans, "--outliers", "outliers"
+        )
+
+    def inputs_of(m: Method) -> list[dict[str, Any]]:
+        return inputs + [entry for k, entry in ref_inputs.items() if k in m.needs]
+
+    targets = _targets(chosen, det, benchmark, out, o, inputs_of)
     todo = [t for t in targets if t.existing is None]
     if not todo:
         return [t.existing for t in targets]
-    pool = len(fit_sets["id_train"]) if "id_train" in fit_sets else None
+    needs = {n for t in todo for n in t.method.needs}  # finished methods need nothing more
+    pool = len(refs_data["id_train"]) if "id_train" in refs_data else None
     for t in todo:  # before any network pass
         k = t.params.get("k")
         if k is not None and pool is not None and not 1 <= k <= pool:
@@ -169,9 +176,11 @@ def score(
     feats = {key: run.outputs(ds) for key, ds in loaded.items()}
     clusters = DetectorParams.read(det.manifest.params).clusters
     labels = "predicted" if clusters else "true"  # a detector of clusters has its own classes
-    refs = {key: run.outputs(ds, labels) for key, ds in fit_sets.items()}
-    if out_ds is not None:
-        refs["outliers"] = run.outputs(out_ds)
+    refs = {
+        key: run.outputs(ds, labels if key in FIT_SETS else None)
+        for key, ds in refs_data.items()
+        if key in needs
+    }
     acc = (
         None
         if clusters
@@ -185,7 +194,7 @@ def score(
             t.path,
             _rows(sets, loaded, feats, scores, clusters),
             t.params,
-            inputs,
+            t.inputs,
             summary=ScoresSummary(id_accuracy=acc).as_dict(),
         )
     return [t.existing for t in targets]

@@ -20,7 +20,13 @@ from typing import Any
 
 import torch
 
-from oodkit.artifacts import Artifact, check_output, training_checkpoint, write_artifact
+from oodkit.artifacts import (
+    Artifact,
+    check_output,
+    partial_of,
+    training_checkpoint,
+    write_artifact,
+)
 from oodkit.data.images import ImageTable
 from oodkit.devices import resolve_workers
 from oodkit.errors import OodkitError
@@ -314,7 +320,7 @@ def train_detector(
     if not acc.is_main_process:
         return NOT_MAIN
     if not finished:
-        return paused(Path(f"{out}.partial"))
+        return paused(partial_of(out))
     final = acc.unwrap_model(run.model)
     seconds = time.perf_counter() - started
     trained = (o.epochs - run.start_epoch) * run.steps_per_epoch * o.batch_size

@@ -20,7 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from oodkit.artifacts import Artifact, check_output, column, training_checkpoint, write_artifact
+from oodkit.artifacts import (
+    Artifact,
+    check_output,
+    column,
+    partial_of,
+    training_checkpoint,
+    write_artifact,
+)
 from oodkit.data.images import to_tensor
 from oodkit.data.sources import IdData, dataset_input, resolve_id
 from oodkit.diffusion.denoisers import CLASS_MODEL_INFO, PixelClassDenoiser
@@ -224,7 +231,7 @@ def train_diffusion(
     if not acc.is_main_process:
         return NOT_MAIN
     if not finished:
-        return paused(Path(f"{out}.partial"))
+        return paused(partial_of(out))
     final = denoiser()
 
     def write_files(folder: Path) -> None:
