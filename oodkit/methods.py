@@ -312,17 +312,17 @@ SCORE.register(
 )
 # --- DiffGuard (docs/diffguard.md), its own stage ----------------------------------------------
 _DG = {
-    "model": ("diffusion model (folder, artifact or Hub id)", str, None, {"role": "input"}),
+    "model": ("Diffusion model (folder, artifact or Hub id)", str, None, {"role": "input"}),
     "preset": (
-        "the official recipe, gdm (ImageNet exp6.1: ADM, classifier guidance) or ldm (exp2.25: "
+        "The official recipe, gdm (ImageNet exp6.1: ADM, classifier guidance) or ldm (exp2.25: "
         "cin256-v2, CFG); options given on the command line win",
         str,
         None,
         {},
     ),
-    "guidance": ("classifier (any model) or cfg", str, "classifier", {}),
+    "guidance": ("Classifier (any model) or cfg", str, "classifier", {}),
     "steps": ("DDIM steps (default: classifier 100, cfg 25)", int, None, {"minimum": 1}),
-    "stop": ("inversion depth, aes or a fraction (default: classifier aes, cfg 1)", str, None, {}),
+    "stop": ("Inversion depth, aes or a fraction (default: classifier aes, cfg 1)", str, None, {}),
     "aes_psnr": (
         "AES: stop below this PSNR, 20·log10(255/√MSE) on [−1, 1] (0: off)",
         float,
@@ -343,28 +343,28 @@ _DG = {
         {"flags": ("--aes-clamp/--no-aes-clamp",)},
     ),
     "inversion_eps": (
-        "inversion ε at the target timestep from the clean image (target, diffusers) or at the "
+        "Inversion ε at the target timestep from the clean image (target, diffusers) or at the "
         "source timestep from the image taken as x at t = 0 (source, official GDM)",
         str,
         "target",
         {},
     ),
     "clip_x0": (
-        "clip x̂₀ to [−1, 1] in inversion and both chains, ε re-derived (official GDM; pixel "
+        "Clip x̂₀ to [−1, 1] in inversion and both chains, ε re-derived (official GDM; pixel "
         "models)",
         bool,
         False,
         {"flags": ("--clip-x0/--no-clip-x0",)},
     ),
     "restart": (
-        "denoise from where inversion stopped (exact) or one level above (official, GDM's "
+        "Denoise from where inversion stopped (exact) or one level above (official, GDM's "
         "forback_skip_diff 3)",
         str,
         "exact",
         {},
     ),
     "geometry": (
-        "resize (the model's square, resized for the classifier), classifier (its own resize "
+        "Resize (the model's square, resized for the classifier), classifier (its own resize "
         "and crop, upsampled for the model; official GDM) or model (the model's square as the "
         "classifier's input; official LDM)",
         str,
@@ -372,7 +372,7 @@ _DG = {
         {},
     ),
     "perceptual_weights": (
-        "folder of VGG16 / DISTS / LPIPS weight files (default: torch hub cache)",
+        "Folder of VGG16 / DISTS / LPIPS weight files (default: torch hub cache)",
         str,
         None,
         {"role": "input"},
@@ -383,17 +383,17 @@ _DG = {
         0.9,
         {"above": 0, "maximum": 1},
     ),
-    "distance": ("comma list of distances; one artifact each", str, "logits-l1", {}),
+    "distance": ("Comma list of distances; one artifact each", str, "logits-l1", {}),
     "reference": (
-        "compare with the unguided synthesis (unguided) or the input",
+        "Compare with the unguided synthesis (unguided) or the input",
         str,
         "unguided",
         {},
     ),
-    "classifier_scale": ("classifier guidance scale", float, 3.0, {"minimum": 0}),
-    "cutouts": ("cut-outs per step (classifier guidance)", int, 8, {"minimum": 1}),
+    "classifier_scale": ("Classifier guidance scale", float, 3.0, {"minimum": 0}),
+    "cutouts": ("Cut-outs per step (classifier guidance)", int, 8, {"minimum": 1}),
     "blend": (
-        "the classifier sees f·x̂₀ + (1 − f)·x_t, not x̂₀",
+        "The classifier sees f·x̂₀ + (1 − f)·x_t, not x̂₀",
         bool,
         True,
         {"flags": ("--blend/--no-blend",)},
@@ -407,14 +407,14 @@ _DG = {
     ),
     "cam_cut": ("Grad-CAM mask threshold", float, 0.3, {"minimum": 0, "below": 1}),
     "cam_resize": (
-        "cut the CAM at the image size, then nearest to the model's grid (image, official) or "
+        "Cut the CAM at the image size, then nearest to the model's grid (image, official) or "
         "nearest to the grid, then cut (grid)",
         str,
         "image",
         {"choices": ("image", "grid")},
     ),
     "oracle": ("analysis: true ID labels, random OOD labels", bool, False, {}),
-    "combine_with": ("post-hoc scores artifact to combine with", str, None, {"role": "input"}),
+    "combine_with": ("Post-hoc scores artifact to combine with", str, None, {"role": "input"}),
     "trust_below": (
         "combination: trust the baseline below this ID-val quantile (under 0.05, so the "
         "95 %-TPR threshold lies where DiffGuard decides)",
@@ -428,26 +428,24 @@ _DG = {
         0.975,
         {"minimum": 0, "maximum": 1},
     ),
-    "diffusion_batch": ("samples per diffusion batch", int, 16, {"minimum": 1}),
+    "diffusion_batch": ("Samples per diffusion batch", int, 16, {"minimum": 1}),
     "dtype": (
-        "model precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
+        "Model precision: auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16",
         str,
         "auto",
         {},
     ),
-    "seed": ("seed of cut-outs and oracle labels", int, 0, {"minimum": 0, "maximum": SEED_MAX}),
+    "seed": ("Seed of cut-outs and oracle labels", int, 0, {"minimum": 0, "maximum": SEED_MAX}),
     "save_syntheses": (
-        "preview of N ID and N OOD syntheses",
+        "Preview of N ID and N OOD syntheses",
         int,
         0,
         {"role": "run", "minimum": 0},
     ),
-    "shard_size": ("samples per resumable shard", int, 256, {"role": "run", "minimum": 1}),
+    "shard_size": ("Samples per resumable shard", int, 256, {"role": "run", "minimum": 1}),
 }
 for _name, (_help, _type, _default, _domain) in _DG.items():
-    _first = _help.split(" ")[0]  # "AES:", "cfg:" stay as written
-    _text = _help if _first.endswith(":") else _help[0].upper() + _help[1:]
-    SCORE.param(_name, _type, _text, **_domain)
+    SCORE.param(_name, _type, _help, **_domain)
 SCORE.register(
     "diffguard",
     "oodkit.stages.diffguard.run:score_diffguard",

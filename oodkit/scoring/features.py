@@ -9,6 +9,7 @@ methods, or re-scoring later, does not run the network again.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,16 +34,20 @@ def cache_root() -> Path:
     return cache_dir() / FEATURES
 
 
-@torch.no_grad()
-def extract(
+def eval_table(model: Detector, ds: datasets.Dataset) -> ImageTable:
+    """``ds`` as the detector's inputs: its mode and evaluation preprocessing."""
+    return ImageTable(ds, eval_transform(model.config), mode=image_mode(model.config.in_chans))
+
+
+def image_batches(
     model: Detector, table: ImageTable, batch_size: int = 256, num_workers: int | str = "auto"
-) -> dict[str, torch.Tensor]:
-    """Features and every head's logits for all rows of ``table``, as float32 CPU tensors."""
+) -> Iterator[torch.Tensor]:
+    """The rows of ``table`` in order, in batches on the detector's device (pinned, prefetched
+    loading on CUDA)."""
     from torch.utils.data import DataLoader
 
     device = next(model.parameters()).device
     cuda = device.type == "cuda"
-    model.eval()
     workers = resolve_workers(num_workers, cuda)
     prefetch = {"prefetch_factor": 4} if workers else {}
     loader = DataLoader(
@@ -53,10 +58,19 @@ def extract(
         pin_memory=cuda,
         **prefetch,
     )
-    chunks: dict[str, list[torch.Tensor]] = {}
     for x, _, _ in loader:
-        x = x.to(device, non_blocking=True)
-        if device.type == "cuda":
+        yield x.to(device, non_blocking=True)
+
+
+@torch.no_grad()
+def extract(
+    model: Detector, table: ImageTable, batch_size: int = 256, num_workers: int | str = "auto"
+) -> dict[str, torch.Tensor]:
+    """Features and every head's logits for all rows of ``table``, as float32 CPU tensors."""
+    model.eval()
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for x in image_batches(model, table, batch_size, num_workers):
+        if x.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 out = model(x)
@@ -93,7 +107,7 @@ def cached_extract(
                 return got
         except Exception:  # noqa: BLE001 - a damaged entry is recomputed and rewritten
             pass
-    result = extract(model, ImageTable(ds, transform, mode=mode), batch_size, num_workers)
+    result = extract(model, eval_table(model, ds), batch_size, num_workers)
     if use_cache and data_print:
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.contiguous() for k, v in result.items()}

@@ -61,19 +61,11 @@ class Scoring:
     def batches(self, ds) -> Callable[[], Iterator[torch.Tensor]]:
         """A function giving ``ds``'s normalised image batches on the detector's device."""
 
+        from oodkit.scoring.features import eval_table, image_batches
+
         def iterate() -> Iterator[torch.Tensor]:
-            from torch.utils.data import DataLoader
-
-            from oodkit.data.images import ImageTable, eval_transform
-            from oodkit.data.tables import image_mode
-            from oodkit.devices import resolve_workers
-
-            config = self.model.config
-            table = ImageTable(ds, eval_transform(config), mode=image_mode(config.in_chans))
-            device = next(self.model.parameters()).device
-            workers = resolve_workers(self.num_workers, device.type == "cuda")
-            for x, _, _ in DataLoader(table, batch_size=self.batch_size, num_workers=workers):
-                yield x.to(device, non_blocking=True)
+            table = eval_table(self.model, ds)
+            return image_batches(self.model, table, self.batch_size, self.num_workers)
 
         return iterate
 
