@@ -1,4 +1,5 @@
-"""Built-in benchmarks: ``digits`` (bundled, offline), ``cifar10``, ``imagenet200`` (OpenOOD v1.5).
+"""Built-in benchmarks: ``digits`` and ``glyphs`` (bundled, offline), ``cifar10``, ``imagenet200``
+(OpenOOD v1.5).
 
 ``digits`` uses scikit-learn's bundled 8×8 digits: ID = classes 0–4, near-OOD = classes 5–9,
 far-OOD = patches of scikit-learn's bundled sample photographs. All splits are fixed by
@@ -185,6 +186,98 @@ def digits(image_size: int = 16, split_seed: int = 0, data_root: object = None) 
             ),
         ],
         class_names=[str(c) for c in DIGITS_ID_CLASSES],
+        image_size=int(image_size),
+        channels=1,
+    )
+
+
+# glyphs: letters A–E (ID) and F–J (near) in matplotlib's fonts; far: handwritten digits and
+# photo patches. Per letter: (train, val, test) for ID, (val, test) for near.
+GLYPHS_ID, GLYPHS_NEAR = "ABCDE", "FGHIJ"
+GLYPHS_ID_PER_LETTER = (240, 20, 60)
+GLYPHS_NEAR_PER_LETTER = (20, 100)
+GLYPHS_DIGITS = (500, 100)  # far: handwritten digits (test, val)
+
+
+@lru_cache(maxsize=4)
+def glyphs_sets(image_size: int = 32, split_seed: int = 0) -> dict[str, datasets.Dataset]:
+    """All sets of the glyphs benchmark, rendered in memory (a few seconds)."""
+    from sklearn.datasets import load_digits
+
+    from oodkit.data.glyphs import glyph_images
+    from oodkit.seeding import numpy_rng
+
+    if not 16 <= image_size <= 256:
+        raise OodkitError(f"glyphs image_size must be in 16..256, got {image_size}")
+    counts = {
+        "id_train": (GLYPHS_ID, GLYPHS_ID_PER_LETTER[0]),
+        "id_val": (GLYPHS_ID, GLYPHS_ID_PER_LETTER[1]),
+        "id_test": (GLYPHS_ID, GLYPHS_ID_PER_LETTER[2]),
+        "glyphs-F-J-val": (GLYPHS_NEAR, GLYPHS_NEAR_PER_LETTER[0]),
+        "glyphs-F-J": (GLYPHS_NEAR, GLYPHS_NEAR_PER_LETTER[1]),
+    }
+    sets: dict[str, datasets.Dataset] = {}
+    for k, (name, (letters, per)) in enumerate(counts.items()):
+        images, labels = glyph_images(letters, per, image_size, (split_seed, 1, k))
+        ood = letters == GLYPHS_NEAR
+        sets[name] = _to_dataset(
+            images,
+            [-1 if ood else y for y in labels],
+            [f"glyphs/{name}/{i:04d}" for i in range(len(images))],
+        )
+    digits = load_digits()
+    order = numpy_rng(split_seed, 2).permutation(len(digits.target)).tolist()
+    n_test, n_val = GLYPHS_DIGITS
+    for name, idx in (
+        ("handwritten-digits", order[:n_test]),
+        ("handwritten-digits-val", order[n_test : n_test + n_val]),
+    ):
+        idx = sorted(idx)
+        sets[name] = _to_dataset(
+            [_digit_image(digits.data[i], image_size) for i in idx],
+            [-1] * len(idx),
+            [f"digits/{i:04d}" for i in idx],
+        )
+    for name, (n, band) in DIGITS_PATCHES.items():
+        patch_rng = numpy_rng(split_seed, len(name), n)
+        sets[name] = _to_dataset(
+            _photo_patches(n, band, image_size, patch_rng),
+            [-1] * n,
+            [f"{name}/{i:04d}" for i in range(n)],
+        )
+    return sets
+
+
+@register_benchmark("glyphs")
+def glyphs(image_size: int = 32, split_seed: int = 0, data_root: object = None) -> Benchmark:
+    """Offline benchmark of letters rendered in matplotlib's fonts (another resolution and
+    style than digits): ID = A–E, near-OOD = F–J, far-OOD = handwritten digits, photo patches."""
+
+    def s(name: str, group: str, size: int, key: str | None = None) -> DataSet:
+        load = lambda: glyphs_sets(int(image_size), int(split_seed))[key or name]  # noqa: E731
+        return DataSet(name, group, loader=load, size=size)
+
+    n_id, n_near = len(GLYPHS_ID), len(GLYPHS_NEAR)
+    train, val, test = (n_id * c for c in GLYPHS_ID_PER_LETTER)
+    near_val, near = (n_near * c for c in GLYPHS_NEAR_PER_LETTER)
+    patches = {name: n for name, (n, _) in DIGITS_PATCHES.items()}
+    return Benchmark(
+        name="glyphs",
+        id_train=s("id_train", "id", train),
+        id_val=s("id_val", "id", val),
+        id_test=s("glyphs-A-E", "id", test, "id_test"),
+        ood=[
+            s("glyphs-F-J", "near", near),
+            s("handwritten-digits", "far", GLYPHS_DIGITS[0]),
+            s("photo-patches", "far", patches["photo-patches"]),
+        ],
+        ood_val=[
+            s("glyphs-F-J-val", "near", near_val),
+            s("handwritten-digits-val", "far", GLYPHS_DIGITS[1]),
+            s("photo-patches-val", "far", patches["photo-patches-val"]),
+        ],
+        extra=[s("photo-patches-train", "far", patches["photo-patches-train"])],
+        class_names=list(GLYPHS_ID),
         image_size=int(image_size),
         channels=1,
     )
