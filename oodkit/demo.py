@@ -185,6 +185,7 @@ def run_demo(
     )
     outliers = _outliers(o, recipes, model.path, out, common)
     scores = []
+    runs: dict[str, list[Path]] = {r.name: [] for r in recipes}  # per recipe, by seed
     for seed in range(o.seeds):
         for r in recipes:
             train = {**r.train, "seed": seed, **({"epochs": o.epochs} if o.epochs else {})}
@@ -207,9 +208,36 @@ def run_demo(
                 overwrite=o.overwrite,
             )
             scores += [a.path for a in arts]
+            runs[r.name].append(arts[0].path)
         if any(r.name == "ce" for r in recipes):
             scores += _diffguard_rows(o, out, model.path, out / f"detector-ce-seed{seed}", seed)
-    return evaluate(scores, out / "metrics", overwrite=o.overwrite)
+    art, blocks = evaluate(scores, out / "metrics", overwrite=o.overwrite)
+    if "ce" in runs:
+        add_deltas(blocks, runs, "ce")
+    return art, blocks
+
+
+def add_deltas(blocks: list[dict[str, Any]], runs: dict[str, list[Path]], baseline: str) -> None:
+    """Each recipe's block gets ``delta``: its near / far AUROC minus the ``baseline``
+    recipe's, paired by seed (``metrics.paired_delta``)."""
+    from oodkit.metrics import paired_delta
+    from oodkit.schemas import read_scores
+    from oodkit.stages.evaluate.run import run_metrics
+
+    groups = {
+        name: [run_metrics(read_scores(p))["groups"] for p in paths] for name, paths in runs.items()
+    }
+    for block in blocks:
+        mine = groups.get(block["method"])
+        if mine is None or block["method"] == baseline:
+            continue
+        block["delta"] = {
+            g: paired_delta(
+                [m[g]["auroc"] for m in mine], [b[g]["auroc"] for b in groups[baseline]]
+            )
+            for g in mine[0]
+            if all(g in b for b in groups[baseline])
+        }
 
 
 # DiffGuard on digits: both paths on the tiny class-conditional model (the classifier path

@@ -13,6 +13,7 @@ two cumulative counts. This keeps all five metrics within the cost of one scikit
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -137,6 +138,37 @@ def mean_std(values: Iterable[float]) -> dict[str, float]:
     """Mean and population standard deviation (ddof = 0) over runs."""
     arr = np.asarray(list(values), dtype=np.float64)
     return {"mean": float(arr.mean()), "std": float(arr.std())}
+
+
+def paired_delta(
+    values: Sequence[float], baseline: Sequence[float], alpha: float = 0.05
+) -> dict[str, Any]:
+    """``values`` against ``baseline``, paired by seed: the per-seed differences, their mean
+    and population std, and the one-sided paired t-test's p-value (H1: the mean difference is
+    positive; None with one seed). ``beats``: the mean difference is positive and p < ``alpha``
+    — beyond seed noise; with one seed there is no noise estimate and a positive difference
+    decides."""
+    from scipy import stats
+
+    a, b = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("paired_delta needs one baseline value per value")
+    d = a - b
+    mean = float(d.mean())
+    if d.size < 2:
+        p = None
+    elif np.all(d == d[0]):  # no spread: the t statistic is ±∞ or undefined
+        p = 0.0 if mean > 0 else 1.0
+    else:
+        p = float(stats.ttest_rel(a, b, alternative="greater").pvalue)
+    beats = mean > 0 and (p is None or p < alpha)
+    return {
+        "per_seed": d.tolist(),
+        "mean": mean,
+        "std": float(d.std()),
+        "p_value": p,
+        "beats": bool(beats),
+    }
 
 
 def group_means(rows: Mapping[str, Mapping[str, float]], names: Sequence[str]) -> dict[str, float]:

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from oodkit.errors import OodkitError, brief, first_line
 
 ROLES = ("recipe", "input", "run")
+AUTO = "auto"  # a number option with parse="auto" also takes this word (chosen by the stage)
 T = TypeVar("T")
 
 
@@ -49,11 +50,12 @@ def option(
     """A dataclass field with its command-line description and its domain.
 
     ``flags`` default to ``--field-name``; ``parse="json"`` takes a JSON object string on
-    the command line; ``required`` makes the option mandatory on the command line (or in
-    ``--config``) even where the library has a default; ``cli=False`` keeps a field out of
-    the command line. The domain of a number: ``minimum`` / ``maximum`` (inclusive),
-    ``above`` / ``below`` (exclusive); a float is finite unless ``finite=False`` (NaN passes
-    every comparison, so it is refused first); a string is one of ``choices`` when given.
+    the command line, ``parse="auto"`` a number or the word ``auto`` (the stage chooses);
+    ``required`` makes the option mandatory on the command line (or in ``--config``) even
+    where the library has a default; ``cli=False`` keeps a field out of the command line.
+    The domain of a number: ``minimum`` / ``maximum`` (inclusive), ``above`` / ``below``
+    (exclusive); a float is finite unless ``finite=False`` (NaN passes every comparison, so
+    it is refused first); a string is one of ``choices`` when given.
     ``None`` still means "not given".
     """
     if role not in ROLES:
@@ -149,6 +151,8 @@ def check_domains(opts: Any) -> None:
     for f in dataclasses.fields(opts):
         value = getattr(opts, f.name)
         flag = flags_of(f)[0].split("/")[0]
+        if f.metadata.get("parse") == AUTO and isinstance(value, str) and value != AUTO:
+            raise OodkitError(f"{flag} must be a number or {AUTO}, got {brief(value)}")
         choices = f.metadata.get("choices")
         if choices is not None and value is not None and value not in choices:
             raise OodkitError(f"{flag} must be one of {', '.join(choices)}, got {brief(value)}")
@@ -386,8 +390,29 @@ def _plain(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
+def auto_number(value: Any, hint: Any, flag: str, where: str = "") -> Any:
+    """``value`` of a ``parse="auto"`` option (``int | str | None`` or ``float | str | None``):
+    ``auto``, None, or a number of the hint's numeric type (text is parsed)."""
+    if value is None or value == AUTO:
+        return value
+    kind = next(a for a in typing.get_args(hint) if a in (int, float))
+    text = value.strip() if isinstance(value, str) else value
+    try:
+        if isinstance(text, bool) or (kind is int and isinstance(text, float)):
+            raise ValueError
+        number = kind(text)
+    except (TypeError, ValueError):
+        what = "an integer" if kind is int else "a number"
+        raise OodkitError(
+            f"{where + ': ' if where else ''}{flag} must be {what} or {AUTO}, got {brief(value)}"
+        ) from None
+    return number
+
+
 def _coerce(f: dataclasses.Field, hint: Any, value: Any, where: str) -> Any:
     """``value`` as the field's type; ``where`` names the file (``--config FILE``)."""
+    if f.metadata.get("parse") == AUTO:
+        return auto_number(value, hint, flags_of(f)[0], where)
     base, optional = _plain(hint)
     flag = flags_of(f)[0]
 

@@ -174,11 +174,14 @@ def summary_table(blocks: list[dict[str, Any]]) -> RenderableType:
     from rich.table import Table
 
     t = Table(title="AUROC / FPR@95 by method (×100, mean ± std over runs)")
+    deltas = any("delta" in b for b in blocks)  # the demo's Δ to its no-outlier recipe
     for col in (
         "method",
         "runs",
         "near AUROC",
+        *(["Δ near (p)"] * deltas),
         "far AUROC",
+        *(["Δ far (p)"] * deltas),
         "near FPR@95",
         "far FPR@95",
         "ID acc.",
@@ -186,18 +189,36 @@ def summary_table(blocks: list[dict[str, Any]]) -> RenderableType:
         t.add_column(col, justify="left" if col == "method" else "right")
     for b in blocks:
         g = b["groups"]
+        near = [_delta(b.get("delta", {}).get("near"))] if deltas else []
+        far = [_delta(b.get("delta", {}).get("far"))] if deltas else []
         t.add_row(
             b["method"],
             str(b["runs"]),
             _rich_flagged(g.get("near", {}).get("auroc"), "auroc"),
+            *near,
             _rich_flagged(g.get("far", {}).get("auroc"), "auroc"),
+            *far,
             fmt(g.get("near", {}).get("fpr95")),
             fmt(g.get("far", {}).get("fpr95")),
             fmt(b.get("id_accuracy")),
         )
-    if below_chance(blocks):
-        t.caption = BELOW_CHANCE_NOTE
+    notes = [BELOW_CHANCE_NOTE] if below_chance(blocks) else []
+    if deltas:
+        notes.append(
+            "Δ: AUROC minus the no-outlier (ce) recipe's, paired by seed (×100, mean ± std); p: "
+            "one-sided paired t-test"
+        )
+    if notes:
+        t.caption = "\n".join(notes)
     return t
+
+
+def _delta(d: dict[str, Any] | None) -> str:
+    """A paired Δ (``metrics.paired_delta``) as ``+1.23 ± 0.40 (0.03)``; - where there is none."""
+    if d is None:
+        return "-"
+    p = "" if d["p_value"] is None else f" ({d['p_value']:.2f})"
+    return f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}{p}"
 
 
 def _safe(name: str) -> str:

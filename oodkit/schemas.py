@@ -12,6 +12,9 @@ column is named once. Columns may be added, never renamed (docs/artifacts.md):
   the source;
 - scores: ``sample_id``, ``dataset``, ``group`` (id | near | far), ``id_score`` (higher =
   in-distribution), ``pred`` (−1 if none), ``label`` (−1 for OOD).
+
+An outliers artifact made with a judge also holds ``judged.npz``: the judge's verdict on each
+row, in table order (``read_judged``).
 """
 
 from __future__ import annotations
@@ -127,6 +130,39 @@ def pseudo_labels_dataset(
         },
         features=_features(PSEUDO_LABEL_COLUMNS),
     )
+
+
+JUDGED_FILE = "judged.npz"  # an outliers artifact's per-row judge verdicts (generate --judge)
+
+
+@dataclass
+class Judged:
+    """The judge's verdict on each outlier, in table order: its class, and whether the
+    outlier left its source class / reached its target (1 yes, 0 no, −1 unknown)."""
+
+    sample_id: np.ndarray
+    judge_label: np.ndarray
+    left_source: np.ndarray
+    reached_target: np.ndarray
+
+    def save(self, folder: Path) -> None:
+        arrays = {k: getattr(self, k) for k in ("judge_label", "left_source", "reached_target")}
+        np.savez(folder / JUDGED_FILE, sample_id=self.sample_id.astype(str), **arrays)
+
+
+def read_judged(folder: Path, sample_ids: Sequence[str]) -> Judged | None:
+    """An outliers artifact's judge verdicts (None: made without a judge), checked against
+    its table's ``sample_ids``; read without pickles."""
+    path = Path(folder) / JUDGED_FILE
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        judged = Judged(
+            *(z[k] for k in ("sample_id", "judge_label", "left_source", "reached_target"))
+        )
+    if judged.sample_id.tolist() != list(sample_ids):
+        raise OodkitError(f"{path} does not match the rows of its table")
+    return judged
 
 
 @dataclass
@@ -362,6 +398,7 @@ class TrainedDetectorSummary(Record):
     images_per_s: float | None = None
     num_parameters: int | None = None
     num_classes: int | None = None
+    outliers_kept: dict[str, list[int]] | None = None  # per --outliers: [kept, total]
 
 
 @dataclass(frozen=True)
@@ -405,6 +442,7 @@ class OutliersSummary(Record):
     judge: str | None = None
     left_source: float | None = None
     reached_target: float | None = None
+    auto: dict[str, Any] | None = None  # --t-start auto / --scale auto: the probe's search
 
 
 @dataclass(frozen=True)

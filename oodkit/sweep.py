@@ -12,8 +12,13 @@ each in a folder named by a hash of the options that shape it, so cells that sha
 generation share its artifact, and a rerun reuses every finished artifact (interrupted
 trainings resume). Scores are taken on the benchmark's **validation** sets only, through a
 benchmark file that holds the ID val set as its test set and the ``ood_val`` sets as its OOD
-sets; the test sets are never loaded. The best cell by the ``--select`` metric is written as
-``recipe.yaml``, which every stage takes with ``--config``.
+sets; the test sets are never loaded.
+
+Every cell is compared with the no-outlier baseline of its detector recipe (the same
+options, ``loss: ce``, no generation), trained with the same seeds: Δ per seed and a paired
+one-sided t-test over seeds. The best cell by the ``--select`` metric among those that beat
+their baseline beyond seed noise is written as ``recipe.yaml``, which every stage takes with
+``--config``; when none does, the recipe is the baseline, and the report says so.
 """
 
 from __future__ import annotations
@@ -42,7 +47,16 @@ DIAGNOSTICS = ("mean_ssim", "left_source", "reached_target")
 class SweepOptions:
     """What ``sweep`` takes besides the benchmark, model, grid file and output folder."""
 
-    seeds: int = O.option(1, "Detector seeds per cell (their mean is compared).", minimum=1)
+    seeds: int = O.option(
+        1, "Detector seeds per cell (their mean is compared; Δ is paired by seed).", minimum=1
+    )
+    alpha: float = O.option(
+        0.05,
+        "A cell beats its no-outlier baseline when its mean Δ is positive and the one-sided "
+        "paired t-test over seeds gives p below this.",
+        above=0,
+        below=1,
+    )
     select: str = O.option(
         "near", "Choose by mean validation AUROC over near, far or all sets.", choices=SELECT
     )
@@ -167,10 +181,40 @@ def _mean_auroc(block: dict[str, Any], select: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _run_cell(cell, i, ref, model, val_bench, out: Path, o: SweepOptions) -> dict[str, Any]:
+# detector options that only a loss with outliers reads: a baseline drops them
+OUTLIER_ONLY = (
+    "beta",
+    "club_weight",
+    "club_steps",
+    "club_lr",
+    "sd_lambda",
+    "energy_weight",
+    "m_in",
+    "m_out",
+    "outlier_batch_size",
+    "outlier_filter",
+    "outlier_weight",
+)
+
+
+def baseline_of(cell: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The no-outlier baseline of a cell: its detector options with ``loss: ce`` and without
+    the options only outlier losses read, no generation, and its score method unless that
+    needs outliers or a detector trained with them (then energy)."""
+    from oodkit.methods import SCORE
+
+    train = {k: v for k, v in cell["train detector"].items() if k not in OUTLIER_ONLY}
+    score = dict(cell["score"])
+    method = score.get("method", "energy")
+    if "outliers" in SCORE.get(method).needs:
+        score = {"method": "energy"}
+    return {"generate": {}, "train detector": {**train, "loss": "ce"}, "score": score}
+
+
+def _run_cell(cell, name, ref, model, val_bench, out: Path, o: SweepOptions) -> dict[str, Any]:
     """One chain: outliers (shared by hash), a detector per seed, validation scores, metrics."""
-    from oodkit.schemas import OutliersSummary
-    from oodkit.stages.evaluate.run import evaluate
+    from oodkit.schemas import OutliersSummary, read_scores
+    from oodkit.stages.evaluate.run import evaluate, run_metrics
     from oodkit.stages.generate.run import GenerateOptions, generate
     from oodkit.stages.score.run import score
     from oodkit.stages.train_detector.run import TrainOptions, train_detector
@@ -185,6 +229,8 @@ def _run_cell(cell, i, ref, model, val_bench, out: Path, o: SweepOptions) -> dic
         outliers = made.path
         summary = OutliersSummary.read(made.manifest.summary).as_dict()
         diagnostics = {k: summary[k] for k in DIAGNOSTICS}
+        if summary["auto"]:  # --t-start auto / --scale auto: what the probe chose
+            diagnostics["auto"] = {summary["auto"]["option"]: summary["auto"]["chosen"]}
     score_opts = dict(cell["score"])
     method = score_opts.pop("method", "energy")
     paths = []
@@ -208,18 +254,17 @@ def _run_cell(cell, i, ref, model, val_bench, out: Path, o: SweepOptions) -> dic
             **score_opts,
         )
         paths += [a.path for a in arts]
-    metrics, blocks = evaluate(
-        paths, out / f"metrics-cell{i}-{_digest(cell, o.seeds)}", plots=False
-    )
+    metrics, blocks = evaluate(paths, out / f"metrics-{name}-{_digest(cell, o.seeds)}", plots=False)
     block = blocks[0]
+    per_seed = [_mean_auroc(run_metrics(read_scores(p)), o.select) for p in paths]
     return {
-        "cell": i,
         "options": cell,
         "metrics": str(metrics.path),
         "val_auroc": {g: v["auroc"] for g, v in block["groups"].items()},
         "val_fpr95": {g: v["fpr95"] for g, v in block["groups"].items()},
         "id_val_accuracy": block.get("id_accuracy"),
         "score": _mean_auroc(block, o.select),
+        "seed_scores": per_seed,
         "outliers": diagnostics,
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -229,10 +274,71 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _write_results(out: Path, rows: list[dict[str, Any]], best: dict[str, Any], o) -> None:
+def compare(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], alpha: float) -> None:
+    """Each cell's ``delta`` to its baseline (``row["baseline"]`` indexes ``baselines``),
+    paired by seed (``metrics.paired_delta``); None where a score is missing."""
+    from oodkit.metrics import paired_delta
+
+    for r in rows:
+        base = baselines[r["baseline"]]
+        known = r["score"] is not None and base["score"] is not None
+        r["delta"] = paired_delta(r["seed_scores"], base["seed_scores"], alpha) if known else None
+
+
+def choose(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> tuple[dict, bool]:
+    """(the chosen row, whether it is a cell): the best cell by score among those that beat
+    their baseline beyond seed noise, else the best baseline (first of equals: file order)."""
+    winners = [r for r in rows if r["delta"] is not None and r["delta"]["beats"]]
+    if winners:
+        return max(winners, key=lambda r: r["score"]), True
+    scored = [b for b in baselines if b["score"] is not None]
+    if not scored:
+        raise OodkitError("no cell has a validation AUROC to compare")
+    return max(scored, key=lambda b: b["score"]), False
+
+
+def _verdict(o: SweepOptions, helped: bool) -> str:
+    """The report's one line on whether outliers help."""
+    test = (
+        f"one-sided paired t-test over {o.seeds} seeds, p < {o.alpha:g}"
+        if o.seeds > 1
+        else "1 seed: no noise estimate, a positive Δ decides"
+    )
+    if helped:
+        return f"Outliers help: the chosen cell beats its no-outlier baseline ({test})."
+    return (
+        f"Outliers do not help: no cell beats its no-outlier baseline beyond seed noise ({test}); "
+        "the recipe is the baseline."
+    )
+
+
+def _delta_text(d: dict[str, Any] | None) -> tuple[str, str]:
+    if d is None:
+        return "-", "-"
+    p = "-" if d["p_value"] is None else f"{d['p_value']:.3f}"
+    return f"{100 * d['mean']:+.2f} ± {100 * d['std']:.2f}", p
+
+
+def _write_results(
+    out: Path,
+    rows: list[dict[str, Any]],
+    baselines: list[dict[str, Any]],
+    best: dict[str, Any],
+    helped: bool,
+    o: SweepOptions,
+) -> None:
     import yaml
 
-    doc = {"select": o.select, "seeds": o.seeds, "chosen": best["cell"], "cells": rows}
+    doc = {
+        "select": o.select,
+        "seeds": o.seeds,
+        "alpha": o.alpha,
+        "outliers_help": helped,
+        "chosen": best["cell"] if helped else None,
+        "chosen_baseline": None if helped else best["baseline"],
+        "cells": rows,
+        "baselines": baselines,
+    }
     atomic_file(out / "results.json", lambda t: t.write_text(json.dumps(doc, indent=2) + "\n"))
     axes = sorted(
         {
@@ -244,44 +350,73 @@ def _write_results(out: Path, rows: list[dict[str, Any]], best: dict[str, Any], 
         }
     )
     shown = [k for k in DIAGNOSTICS if any(r["outliers"].get(k) is not None for r in rows)]
+    auto = any("auto" in r["outliers"] for r in rows)
+    head = ["cell", *axes, "val AUROC", "Δ to baseline", "p", *shown, *(["auto"] * auto)]
     lines = [
         f"Sweep on validation sets only; chosen by mean val AUROC ({o.select}), "
-        f"{o.seeds} seed(s) per cell; outlier diagnostics from the outliers' summaries.",
+        f"{o.seeds} seed(s) per cell; Δ = cell − its no-outlier baseline (×100, mean ± std "
+        "over seeds); outlier diagnostics from the outliers' summaries.",
         "",
-        "| " + " | ".join(["cell", *axes, "val AUROC", *shown, "seconds"]) + " |",
-        "|" + "---|" * (len(axes) + len(shown) + 3),
+        f"**{_verdict(o, helped)}**",
+        "",
+        "| " + " | ".join([*head, "seconds"]) + " |",
+        "|" + "---|" * (len(head) + 1),
     ]
+
+    def value(r: dict[str, Any], axis: str) -> str:
+        section, name = axis.split(".", 1)
+        v = r["options"].get(section, {}).get(name)
+        return "-" if v is None else str(v)
+
+    def score_text(r: dict[str, Any]) -> str:
+        return "-" if r["score"] is None else f"{100 * r['score']:.2f}"
+
+    for b in baselines:
+        mark = " **(chosen)**" if not helped and b is best else ""
+        blank = ["-"] * (len(shown) + auto)
+        line = [f"baseline {b['baseline']}{mark}", *(value(b, a) for a in axes), score_text(b)]
+        lines.append("| " + " | ".join([*line, "0", "-", *blank, str(b["seconds"])]) + " |")
     for r in rows:
-        vals = [str(r["options"][a.split(".")[0]].get(a.split(".", 1)[1])) for a in axes]
-        mark = " **(chosen)**" if r is best else ""
-        score = "-" if r["score"] is None else f"{100 * r['score']:.2f}"
+        mark = " **(chosen)**" if helped and r is best else ""
         diag = [_number(r["outliers"].get(k)) for k in shown]
-        line = [f"{r['cell']}{mark}", *vals, score, *diag, str(r["seconds"])]
+        if auto:
+            chosen = r["outliers"].get("auto") or {}
+            diag.append(", ".join(f"{k}={v:g}" for k, v in chosen.items()) or "-")
+        line = [f"{r['cell']}{mark}", *(value(r, a) for a in axes), score_text(r)]
+        line += [*_delta_text(r.get("delta")), *diag, str(r["seconds"])]
         lines.append("| " + " | ".join(line) + " |")
     atomic_file(out / "results.md", lambda t: t.write_text("\n".join(lines) + "\n"))
     recipe = {s: dict(v) for s, v in best["options"].items() if v}
     method = recipe.get("score", {}).pop("method", "energy")  # an argument of score, not an option
     recipe = {s: v for s, v in recipe.items() if v}
-    head = (
-        f"# chosen by oodkit sweep on validation sets (cell {best['cell']}); "
-        f"score with --method {method}\n"
+    which = (
+        f"cell {best['cell']}"
+        if helped
+        else f"baseline {best['baseline']}: no cell beat its no-outlier baseline beyond seed noise"
     )
-    text = head + yaml.safe_dump(recipe, sort_keys=False)
+    text = (
+        f"# chosen by oodkit sweep on validation sets ({which}); score with --method {method}\n"
+        + yaml.safe_dump(recipe, sort_keys=False)
+    )
     atomic_file(out / "recipe.yaml", lambda t: t.write_text(text))
-    _plot(out / "results.png", rows, best)
+    _plot(out / "results.png", rows, baselines, best)
 
 
-def _plot(path: Path, rows: list[dict[str, Any]], best: dict[str, Any]) -> None:
+def _plot(path: Path, rows: list[dict[str, Any]], baselines: list[dict[str, Any]], best) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(0.6 * len(rows) + 3, 3))
-    scores = [100 * (r["score"] or 0) for r in rows]
-    colors = ["tab:orange" if r is best else "tab:blue" for r in rows]
-    ax.bar([str(r["cell"]) for r in rows], scores, color=colors)
-    ax.set_xlabel("cell")
+    every = [*baselines, *rows]
+    fig, ax = plt.subplots(figsize=(0.6 * len(every) + 3, 3))
+    scores = [100 * (r["score"] or 0) for r in every]
+    names = [f"b{r['baseline']}" if "cell" not in r else str(r["cell"]) for r in every]
+    colors = [
+        "tab:orange" if r is best else "tab:gray" if "cell" not in r else "tab:blue" for r in every
+    ]
+    ax.bar(names, scores, color=colors)
+    ax.set_xlabel("cell (b: no-outlier baselines)")
     ax.set_ylabel("validation AUROC (×100)")
     ax.set_ylim(min(scores + [50]) - 5, 100)
     fig.tight_layout()
@@ -306,10 +441,31 @@ def sweep(
     bench = benchmark_with_validation(ref, o.data_root)  # refused before anything is made
     claim(out)
     val_bench = validation_benchmark(bench, ref, out)
-    rows = [_run_cell(c, i, ref, model, val_bench, out, o) for i, c in enumerate(cells(grid))]
-    scored = [r for r in rows if r["score"] is not None]
-    if not scored:
-        raise OodkitError("no cell has a validation AUROC to compare")
-    best = max(scored, key=lambda r: r["score"])  # first of equals: file order
-    _write_results(out, rows, best, o)
-    return {"select": o.select, "chosen": best["cell"], "cells": rows}
+    grid_cells = cells(grid)
+    base_cells: list[dict[str, Any]] = []
+    for c in grid_cells:
+        if baseline_of(c) not in base_cells:
+            base_cells.append(baseline_of(c))
+    baselines = [
+        {"baseline": j, **_run_cell(b, f"baseline{j}", ref, model, val_bench, out, o)}
+        for j, b in enumerate(base_cells)
+    ]
+    rows = [
+        {
+            "cell": i,
+            "baseline": base_cells.index(baseline_of(c)),
+            **_run_cell(c, f"cell{i}", ref, model, val_bench, out, o),
+        }
+        for i, c in enumerate(grid_cells)
+    ]
+    compare(rows, baselines, o.alpha)
+    best, helped = choose(rows, baselines)
+    _write_results(out, rows, baselines, best, helped, o)
+    return {
+        "select": o.select,
+        "outliers_help": helped,
+        "chosen": best["cell"] if helped else None,
+        "chosen_baseline": None if helped else best["baseline"],
+        "cells": rows,
+        "baselines": baselines,
+    }

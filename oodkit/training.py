@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 import torch
 
 from oodkit.artifacts import atomic_file
@@ -126,21 +127,24 @@ def epoch_batches(
     steps: int | None = None,
     rank: int = 0,
     world: int = 1,
+    weights: np.ndarray | None = None,
 ) -> list[list[int]]:
     """This process's shuffled index batches for one epoch, from (seed, epoch, stream) only.
 
     ``batch_size`` is global. ``steps`` cycles through fresh permutations until that many
-    batches exist (outlier streams follow the ID stream's length). Under several processes
-    rank r takes every ``world``-th index of the same permutation, batch by batch, so the
-    union of the ranks' i-th batches is a single process's i-th batch.
+    batches exist (outlier streams follow the ID stream's length); with ``weights`` each
+    round is instead ``n`` indices drawn with replacement in proportion to them. Under
+    several processes rank r takes every ``world``-th index of the same order, batch by
+    batch, so the union of the ranks' i-th batches is a single process's i-th batch.
     """
     check_world(batch_size, "--batch-size", world)
     rng = numpy_rng(seed, epoch, stream)
     per_rank = batch_size // world
     order: list[int] = []
     want = None if steps is None else steps * batch_size
+    p = None if weights is None else np.asarray(weights, dtype=np.float64) / np.sum(weights)
     while True:
-        order.extend(rng.permutation(n).tolist())
+        order.extend((rng.permutation(n) if p is None else rng.choice(n, n, p=p)).tolist())
         if want is None or len(order) >= want:
             break
     mine = order[rank::world]

@@ -326,9 +326,14 @@ def sweep_cmd(o: SweepOptions, id_ref: str, model: str, grid: Path, out: Path) -
     from oodkit.sweep import sweep
 
     doc = sweep(id_ref, model, grid, out, o)
-    best = doc["cells"][doc["chosen"]]
+    if doc["outliers_help"]:
+        best = doc["cells"][doc["chosen"]]
+        which = f"cell {best['cell']}"
+    else:
+        best = doc["baselines"][doc["chosen_baseline"]]
+        which = f"the no-outlier baseline {best['baseline']} (no cell beat it beyond seed noise)"
     present.console(o.quiet).print(
-        f"{len(doc['cells'])} cells on validation sets; chosen: cell {best['cell']} "
+        f"{len(doc['cells'])} cells on validation sets; chosen: {which} "
         f"(val AUROC {o.select} {100 * best['score']:.2f}); recipe in {Path(out) / 'recipe.yaml'}, "
         f"table in {Path(out) / 'results.md'}"
     )

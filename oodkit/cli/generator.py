@@ -16,7 +16,9 @@ import typer
 from oodkit.cli.base import _Command, guarded
 from oodkit.errors import OodkitError
 from oodkit.options import (
+    AUTO,
     CONFIG_COMMANDS,
+    auto_number,
     cli_fields,
     config_options,
     flags_of,
@@ -48,7 +50,7 @@ def cli_default(f: dataclasses.Field) -> Any:
 
 def _option_param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
     meta = f.metadata
-    if meta.get("parse") == "json":
+    if meta.get("parse") in ("json", AUTO):
         hint = str | None
     elif _is_list(hint):
         hint = list[str] | None
@@ -62,12 +64,16 @@ def _option_param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
 
 
 def _options(options_cls: type, values: dict[str, Any]) -> Any:
-    """The options object from parsed command-line values (JSON and list options converted)."""
+    """The options object from parsed command-line values (JSON, number-or-auto and list
+    options converted)."""
     kwargs = {}
+    hints = typing.get_type_hints(options_cls)
     for f in cli_fields(options_cls):
         value = values[f.name]
         if f.metadata.get("parse") == "json":
             value = json_object(value, flags_of(f)[0])
+        elif f.metadata.get("parse") == AUTO:
+            value = auto_number(value, hints[f.name], flags_of(f)[0])
         elif value is None and f.default_factory is not dataclasses.MISSING:
             value = f.default_factory()
         kwargs[f.name] = value

@@ -194,13 +194,13 @@ def digits(image_size: int = 16, split_seed: int = 0, data_root: object = None) 
 # glyphs: letters A–E (ID) and F–J (near) in matplotlib's fonts; far: handwritten digits and
 # photo patches. Per letter: (train, val, test) for ID, (val, test) for near.
 GLYPHS_ID, GLYPHS_NEAR = "ABCDE", "FGHIJ"
-GLYPHS_ID_PER_LETTER = (240, 20, 60)
+GLYPHS_ID_PER_LETTER = (160, 20, 60)
 GLYPHS_NEAR_PER_LETTER = (20, 100)
 GLYPHS_DIGITS = (500, 100)  # far: handwritten digits (test, val)
 
 
 @lru_cache(maxsize=4)
-def glyphs_sets(image_size: int = 32, split_seed: int = 0) -> dict[str, datasets.Dataset]:
+def glyphs_sets(image_size: int = 24, split_seed: int = 0) -> dict[str, datasets.Dataset]:
     """All sets of the glyphs benchmark, rendered in memory (a few seconds)."""
     from sklearn.datasets import load_digits
 
@@ -249,7 +249,7 @@ def glyphs_sets(image_size: int = 32, split_seed: int = 0) -> dict[str, datasets
 
 
 @register_benchmark("glyphs")
-def glyphs(image_size: int = 32, split_seed: int = 0, data_root: object = None) -> Benchmark:
+def glyphs(image_size: int = 24, split_seed: int = 0, data_root: object = None) -> Benchmark:
     """Offline benchmark of letters rendered in matplotlib's fonts (another resolution and
     style than digits): ID = A–E, near-OOD = F–J, far-OOD = handwritten digits, photo patches."""
 

@@ -75,17 +75,25 @@ def test_a_2x2_sweep_picks_its_winner_from_validation_sets_only(
     grid = tmp_path / "grid.yaml"
     grid.write_text(yaml.safe_dump(GRID))
     doc = sweep("digits", str(class_model), grid, tmp_path / "a", quiet=True)
-    rows = doc["cells"]
-    assert len(rows) == 4 and all(0 <= r["score"] <= 1 for r in rows)
-    assert doc["chosen"] == max(range(4), key=lambda i: (rows[i]["score"], -i))
+    rows, (base,) = doc["cells"], doc["baselines"]  # one detector recipe: one baseline
+    assert len(rows) == 4 and all(0 <= r["score"] <= 1 for r in rows + [base])
+    assert base["options"]["train detector"]["loss"] == "ce"
+    assert "beta" not in base["options"]["train detector"] and not base["options"]["generate"]
+    # one seed: a positive Δ to the baseline decides
+    for r in rows:
+        assert r["delta"]["per_seed"] == [pytest.approx(r["score"] - base["score"])]
+    winners = [i for i in range(4) if rows[i]["score"] > base["score"]]
+    want_cell = max(winners, key=lambda i: (rows[i]["score"], -i)) if winners else None
+    assert doc["chosen"] == want_cell and doc["outliers_help"] == bool(winners)
     out = tmp_path / "a"
     assert len(list(out.glob("outliers-*"))) == 2  # cells that share a generation share it
-    assert len(list(out.glob("detector-*"))) == 4
+    assert len(list(out.glob("detector-*"))) == 5  # four cells and their baseline
     scores = load_artifact(next(out.glob("scores-*")))
     assert set(scores.dataset()["dataset"]) == {"id_val", "digits-5-9-val", "photo-patches-val"}
     text = (out / "recipe.yaml").read_text()
     assert text.startswith("# chosen by oodkit sweep") and "score with --method energy" in text
-    want = {k: v for k, v in rows[doc["chosen"]]["options"].items() if k != "score"}
+    chosen = rows[want_cell] if winners else base
+    want = {k: v for k, v in chosen["options"].items() if k != "score" and v}
     assert yaml.safe_load(text) == want
     assert (out / "results.md").read_text().count("(chosen)") == 1 and (
         out / "results.png"
@@ -110,18 +118,19 @@ def test_a_2x2_sweep_picks_its_winner_from_validation_sets_only(
     again = json.loads((tmp_path / "b" / "results.json").read_text())
     assert again["chosen"] == doc["chosen"]
     assert [r["score"] for r in again["cells"]] == [r["score"] for r in rows]
+    assert again["baselines"][0]["score"] == base["score"]
 
     # the chosen recipe is a config every stage takes
     monkeypatch.setitem(BENCHMARKS, "digits", original)
-    chosen = rows[doc["chosen"]]
+    outliers = ["--outliers", str(next(out.glob("outliers-*")))] if winners else []
     det = CliRunner().invoke(
         app,
         ["train", "detector", "--id", "digits", "--config", str(out / "recipe.yaml")]
-        + ["--out", str(tmp_path / "det"), "--outliers", str(next(out.glob("outliers-*"))), "-q"],
+        + ["--out", str(tmp_path / "det"), *outliers, "-q"],
     )
     assert det.exit_code == 0, det.output
     params = load_artifact(tmp_path / "det").manifest.params
-    assert params["beta"] == chosen["options"]["train detector"]["beta"]
+    assert params["loss"] == chosen["options"]["train detector"]["loss"]
     assert params["epochs"] == 1 and params["arch_kwargs"] == DEMO_ARCH_KWARGS
 
 
@@ -140,33 +149,113 @@ def test_a_benchmark_without_validation_sets_is_refused(class_model, tmp_path: P
     assert not (tmp_path / "s").exists()
 
 
-def test_the_results_table_lists_only_the_axes(tmp_path: Path) -> None:
-    """Axes that vary, then the validation AUROC and the outlier diagnostics some cell has."""
-    from oodkit.sweep import SweepOptions, _write_results
+def _row(i, beta, score, seeds, diagnostics=None, baseline=0):
+    return {
+        "cell": i,
+        "baseline": baseline,
+        "options": {"train detector": {"loss": "oe", "beta": beta}, "generate": {"t_start": 5}},
+        "score": score,
+        "seed_scores": seeds,
+        "outliers": diagnostics or {},
+        "seconds": 1,
+    }
 
-    diagnostics = [{}, {"mean_ssim": 0.8, "left_source": 0.25, "reached_target": None}]
-    rows = [
-        {
-            "cell": i,
-            "options": {"train detector": {"loss": "ce", "beta": b}},
-            "score": s,
-            "outliers": d,
-            "seconds": 1,
-        }
-        for i, (b, s, d) in enumerate([(0.5, 0.9, diagnostics[0]), (1.0, 0.95, diagnostics[1])])
-    ]
-    _write_results(tmp_path, rows, rows[1], SweepOptions())
+
+def _base(score, seeds):
+    return {
+        "baseline": 0,
+        "options": {"train detector": {"loss": "ce"}, "generate": {}, "score": {}},
+        "score": score,
+        "seed_scores": seeds,
+        "outliers": {},
+        "seconds": 2,
+    }
+
+
+def test_the_results_table_lists_the_axes_and_the_delta_to_the_baseline(tmp_path: Path) -> None:
+    """Axes that vary, the validation AUROC, Δ to the baseline with its p-value, and the
+    outlier diagnostics some cell has; baselines first."""
+    from oodkit.sweep import SweepOptions, _write_results, choose, compare
+
+    diagnostics = {"mean_ssim": 0.8, "left_source": 0.25, "auto": {"t_start": 270}}
+    rows = [_row(0, 0.5, 0.90, [0.89, 0.91]), _row(1, 1.0, 0.95, [0.94, 0.96], diagnostics)]
+    baselines = [_base(0.91, [0.90, 0.92])]
+    o = SweepOptions(seeds=2)
+    compare(rows, baselines, o.alpha)
+    assert rows[1]["delta"]["per_seed"] == pytest.approx([0.04, 0.04])
+    assert rows[1]["delta"]["p_value"] == 0.0 and rows[1]["delta"]["beats"]  # no spread
+    best, helped = choose(rows, baselines)
+    assert best is rows[1] and helped
+    _write_results(tmp_path, rows, baselines, best, helped, o)
     lines = (tmp_path / "results.md").read_text().splitlines()
-    assert (
-        lines[2] == "| cell | train detector.beta | val AUROC | mean_ssim | left_source | seconds |"
+    assert lines[2].startswith("**Outliers help: the chosen cell beats")
+    assert lines[4] == (
+        "| cell | train detector.beta | val AUROC | Δ to baseline | p | mean_ssim | left_source "
+        "| auto | seconds |"
     )
-    assert lines[4] == "| 0 | 0.5 | 90.00 | - | - | 1 |"
-    assert lines[5] == "| 1 **(chosen)** | 1.0 | 95.00 | 0.800 | 0.250 | 1 |"
-    single = [dict(rows[0], options={"train detector": {"loss": "ce"}})]
-    _write_results(tmp_path, single, single[0], SweepOptions())
-    lines = (tmp_path / "results.md").read_text().splitlines()
-    assert lines[2:] == [
-        "| cell | val AUROC | seconds |",
-        "|---|---|---|",
-        "| 0 **(chosen)** | 90.00 | 1 |",
-    ]
+    assert lines[6] == "| baseline 0 | - | 91.00 | 0 | - | - | - | - | 2 |"
+    assert lines[7] == "| 0 | 0.5 | 90.00 | -1.00 ± 0.00 | 1.000 | - | - | - | 1 |"
+    assert (
+        lines[8]
+        == "| 1 **(chosen)** | 1.0 | 95.00 | +4.00 ± 0.00 | 0.000 | 0.800 | 0.250 | t_start=270 | 1 |"
+    )
+
+
+def test_the_sweep_writes_the_baseline_recipe_when_every_cell_loses(tmp_path: Path) -> None:
+    from oodkit.sweep import SweepOptions, _write_results, choose, compare
+
+    # cell 1 is better on average but not beyond seed noise (Δ +0.03 and −0.01)
+    rows = [_row(0, 0.5, 0.80, [0.79, 0.81]), _row(1, 1.0, 0.92, [0.93, 0.91])]
+    baselines = [_base(0.91, [0.90, 0.92])]
+    o = SweepOptions(seeds=2)
+    compare(rows, baselines, o.alpha)
+    assert rows[1]["delta"]["mean"] == pytest.approx(0.01) and not rows[1]["delta"]["beats"]
+    best, helped = choose(rows, baselines)
+    assert best is baselines[0] and not helped
+    _write_results(tmp_path, rows, baselines, best, helped, o)
+    md = (tmp_path / "results.md").read_text()
+    assert "**Outliers do not help: no cell beats its no-outlier baseline beyond seed noise" in md
+    assert md.count("(chosen)") == 1 and "| baseline 0 **(chosen)** |" in md
+    recipe = (tmp_path / "recipe.yaml").read_text()
+    assert "no cell beat its no-outlier baseline" in recipe.splitlines()[0]
+    assert yaml.safe_load(recipe) == {"train detector": {"loss": "ce"}}
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["chosen"] is None and doc["chosen_baseline"] == 0 and not doc["outliers_help"]
+
+
+def test_the_paired_delta_is_the_hand_computed_t_test() -> None:
+    from scipy import stats
+
+    from oodkit.metrics import paired_delta
+
+    a, b = [0.91, 0.95, 0.90, 0.97, 0.93], [0.90, 0.92, 0.91, 0.93, 0.90]
+    d = np.subtract(a, b)
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+    got = paired_delta(a, b, alpha=0.05)
+    assert got["p_value"] == pytest.approx(stats.t.sf(t, len(d) - 1))
+    assert got["mean"] == pytest.approx(d.mean()) and got["std"] == pytest.approx(d.std())
+    assert got["beats"] == (got["p_value"] < 0.05)
+    one = paired_delta([0.9], [0.8])
+    assert one["p_value"] is None and one["beats"]
+    assert not paired_delta([0.8], [0.9])["beats"]
+
+
+def test_a_baseline_drops_what_only_outlier_losses_read() -> None:
+    from oodkit.sweep import baseline_of
+
+    cell = {
+        "generate": {"method": "sd", "t_start": 300},
+        "train detector": {"loss": "sd", "epochs": 3, "sd_lambda": 0.3, "outlier_filter": "left"},
+        "score": {"method": "sd-vote", "k": 5},
+    }
+    assert baseline_of(cell) == {
+        "generate": {},
+        "train detector": {"loss": "ce", "epochs": 3},
+        "score": {"method": "energy"},
+    }
+    oe = {
+        "generate": {"method": "sd"},
+        "train detector": {"loss": "oe", "beta": 1.0},
+        "score": {"method": "msp"},
+    }
+    assert baseline_of(oe)["score"] == {"method": "msp"}

@@ -1096,6 +1096,53 @@ ISSUE23 = [
 ]
 CASES += ISSUE23
 
+OE = f"{TRAIN} --loss oe --outliers digits:photo-patches-train"
+ISSUE24 = [
+    # generate: --t-start auto / --scale auto need a target and a judge, one at a time
+    Case("gen-t-start-word", f"{GEN_SD} --t-start soon", "--t-start must be an integer or auto"),
+    Case(
+        "gen-t-start-word-config",
+        f"{GEN_SD} --config {{cfg}}",
+        "--t-start must be an integer or auto",
+        _config("t_start: later\n"),
+    ),
+    Case("gen-scale-word", f"{GEN_SD} --scale big", "--scale must be a number or auto"),
+    Case(
+        "gen-target-shift-alone",
+        f"{GEN_SD} --target-shift 0.9",
+        "--target-shift applies with --t-start auto or --scale auto",
+    ),
+    Case("gen-auto-no-judge", f"{GEN_SD} --t-start auto --target-shift 0.9", "needs --judge"),
+    Case("gen-auto-no-target", f"{GEN_SD} --t-start auto --judge model", "needs --target-shift"),
+    Case(
+        "gen-scale-auto-sd",
+        f"{GEN_SD} --scale auto --target-shift 0.5 --judge model",
+        "--scale does not apply to --method sd",
+    ),
+    Case(
+        "gen-target-shift-range",
+        f"{GEN_SD} --t-start auto --judge model --target-shift 1.5",
+        "--target-shift must lie in (0, 1]",
+    ),
+    Case("gen-probe-size", f"{GEN_SD} --probe-size 0", "--probe-size must be positive"),
+    # train detector: outlier filters and weights
+    Case("train-filter-rule", f"{OE} --outlier-filter lefty", "'lefty' is not a rule"),
+    Case("train-filter-number", f"{OE} --outlier-filter ssim<high", "is not a rule"),
+    Case("train-filter-ce", f"{TRAIN} --outlier-filter left", "need a loss with outliers"),
+    Case("train-weight-ce", f"{TRAIN} --outlier-weight dissimilarity", "need a loss with"),
+    Case("train-filter-no-judge", f"{OE} --outlier-filter left", "holds no judge verdicts"),
+    Case("train-filter-no-ssim", f"{OE} --outlier-filter ssim<0.5", "has no ssim column"),
+    Case("train-weight-no-ssim", f"{OE} --outlier-weight dissimilarity", "has no ssim column"),
+    Case(
+        "train-weight-choice",
+        f"{OE} --outlier-weight heavy",
+        "--outlier-weight must be one of uniform, dissimilarity",
+    ),
+    # sweep: the significance level of "beats its baseline"
+    Case("sweep-alpha", f"{SWEEP} --grid {{root}}/nope.yaml --alpha 1", "--alpha must lie in"),
+]
+CASES += ISSUE24
+
 
 def _tree(*roots: Path) -> dict[str, tuple[int, int]]:
     """Every path under ``roots``; files with their size and modification time (a folder's

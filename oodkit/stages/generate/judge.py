@@ -19,6 +19,7 @@ import numpy as np
 
 from oodkit.artifacts import column
 from oodkit.errors import OodkitError
+from oodkit.schemas import Judged
 
 if TYPE_CHECKING:
     import datasets
@@ -145,16 +146,23 @@ def judge_predictions(
 
 def judged_summary(
     ds: datasets.Dataset, pred: np.ndarray, class_names: Sequence[str] | None, steps: int
-) -> dict[str, Any]:
-    """``semantic_summary`` of an outliers table under a judge's predictions ``pred``."""
+) -> tuple[dict[str, Any], Judged]:
+    """``semantic_summary`` of an outliers table under a judge's predictions ``pred``, and
+    the per-row verdicts (``judged.npz``)."""
     tgt = targets(column(ds, "condition"), class_names)
-    return semantic_summary(
-        np.asarray(column(ds, "t_start")),
-        np.asarray(column(ds, "source_label"), dtype=np.int64),
-        tgt,
-        pred,
-        steps,
+    source = np.asarray(column(ds, "source_label"), dtype=np.int64)
+    summary = semantic_summary(np.asarray(column(ds, "t_start")), source, tgt, pred, steps)
+
+    def verdict(hit: np.ndarray, known: np.ndarray) -> np.ndarray:
+        return np.where(known, hit.astype(np.int8), np.int8(-1)).astype(np.int8)
+
+    rows = Judged(
+        np.asarray(column(ds, "sample_id"), dtype=str),
+        np.asarray(pred, dtype=np.int64),
+        verdict(pred != source, source >= 0),
+        verdict(pred == tgt, tgt >= 0),
     )
+    return summary, rows
 
 
 def check_judge(judge: str, num_classes: int | None) -> Any:

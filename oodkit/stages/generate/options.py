@@ -21,13 +21,20 @@ class GenerateOptions:
     steps: int | None = O.option(
         None, f"DDIM steps ({GENERATION.defaults_help('steps')}).", minimum=1
     )
-    t_start: int | None = O.option(
+    t_start: int | str | None = O.option(
         None,
         "Fixed start: DDIM steps, or training timesteps for class-conditional methods "
-        f"({GENERATION.defaults_help('t_start')}); default: uniform per sample.",
+        f"({GENERATION.defaults_help('t_start')}); auto: the smallest that reaches "
+        "--target-shift on a probe; default: uniform per sample.",
+        parse=O.AUTO,
     )
     lam: float = O.option(0.1, "SONA mask fraction λ.", above=0, maximum=1)
-    scale: float | None = O.option(None, f"Guidance scale s ({GENERATION.defaults_help('scale')}).")
+    scale: float | str | None = O.option(
+        None,
+        f"Guidance scale s ({GENERATION.defaults_help('scale')}); auto: the smallest that "
+        "reaches --target-shift on a probe.",
+        parse=O.AUTO,
+    )
     w: float = O.option(2.0, "SD guidance weight.")
     momentum_scale: float = O.option(0.0, "SONA momentum (official: 0.3).", minimum=0)
     momentum_beta: float = O.option(0.6, "SONA momentum β.", minimum=0, below=1)
@@ -44,6 +51,16 @@ class GenerateOptions:
         "Judge of the outliers' semantic shift (diagnostics): a detector artifact, or 'model' "
         "(the class-conditional model's own posterior).",
         role="input",
+    )
+    target_shift: float | None = O.option(
+        None,
+        "With --t-start auto or --scale auto: the share of a probe's outliers that the "
+        "--judge must see leave their source class.",
+        above=0,
+        maximum=1,
+    )
+    probe_size: int = O.option(
+        64, "ID training images (seeded draw) the auto search generates from.", minimum=1
     )
     allow_leakage: bool = O.option(False, "Allow OOD names that are ID classes.")
     mode: str = O.option(
@@ -104,6 +121,27 @@ class GenerateOptions:
         out.image_quality = O.check_image_format(out.image_format, out.image_quality)
         resolve_workers(out.num_workers, cuda=False)
         host_workers(out.host_workers)
+        _check_auto(out, registered.options)
         if out.mode == "vae" and out.method != "reconstruct":
             raise OodkitError("--mode vae is a reconstruct mode: use --method reconstruct")
         return out
+
+
+def _check_auto(o: GenerateOptions, registered: tuple[str, ...]) -> None:
+    """``--t-start auto`` / ``--scale auto`` need a target and a judge, one at a time."""
+    autos = [f for f in ("t_start", "scale") if getattr(o, f) == O.AUTO]
+    if not autos:
+        if o.target_shift is not None:
+            raise OodkitError("--target-shift applies with --t-start auto or --scale auto")
+        return
+    flag = "--" + autos[0].replace("_", "-")
+    if len(autos) > 1:
+        raise OodkitError("--t-start auto and --scale auto: search one, fix the other")
+    if autos[0] not in registered:
+        raise OodkitError(f"{flag} does not apply to --method {o.method}")
+    if o.method == "reconstruct" or o.mode == "vae":
+        raise OodkitError(f"{flag} auto targets a semantic shift: not for reconstructions")
+    if o.target_shift is None:
+        raise OodkitError(f"{flag} auto needs --target-shift (e.g. 0.9)")
+    if o.judge is None:
+        raise OodkitError(f"{flag} auto needs --judge (model, or a detector artifact)")

@@ -25,8 +25,8 @@ them); generate; finish (the shards become the artifact).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +43,19 @@ from oodkit.diffusion.sampler import DDIMSampler, check_steps, ddim_scheduler
 from oodkit.errors import OodkitError
 from oodkit.locks import writes_output
 from oodkit.methods import GENERATION
-from oodkit.options import recipe, with_overrides
+from oodkit.options import AUTO, recipe, with_overrides
 from oodkit.outcome import NOT_MAIN, Pending
 from oodkit.schemas import OUTLIER_COLUMNS, outlier_features, read_pseudo_labels
 from oodkit.seeding import sample_generators
 from oodkit.sharding import ShardWork, cut_shards, gather_stats, open_sharded, run_shards
 from oodkit.similarity import ssim_psnr
+from oodkit.stages.generate.autotune import (
+    SCALES,
+    probe_rows,
+    shift_of,
+    smallest_reaching,
+    timestep_candidates,
+)
 from oodkit.stages.generate.judge import (
     MODEL,
     check_judge,
@@ -73,7 +80,7 @@ def _start_steps(o: GenerateOptions, method: type[GenerationMethod], spec: Model
     """
     if o.mode == "vae":
         return 0
-    if o.t_start is None:
+    if o.t_start is None or o.t_start == AUTO:  # auto: chosen on the probe, after loading
         return None
     if method.t_start_in_timesteps:
         sampler = DDIMSampler(ddim_scheduler(spec.scheduler_config), o.steps)
@@ -399,6 +406,8 @@ def generate(
     denoiser = load_denoiser(model, dev, dtype, revision=revision, spec=spec)
     if o.compile:
         denoiser.compile()
+    judged = _judgement(judge, denoiser, sorted(set(src.labels.tolist())), o)
+    o, fixed_start, search = _auto(o, method, spec, src, denoiser, judged, fixed_start)
     writer, claims = open_sharded(
         state,
         out,
@@ -437,9 +446,9 @@ def generate(
     ranks = gather_stats(state, stats, denoise_s=round(runner.denoise_s, 3))
     if not state.is_main_process:
         return NOT_MAIN
-    judged = _judgement(judge, runner.denoiser, sorted(set(src.labels.tolist())), o)
     made = sum(r["samples"] for r in ranks)
-    return _finalize(writer, runner.masks, src.train, o, len(plans), made, seconds, judged, ranks)
+    counts = {"count": len(plans), "made": made, "seconds": seconds, "ranks": ranks}
+    return _finalize(writer, runner.masks, src.train, o, counts, judged, search)
 
 
 def _judgement(judge, denoiser, classes: list[int], o: GenerateOptions):
@@ -467,8 +476,95 @@ def _judgement(judge, denoiser, classes: list[int], o: GenerateOptions):
     return judge.as_input()["path"], predict, names
 
 
+def _auto(o: GenerateOptions, method, spec: ModelSpec, src: _Sources, denoiser, judged, fixed):
+    """``--t-start auto`` / ``--scale auto`` resolved on the probe (autotune.py): the options
+    with the chosen value, the fixed start in DDIM steps, and the search for the summary
+    (None when nothing is automatic). Every rank runs the same seeded probe."""
+    what = "t_start" if o.t_start == AUTO else "scale" if o.scale == AUTO else None
+    if what is None:
+        return o, fixed, None
+    if what == "scale":
+        candidates: list = list(SCALES)
+    elif method.t_start_in_timesteps:
+        sampler = DDIMSampler(ddim_scheduler(spec.scheduler_config), o.steps)
+        candidates = timestep_candidates(sampler.timesteps.tolist())
+    else:
+        candidates = list(range(1, o.steps + 1))
+    rows = probe_rows(len(src.train), o.probe_size, o.seed)
+    name, predict, _ = judged
+    measure = _probe(o, what, method, spec, src, denoiser, rows, predict)
+    search = smallest_reaching(candidates, measure, o.target_shift)
+    flag = "--" + what.replace("_", "-")
+    if search.chosen is None:
+        best = max(search.curve, key=lambda p: p["left_source"] or 0)
+        raise OodkitError(
+            f"{flag} auto: no {what} reaches --target-shift {o.target_shift:g} on the probe "
+            f"(the most: {best['left_source'] or 0:.2f} at {best['value']:g}); lower it, or "
+            "use another judge"
+        )
+    chosen = replace(o, **{what: search.chosen})
+    record = {
+        "option": what,
+        "chosen": search.chosen,
+        "target_shift": o.target_shift,
+        "judge": name,
+        "probe": {"size": len(rows), "seed": o.seed, "rows": rows},
+        "curve": search.curve,
+    }
+    return chosen, _start_steps(chosen, method, spec), record
+
+
+def _probe(o, what, method, spec, src, denoiser, rows, predict) -> Callable[[float], dict]:
+    """``measure(value)``: the probe's outliers made with ``what`` = value (in memory, with
+    keys of their own), judged: left-source share and mean SSIM."""
+    import datasets
+
+    from oodkit.schemas import image_features
+
+    source_ids = column(src.train, "sample_id")
+    keys = [(f"{source_ids[r]}#probe", r) for r in rows]
+    size = o.size or denoiser.image_size
+
+    def measure(value: float) -> dict[str, Any]:
+        trial = replace(o, **{what: value})
+        plans = plan_samples(
+            keys,
+            source_ids,
+            src.labels,
+            uses_ood=method.uses_ood,
+            seed=o.seed,
+            steps=o.steps,
+            t_start=_start_steps(trial, method, spec),
+            num_classes=src.num_classes,
+            prompts=src.prompts,
+        )
+        runner = BatchGenerator(denoiser, trial)
+        images, ssim, order = [], [], []
+        for batch in canonical_batches(plans, o.batch_size):
+            ps = [plans[i] for i in batch]
+            x, boxes = _load_sources(
+                src.train, [p.row for p in ps], denoiser.image_size, denoiser.channels, o.resize
+            )
+            outs, s, _ = _quality_on_device(runner(ps, x.to(denoiser.device)), x, boxes, size)
+            images += [encode_image(t, o.image_format, o.image_quality) for t in outs]
+            ssim += s
+            order += batch
+        table = datasets.Dataset.from_dict(
+            {
+                "image": images,
+                "label": [plans[i].source_label for i in order],
+                "sample_id": [plans[i].key for i in order],
+            },
+            features=image_features(),
+        )
+        labels = np.asarray([plans[i].source_label for i in order], dtype=np.int64)
+        return shift_of(np.asarray(predict(table)), labels, ssim)
+
+    return measure
+
+
 def _finalize(
-    writer, masks, train, o: GenerateOptions, count, made, seconds, judged, ranks
+    writer, masks, train, o: GenerateOptions, counts: dict[str, Any], judged, search
 ) -> Artifact:
     """Finish the artifact from its shards; preview grid, SONA masks, diagnostics (nuisance
     preservation per start step, semantic shift under ``--judge``) and their figure."""
@@ -476,12 +572,14 @@ def _finalize(
     from oodkit.stages.generate.report import preview_grid, quality_summary, save_mask_figure
 
     diagnostics: dict[str, Any] = {}
+    verdicts = []
 
     def summarize(ds) -> dict[str, Any]:
         summary = quality_summary(ds, o.steps)
         if judged is not None:
             name, predict, class_names = judged
-            shift = judged_summary(ds, predict(ds), class_names, o.steps)
+            shift, rows = judged_summary(ds, predict(ds), class_names, o.steps)
+            verdicts.append(rows)
             for bucket, row in shift.pop("by_start_step").items():
                 summary["by_start_step"][bucket].update(row)
             summary.update(shift, judge=name)
@@ -493,13 +591,17 @@ def _finalize(
         if masks:
             save_mask_figure(folder / "masks.png", masks)
         diagnostics_figure(folder / "diagnostics.png", diagnostics)
+        for rows in verdicts:
+            rows.save(folder)
 
+    made, seconds = counts["made"], counts["seconds"]
     return writer.finalize(
         summary={
-            "count": count,
+            "count": counts["count"],
             "seconds_this_run": round(seconds, 2),
             "images_per_s_this_run": round(made / seconds, 3) if made and seconds else None,
-            "ranks_this_run": ranks,
+            "ranks_this_run": counts["ranks"],
+            **({"auto": search} if search else {}),
         },
         summarize=summarize,
         write_files=write_files,

@@ -4,6 +4,7 @@ table its loss needs (paired with sources for sona, labelled for sd) and a valid
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ from oodkit.methods import DETECTOR_LOSS
 from oodkit.models.detector import DetectorConfig
 from oodkit.schemas import PseudoLabels, read_pseudo_labels
 from oodkit.stages.train_detector.options import TrainOptions
+from oodkit.stages.train_detector.outlier_filter import keep_mask, parse_filter, weights_of
 
 
 @dataclass
@@ -25,6 +27,8 @@ class TrainingData:
 
     id_table: ImageTable
     outliers: ImageTable | None
+    outlier_weights: np.ndarray | None  # drawing weights (None: uniform), --outlier-weight
+    outlier_counts: dict[str, list[int]]  # per --outliers reference: [kept, total]
     val: ImageTable | None
     num_classes: int
     class_names: list[str] | None
@@ -73,6 +77,25 @@ def _id_labels(id_ref: str, idd: IdData, labels: str | None) -> _Labels:
     return _Labels(y, num_classes, idd.class_names, None)
 
 
+def _filtered(ref: str, ds, o: TrainOptions) -> tuple[Any, np.ndarray | None, list[int]]:
+    """One outlier set's rows that ``--outlier-filter`` keeps, their ``--outlier-weight``
+    weights (None: uniform) and [kept, total]."""
+    from oodkit.artifacts import MANIFEST_NAME
+    from oodkit.schemas import read_judged
+
+    rules = parse_filter(o.outlier_filter)
+    total = len(ds)
+    if rules:
+        folder = Path(ref)
+        artifact = folder.is_dir() and (folder / MANIFEST_NAME).is_file()
+        judged = read_judged(folder, column(ds, "sample_id")) if artifact else None
+        kept = np.flatnonzero(keep_mask(rules, ds, judged, ref))
+        if not len(kept):
+            raise OodkitError(f"--outlier-filter {o.outlier_filter} keeps no outlier of {ref}")
+        ds = ds.select(kept)
+    return ds, weights_of(o.outlier_weight, ds, ref), [len(ds), total]
+
+
 def _outlier_part(ref, ds, o: TrainOptions, needs, labels: _Labels, row_of) -> tuple:
     """(images, labels, source rows or None) of one outlier set, checked against the loss."""
     sources = None
@@ -94,8 +117,9 @@ def _outlier_part(ref, ds, o: TrainOptions, needs, labels: _Labels, row_of) -> t
     return _plain_images(ds), lab, sources
 
 
-def _outlier_table(o, idd, labels, t_train, mode, inputs) -> ImageTable | None:
-    """The outliers of the loss (None for losses without); sona pairs them with sources."""
+def _outlier_table(o, idd, labels, t_train, mode, inputs, counts) -> tuple:
+    """The outliers of the loss (None for losses without; sona pairs them with sources) and
+    their drawing weights (None: uniform); ``counts`` gets [kept, total] per reference."""
     import datasets
 
     needs = DETECTOR_LOSS.get(o.loss).needs
@@ -103,23 +127,26 @@ def _outlier_table(o, idd, labels, t_train, mode, inputs) -> ImageTable | None:
         if o.outliers:
             users = DETECTOR_LOSS.help(DETECTOR_LOSS.needing("outliers"))
             raise OodkitError(f"--loss {o.loss} ignores outliers: use {users}")
-        return None
+        return None, None
     if not o.outliers:
         raise OodkitError(f"--loss {o.loss} needs --outliers")
     row_of = {sid: i for i, sid in enumerate(column(idd.train, "sample_id"))}
-    parts = []
+    parts, weights = [], []
     for ref in o.outliers:
         ds, inp = load_artifact_or_dataset(ref, o.data_root, idd.channels, "--outliers", "outliers")
         inputs.append(inp)
+        ds, w, counts[ref] = _filtered(ref, ds, o)
+        weights.append(w)
         parts.append(_outlier_part(ref, ds, o, needs, labels, row_of))
     images, labs, sources = zip(*parts, strict=True)
     table = ImageTable(
         datasets.concatenate_datasets(list(images)), t_train, np.concatenate(labs), mode
     )
+    drawn = None if weights[0] is None else np.concatenate(weights)
     if "source_id" not in needs:
-        return table
+        return table, drawn
     id_sources = ImageTable(_plain_images(idd.train), t_train, labels.y, mode)
-    return PairedOutliers(table, id_sources, np.concatenate(sources))
+    return PairedOutliers(table, id_sources, np.concatenate(sources)), drawn
 
 
 def prepare_data(id_ref: str, o: TrainOptions) -> TrainingData:
@@ -150,7 +177,8 @@ def prepare_data(id_ref: str, o: TrainOptions) -> TrainingData:
     id_table = ImageTable(
         datasets.concatenate_datasets(tables), t_train, np.concatenate(label_parts), mode
     )
-    out_table = _outlier_table(o, idd, labels, t_train, mode, inputs)
+    counts: dict[str, list[int]] = {}
+    out_table, weights = _outlier_table(o, idd, labels, t_train, mode, inputs, counts)
     val_table = None
     if idd.val is not None and o.labels is None:  # its accuracies are the detector's summary
         inputs.append(dataset_input(o.val or f"{id_ref}:id_val", idd.val))
@@ -166,6 +194,8 @@ def prepare_data(id_ref: str, o: TrainOptions) -> TrainingData:
     return TrainingData(
         id_table,
         out_table,
+        weights,
+        counts,
         val_table,
         labels.num_classes,
         labels.class_names,

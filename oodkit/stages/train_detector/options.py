@@ -9,6 +9,7 @@ from oodkit import options as O
 from oodkit.devices import resolve_workers
 from oodkit.errors import OodkitError
 from oodkit.methods import DETECTOR_LOSS
+from oodkit.stages.train_detector.outlier_filter import WEIGHTS, parse_filter
 
 AUGMENTS = ("auto", "none", "crop", "crop-flip", "rrc-flip")
 
@@ -24,6 +25,16 @@ class TrainOptions:
     )
     extra_id: list[str] = O.option(
         help="Extra ID images keeping their label; repeatable.", factory=list, role="input"
+    )
+    outlier_filter: str | None = O.option(
+        None,
+        "Keep only outliers that satisfy every rule: left, !left, reached, !reached (the "
+        "generation judge's verdicts), ssim<X, psnr>=X, … (comma-separated).",
+    )
+    outlier_weight: str = O.option(
+        "uniform",
+        "Draw outliers uniformly, or by dissimilarity (∝ 1 − SSIM to their source).",
+        choices=WEIGHTS,
     )
     val: str | None = O.option(None, "ID validation set (default: benchmark's).", role="input")
     arch: str = O.option("resnet18", "Any timm model name.")
@@ -66,6 +77,13 @@ class TrainOptions:
     def check(self) -> None:
         resolve_workers(self.num_workers, cuda=False)  # a count or auto, before any work
         DETECTOR_LOSS.get(self.loss)
+        parse_filter(self.outlier_filter)
+        if "outliers" not in DETECTOR_LOSS.get(self.loss).needs and (
+            self.outlier_filter is not None or self.outlier_weight != "uniform"
+        ):
+            raise OodkitError(
+                f"--outlier-filter and --outlier-weight need a loss with outliers, not {self.loss}"
+            )
         if self.nesterov and self.momentum == 0:
             raise OodkitError("--nesterov needs --momentum > 0: give a momentum or --no-nesterov")
         if self.min_lr > self.lr:

@@ -199,16 +199,16 @@ def _streams(o: TrainOptions, data: TrainingData, acc) -> dict[str, _Stream]:
 def _epoch_loaders(o: TrainOptions, data: TrainingData, run: _Run, epoch: int, acc) -> dict:
     """This process's ID (and outlier) batches of one epoch on the run's streams."""
     rank, world = acc.process_index, acc.num_processes
-    sizes = {"id": (len(data.id_table), o.batch_size, ID_STREAM)}
+    sizes = {"id": (len(data.id_table), o.batch_size, ID_STREAM, None)}
     if data.outliers is not None:
         bs = o.outlier_batch_size or o.batch_size
-        sizes["out"] = (len(data.outliers), bs, OUTLIER_STREAM)
+        sizes["out"] = (len(data.outliers), bs, OUTLIER_STREAM, data.outlier_weights)
     return {
         name: run.streams[name].epoch(
             epoch,
-            epoch_batches(n, bs, o.seed, epoch, stream, run.steps_per_epoch, rank, world),
+            epoch_batches(n, bs, o.seed, epoch, stream, run.steps_per_epoch, rank, world, w),
         )
-        for name, (n, bs, stream) in sizes.items()
+        for name, (n, bs, stream, w) in sizes.items()
     }
 
 
@@ -332,6 +332,7 @@ def train_detector(
         images_per_s=round(trained / max(seconds, 1e-9), 1),
         num_parameters=sum(p.numel() for p in final.parameters()),
         num_classes=data.num_classes,
+        outliers_kept=data.outlier_counts or None,
     ).as_dict()
 
     def write_files(folder: Path) -> None:
