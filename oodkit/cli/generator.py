@@ -50,6 +50,7 @@ def cli_default(f: dataclasses.Field) -> Any:
 
 def _option_param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
     meta = f.metadata
+    declared = hint
     if meta.get("parse") in ("json", AUTO):
         hint = str | None
     elif _is_list(hint):
@@ -59,7 +60,11 @@ def _option_param(f: dataclasses.Field, hint: Any) -> inspect.Parameter:
     text = (meta.get("help") or "") + (
         " Required, here or in --config." if meta.get("required") else ""
     )
-    option = typer.Option(*flags_of(f), help=text or None)
+    metavar = None
+    if meta.get("parse") == AUTO:  # a number or the word auto: say which number
+        kind = next(a for a in typing.get_args(declared) if a in (int, float))
+        metavar = f"<{kind.__name__}|{AUTO}>"
+    option = typer.Option(*flags_of(f), help=text or None, metavar=metavar)
     return _fixed(f.name, Annotated[hint, option], cli_default(f))
 
 

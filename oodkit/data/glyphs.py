@@ -1,10 +1,11 @@
 """The ``glyphs`` benchmark's images: letters rendered in the fonts that ship with matplotlib.
 
-A second offline benchmark that differs from ``digits`` in resolution (24 px by default, digits 16) and
-in style (typeset letters in 21 faces — sans, serif, mono, Computer Modern, STIX; upright,
-bold, italic — with random size, rotation and position, instead of 8×8 handwriting). Nothing
-is downloaded: the fonts are matplotlib's bundled TrueType files. Every sample is drawn from a
-generator seeded by (split seed, set name, index), so the sets are fixed.
+A second offline benchmark that differs from ``digits`` in resolution (24 px by default;
+digits: 16) and in style (typeset letters in 21 faces — sans, serif, mono, Computer Modern,
+STIX; upright, bold, italic — with random size, rotation and position, instead of 8×8
+handwriting). Nothing is downloaded: the fonts are matplotlib's bundled TrueType files.
+Every sample is drawn from a generator seeded by (split seed, set, index), so the sets are
+fixed.
 """
 
 from __future__ import annotations

@@ -37,6 +37,8 @@ def artifact_info(path: str | Path) -> list[RenderableType]:
     per = summary.by_start_step
     if isinstance(per, dict) and per:
         parts.append(_diagnostics_table(per, summary.judge))
+    if isinstance(summary.auto, dict):
+        parts.append(_auto_table(summary.auto))
     others = sorted(
         p.relative_to(art.path).as_posix()
         for p in art.path.rglob("*")
@@ -66,6 +68,28 @@ def _diagnostics_table(per: dict, judge: str | None) -> RenderableType:
             f"{row['psnr']:.1f}" if row.get("psnr") is not None else "-",
             pct(row.get("left_source")),
             pct(row.get("reached_target")),
+        )
+    return table
+
+
+def _auto_table(auto: dict[str, Any]) -> RenderableType:
+    """The ``--t-start auto`` / ``--scale auto`` search: each probed value, in order."""
+    from rich.table import Table
+
+    option = auto["option"]
+    table = Table(
+        title=f"{option} auto: chose {auto['chosen']:g} — the smallest that reaches "
+        f"{100 * auto['target_shift']:.0f} % left (judge: {auto['judge']}, probe of "
+        f"{auto['probe']['size']} ID images)"
+    )
+    for col in (option, "left source class", "mean SSIM"):
+        table.add_column(col, justify="right")
+    for point in sorted(auto["curve"], key=lambda p: p["value"]):
+        left, ssim = point["left_source"], point["mean_ssim"]
+        table.add_row(
+            f"{point['value']:g}",
+            "-" if left is None else f"{100 * left:.1f} %",
+            "-" if ssim is None else f"{ssim:.3f}",
         )
     return table
 

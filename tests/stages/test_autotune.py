@@ -71,7 +71,7 @@ def _stub_judge(monkeypatch, curve, option: str) -> list:
 
     def judgement(judge, denoiser, classes, o):
         def predict(ds):
-            src = np.asarray(ds["label"])
+            src = np.asarray(ds["label" if "label" in ds.column_names else "source_label"])
             moved = src.copy()
             k = round(curve(seen[-1]) * len(src))
             moved[:k] = (src[:k] + 1) % 5
@@ -106,6 +106,14 @@ def test_auto_start_picks_the_smallest_grid_timestep_that_reaches_the_shift(
     assert all(0 <= p["mean_ssim"] <= 1 for p in auto["curve"])
     assert art.manifest.params["t_start"] == "auto"
     assert set(art.dataset()["start_timestep"]) == {want}
+    from typer.testing import CliRunner
+
+    from oodkit.cli import app
+
+    info = CliRunner().invoke(app, ["info", str(art.path)], env={"COLUMNS": "200"})
+    assert f"t_start auto: chose {want} — the smallest that reaches 50 % left" in " ".join(
+        info.output.split()
+    )
 
 
 def test_auto_scale_picks_the_smallest_sona_scale_that_reaches_the_shift(

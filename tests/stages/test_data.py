@@ -69,6 +69,53 @@ def test_digits_is_deterministic_and_resizable() -> None:
         get_benchmark("digits?colour=red")
 
 
+def test_glyphs_sets_are_fixed_disjoint_and_the_letters_they_name() -> None:
+    from oodkit.data.builtin import glyphs_sets
+    from oodkit.data.glyphs import GLYPH_FONTS, render_glyph
+
+    bench = get_benchmark("glyphs")
+    sizes = {k: len(bench.load(k)) for k in bench.all_sets()}
+    assert sizes == {k: s.size for k, s in bench.all_sets().items()}
+    assert sizes["id_train"] == 800 and sizes["glyphs-F-J"] == 500
+    assert [s.group for s in bench.ood] == ["near", "far", "far"]
+    assert [s.group for s in bench.ood_val] == ["near", "far", "far"]
+    assert bench.class_names == list("ABCDE") and bench.image_size == 24 and bench.channels == 1
+    ids = {k: set(bench.load(k)["sample_id"]) for k in bench.all_sets()}
+    keys = list(ids)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1 :]:
+            assert not ids[a] & ids[b], (a, b)
+    labels = np.asarray(bench.load("id_train")["label"])
+    assert np.bincount(labels).tolist() == [160] * 5
+    assert set(bench.load("glyphs-F-J")["label"]) == {-1}
+    image = bench.load("id_test")[0]["image"]
+    assert image.size == (24, 24) and image.mode == "L"
+    again = glyphs_sets.__wrapped__(24, 0)["id_test"][0]["image"]  # a fresh render
+    assert np.array_equal(np.asarray(image), np.asarray(again))
+    assert get_benchmark("glyphs?image_size=32").load("id_val")[0]["image"].size == (32, 32)
+    # a letter renders bright, and two letters differ
+    rng = np.random.default_rng(0)
+    a, f = (np.asarray(render_glyph(c, rng, 24), dtype=float) for c in "AF")
+    assert a.max() > 200 and f.max() > 200 and np.abs(a - f).mean() > 5
+    assert len(GLYPH_FONTS) == 21
+
+
+def test_glyphs_refuses_a_missing_font(monkeypatch, tmp_path) -> None:
+    import matplotlib
+
+    from oodkit.data import glyphs
+
+    glyphs.font_files.cache_clear()
+    monkeypatch.setattr(matplotlib, "get_data_path", lambda: str(tmp_path))
+    try:
+        with pytest.raises(
+            OodkitError, match="glyphs: matplotlib's font DejaVuSans.ttf is missing"
+        ):
+            glyphs.font_files()
+    finally:
+        glyphs.font_files.cache_clear()
+
+
 def _save_png(path: Path, mode: str, value: int) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if mode == "P":

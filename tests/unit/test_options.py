@@ -135,6 +135,8 @@ def _other_value(f: dataclasses.Field, hint) -> object:
 
     base, _ = _plain(hint)
     default = _library_default(f)
+    if f.metadata.get("parse") == "auto":  # a number or the word auto
+        return "auto"
     if base is bool:
         return not default
     if base is int:
@@ -160,7 +162,7 @@ def _capture(monkeypatch, path) -> list:
         if name in ("evaluate", "run_demo"):
             return SimpleNamespace(path="o"), []
         if name == "sweep":
-            return {"chosen": 0, "cells": [{"cell": 0, "score": 0.5}]}
+            return {"chosen": 0, "outliers_help": True, "cells": [{"cell": 0, "score": 0.5}]}
         from oodkit.outcome import NOT_MAIN
 
         return [] if name == "score" else NOT_MAIN  # prints nothing, as a non-main rank
@@ -219,3 +221,18 @@ def test_the_command_line_wins_over_the_config_and_bad_configs_are_one_line(
         result = CliRunner().invoke(app, base)
         assert result.exit_code == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.splitlines()) == 1
+
+
+def test_a_number_or_auto_option_parses_text_and_keeps_the_word() -> None:
+    from oodkit.errors import OodkitError
+    from oodkit.options import auto_number
+
+    assert auto_number("300", int | str | None, "--t-start") == 300
+    assert auto_number(300, int | str | None, "--t-start") == 300
+    assert auto_number("auto", int | str | None, "--t-start") == "auto"
+    assert auto_number(None, int | str | None, "--t-start") is None
+    assert auto_number(" 2.5", float | str | None, "--scale") == 2.5
+    assert auto_number(4, float | str | None, "--scale") == 4.0
+    for bad, hint in [("3.5", int), (3.5, int), (True, int), ("Auto", float), ("", float)]:
+        with pytest.raises(OodkitError, match="must be an? .* or auto"):
+            auto_number(bad, hint | str | None, "--x", "--config c.yaml")
