@@ -219,24 +219,26 @@ def run_demo(
 
 def add_deltas(blocks: list[dict[str, Any]], runs: dict[str, list[Path]], baseline: str) -> None:
     """Each recipe's block gets ``delta``: its near / far AUROC minus the ``baseline``
-    recipe's, paired by seed (``metrics.paired_delta``)."""
+    recipe's, paired by seed (``metrics.paired_delta``). ``runs``: recipe → its scores
+    artifacts by seed."""
     from oodkit.metrics import paired_delta
     from oodkit.schemas import read_scores
     from oodkit.stages.evaluate.run import run_metrics
 
-    groups = {
-        name: [run_metrics(read_scores(p))["groups"] for p in paths] for name, paths in runs.items()
-    }
+    groups, labels = {}, {}
+    for name, paths in runs.items():
+        scored = [read_scores(p) for p in paths]
+        labels[name] = scored[0].label  # the block's name: the recipe and its score method
+        groups[labels[name]] = [run_metrics(r)["groups"] for r in scored]
+    base = groups[labels[baseline]]
     for block in blocks:
         mine = groups.get(block["method"])
-        if mine is None or block["method"] == baseline:
+        if mine is None or block["method"] == labels[baseline]:
             continue
         block["delta"] = {
-            g: paired_delta(
-                [m[g]["auroc"] for m in mine], [b[g]["auroc"] for b in groups[baseline]]
-            )
+            g: paired_delta([m[g]["auroc"] for m in mine], [b[g]["auroc"] for b in base])
             for g in mine[0]
-            if all(g in b for b in groups[baseline])
+            if all(g in b for b in base)
         }
 
 

@@ -194,6 +194,7 @@ OUTLIER_ONLY = (
     "outlier_batch_size",
     "outlier_filter",
     "outlier_weight",
+    "outliers",
 )
 
 

@@ -37,6 +37,10 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     doc = json.loads((tmp_path / "demo" / "metrics" / "metrics.json").read_text())
     methods = {b["method"]: b for b in doc["methods"]}
+    # each recipe's Δ near AUROC to ce, paired by seed (one seed: no p-value)
+    near = {m: b["groups"]["near"]["auroc"] for m, b in methods.items()}
+    assert "Δ near (p)" in result.output
+    assert f"{100 * (near['oe+energy'] - near['ce+energy']):+.2f} ± 0.00" in result.output
     diffguard = {
         f"ce[first 8]+diffguard-{path}-{d}{combined}"
         for path in ("cfg", "classifier-steps=25")  # the demo's classifier runs 25, not 100

@@ -174,3 +174,29 @@ def test_both_automatic_is_refused() -> None:
     o = GenerateOptions(method="sona", t_start="auto", scale="auto", target_shift=0.5, judge="m")
     with pytest.raises(OodkitError, match="search one, fix the other"):
         o.resolved()
+
+
+@pytest.mark.slow
+def test_two_processes_choose_the_same_start_and_make_the_identical_artifact(
+    class_model, tmp_path, torchrun
+) -> None:
+    """Every rank runs the same seeded probe: one process and two give one artifact."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from oodkit.artifacts import load_artifact
+    from oodkit.cli import app
+
+    args = [
+        *("generate", "--method", "sd", "--id", "digits", "--model", str(class_model)),
+        *("--t-start", "auto", "--target-shift", "0.2", "--judge", "model", "--steps", "20"),
+        *("--probe-size", "6", "--limit", "6", "--batch-size", "2", "--shard-size", "2", "-q"),
+    ]
+    single = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "one")])
+    assert single.exit_code == 0, single.output
+    proc = torchrun([*args, "--out", str(tmp_path / "two")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = load_artifact(tmp_path / "one"), load_artifact(tmp_path / "two")
+    assert two.manifest.fingerprint == one.manifest.fingerprint
+    assert json.dumps(two.manifest.summary["auto"]) == json.dumps(one.manifest.summary["auto"])

@@ -212,3 +212,30 @@ def test_openood_csv_has_openood_columns_and_the_hand_computed_numbers(
     assert (
         bad.exit_code == 2 and "unknown format 'html' (one of markdown, openood-csv)" in bad.output
     )
+
+
+def test_the_summary_table_shows_a_paired_delta_where_a_block_has_one() -> None:
+    from rich.console import Console
+
+    from oodkit import report
+    from oodkit.metrics import paired_delta
+
+    def block(method, near, far, delta=None):
+        b = {
+            "method": method,
+            "runs": 3,
+            "groups": {"near": {"auroc": near, "fpr95": 0.2}, "far": {"auroc": far, "fpr95": 0.3}},
+            "id_accuracy": 0.99,
+        }
+        return b | ({"delta": delta} if delta else {})
+
+    d = paired_delta([0.95, 0.96, 0.94], [0.93, 0.95, 0.94])
+    blocks = [block("ce", 0.94, 0.5), block("oe", 0.95, 0.9, {"near": d})]
+    console = Console(width=200, record=True)
+    console.print(report.summary_table(blocks))
+    text = console.export_text()
+    assert "Δ near (p)" in text and "Δ far (p)" in text
+    assert f"+1.00 ± {100 * d['std']:.2f} ({d['p_value']:.2f})" in text
+    console = Console(width=200, record=True)
+    console.print(report.summary_table(blocks[:1]))
+    assert "Δ" not in console.export_text()  # no block with a delta: no column
