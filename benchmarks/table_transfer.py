@@ -114,6 +114,16 @@ def _groups(path: Path) -> dict[str, Any]:
     return run_metrics(read_scores(path))
 
 
+def _made_by_sweep(out: Path, bench: str, kind: str, *parts: Any) -> Path | None:
+    """The artifact a sweep of ``bench`` already made from the same options (the sweep
+    names its outliers and detectors by a digest of them), if any: identical recipe, seed
+    and inputs, so it is reused instead of trained again."""
+    from oodkit.sweep import _digest
+
+    folder = out / bench / "sweeps" / f"{kind}-{_digest(*parts)}"
+    return folder if (folder / "oodkit.json").is_file() else None
+
+
 def apply(bench: str, model: str, recipes: dict[str, dict], out: Path, seeds: int) -> dict:
     """Each recipe on ``bench``'s test sets, ``seeds`` detectors: per-seed metrics."""
     from oodkit.stages.generate.run import generate
@@ -133,7 +143,8 @@ def apply(bench: str, model: str, recipes: dict[str, dict], out: Path, seeds: in
         if r.get("generate"):
             key = json.dumps(r["generate"], sort_keys=True)
             if key not in made:
-                folder = out / bench / f"outliers-{len(made)}"
+                folder = _made_by_sweep(out, bench, "outliers", model, r["generate"])
+                folder = folder or out / bench / f"outliers-{len(made)}"
                 made[key] = generate(bench, model, folder, quiet=True, **r["generate"]).path
             outliers = made[key]
             summary = json.loads((outliers / "oodkit.json").read_text())["summary"]
@@ -142,13 +153,18 @@ def apply(bench: str, model: str, recipes: dict[str, dict], out: Path, seeds: in
             start_ssim = summary.get("mean_ssim")
         runs = []
         for seed in range(seeds):
+            options = {**r.get("train detector", {}), "seed": seed}
+            done = _made_by_sweep(
+                out, bench, "detector", model if outliers else None, r.get("generate") or {},
+                options,
+            )  # fmt: skip
             det = train_detector(
                 bench,
-                out / bench / f"detector-{name}-{seed}",
+                done or out / bench / f"detector-{name}-{seed}",
                 outliers=[str(outliers)] if outliers else [],
                 resume=True,
                 quiet=True,
-                **{**r.get("train detector", {}), "seed": seed},
+                **options,
             )
             (art,) = score(
                 det.path,

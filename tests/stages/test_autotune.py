@@ -91,11 +91,12 @@ def test_auto_start_picks_the_smallest_grid_timestep_that_reaches_the_shift(
     curve = lambda s: min(1.0, s / 600)  # noqa: E731 - the stub's share that left, by S
     seen = _stub_judge(monkeypatch, curve, "t_start")
     opts = GenerateOptions(
-        method="sd", t_start="auto", target_shift=0.5, judge="model", probe_size=10, limit=4
-    )
+        method="sd", t_start="auto", target_shift=0.5, judge="model", probe_size=10, limit=4,
+        steps=25,
+    )  # fmt: skip
     art = generate("digits", str(class_model), tmp_path / "o", opts, quiet=True, device="cpu")
     grid = DDIMScheduler(clip_sample=False)
-    grid.set_timesteps(100)
+    grid.set_timesteps(25)
     candidates = sorted(int(t) for t in grid.timesteps if t >= 1)
     # the probe's share is round(curve · 10) / 10: the smallest S with round(S / 60) ≥ 5
     want = _expected(candidates, lambda s: round(curve(s) * 10) / 10, 0.5)

@@ -226,6 +226,7 @@ def test_the_summary_table_shows_a_paired_delta_where_a_block_has_one() -> None:
             "runs": 3,
             "groups": {"near": {"auroc": near, "fpr95": 0.2}, "far": {"auroc": far, "fpr95": 0.3}},
             "id_accuracy": 0.99,
+            "datasets": {},
         }
         return b | ({"delta": delta} if delta else {})
 

@@ -17,18 +17,17 @@ of their source are drawn less often.
 
 from __future__ import annotations
 
+import math
 import operator
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from oodkit.artifacts import column
 from oodkit.errors import OodkitError, brief
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the options module imports this one: nothing heavy at import time
     import datasets
+    import numpy as np
 
     from oodkit.schemas import Judged
 
@@ -81,11 +80,13 @@ def _number(text: str) -> float | None:
         value = float(text)
     except ValueError:
         return None
-    return value if np.isfinite(value) else None
+    return value if math.isfinite(value) else None
 
 
 def keep_mask(rules: list[Rule], ds: datasets.Dataset, judged: Judged | None, ref: str):
     """The rows of one outliers table that satisfy every rule (bool array)."""
+    import numpy as np
+
     keep = np.ones(len(ds), dtype=bool)
     for rule in rules:
         if rule.needs_judge:
@@ -102,6 +103,10 @@ def keep_mask(rules: list[Rule], ds: datasets.Dataset, judged: Judged | None, re
 
 
 def _measure(ds: datasets.Dataset, name: str, ref: str) -> np.ndarray:
+    import numpy as np
+
+    from oodkit.artifacts import column
+
     if name not in ds.column_names:
         raise OodkitError(f"--outliers {ref} has no {name} column to filter or weight on")
     return np.asarray(column(ds, name), dtype=np.float64)
@@ -109,6 +114,8 @@ def _measure(ds: datasets.Dataset, name: str, ref: str) -> np.ndarray:
 
 def weights_of(kind: str, ds: datasets.Dataset, ref: str) -> np.ndarray | None:
     """Each row's drawing weight under ``--outlier-weight`` (None: uniform)."""
+    import numpy as np
+
     if kind == "uniform":
         return None
     return np.maximum(1.0 - _measure(ds, "ssim", ref), MIN_WEIGHT)
