@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from oodkit.errors import OodkitError
-from oodkit.options import SEED_MAX
+from oodkit.options import SEED_MAX, option
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,26 @@ class Registry:
         read = {o for m in chosen for o in m.options}
         return next((name for name in given if name in self.params and name not in read), None)
 
+    def check_read(self, chosen: Sequence[Method], values: Mapping[str, Any]) -> None:
+        """Refuse an option given (not None in ``values``) that none of ``chosen`` reads."""
+        given = [name for name in self.params if values.get(name) is not None]
+        name = self.unread(chosen, given)
+        if name is not None:
+            owners = ", ".join(m.name for m in self.readers(name))
+            names = ",".join(m.name for m in chosen)
+            flags = self.params[name].domain.get("flags") or ("--" + name.replace("_", "-"),)
+            flag = flags[0].split("/")[0]
+            raise OodkitError(f"{flag} is an option of {owners}, not of {self.option} {names}")
+
+    def option_fields(self) -> list[tuple[str, Any, Any]]:
+        """Dataclass fields of the declared options: ``None`` ("not given", each method
+        resolves it to its own default), help naming who reads it with their defaults."""
+        fields = []
+        for name, p in self.params.items():
+            text = f"{p.help.rstrip('.')} ({self.readers_help(name)})."
+            fields.append((name, p.type | None, option(None, text, **p.domain)))
+        return fields
+
     def names(self) -> list[str]:
         return list(self._methods)
 
@@ -124,10 +144,16 @@ class Registry:
         return ", ".join(f"{m.name} {m.defaults[option]}" for m in self if option in m.defaults)
 
     def readers_help(self, option: str) -> str:
-        """``knn 50, sd-vote 10, diffguard``: who reads ``option``, with their defaults."""
+        """``knn 50, sd-vote 10, diffguard``: who reads ``option``, with their defaults
+        (``oe, sd: uniform`` when several readers share one)."""
+        readers = self.readers(option)
+        shared = {repr(m.defaults.get(option)) for m in readers}
+        if len(readers) > 1 and len(shared) == 1 and option in readers[0].defaults:
+            names = ", ".join(m.name for m in readers)
+            return f"{names}: {_shown(readers[0].defaults[option])}"
         return ", ".join(
             f"{m.name} {_shown(m.defaults[option])}" if option in m.defaults else m.name
-            for m in self.readers(option)
+            for m in readers
         )
 
     def get(self, name: str) -> Method:
@@ -456,30 +482,59 @@ SCORE.register(
 
 # --- train detector: training objectives (docs/methods.md §3–§5) ----------------------------
 _L = "oodkit.stages.train_detector.objectives"
+OUTLIER_WEIGHTS = ("uniform", "dissimilarity")
+DETECTOR_LOSS.param(
+    "outlier_batch_size", int, "Outliers per step (default: batch size).", minimum=1
+)
+DETECTOR_LOSS.param(
+    "outlier_filter",
+    str,
+    "Keep only outliers that satisfy every rule: left, !left, reached, !reached (the "
+    "generation judge's verdicts), ssim<X, psnr>=X, … (comma-separated).",
+)
+DETECTOR_LOSS.param(
+    "outlier_weight",
+    str,
+    "Draw outliers uniformly, or by dissimilarity (∝ 1 − SSIM to their source).",
+    choices=OUTLIER_WEIGHTS,
+)
+DETECTOR_LOSS.param("beta", float, "OE weight β.", minimum=0)
+DETECTOR_LOSS.param("club_weight", float, "CLUB weight.", minimum=0)
+DETECTOR_LOSS.param("club_steps", int, "CLUB estimator steps per batch.", minimum=0)
+DETECTOR_LOSS.param("club_lr", float, "CLUB estimator learning rate.", above=0)
+DETECTOR_LOSS.param("sd_lambda", float, "Out-class head weight λ.", minimum=0)
+DETECTOR_LOSS.param("energy_weight", float, "Energy-margin weight.", minimum=0)
+DETECTOR_LOSS.param("m_in", float, "ID energy margin.")
+DETECTOR_LOSS.param("m_out", float, "Outlier energy margin.")
+_OUTLIERS = {"outlier_batch_size": None, "outlier_filter": None, "outlier_weight": "uniform"}
 DETECTOR_LOSS.register("ce", f"{_L}:CrossEntropy", "cross-entropy on ID images only")
 DETECTOR_LOSS.register(
     "oe",
     f"{_L}:OutlierExposure",
     "CE + β·cross-entropy to uniform on outliers",
     needs=("outliers",),
+    options={**_OUTLIERS, "beta": 0.5},
 )
 DETECTOR_LOSS.register(
     "energy",
     f"{_L}:EnergyMargin",
     "CE + squared-hinge energy margins on ID and outliers (Liu et al. 2020)",
     needs=("outliers",),
+    options={**_OUTLIERS, "energy_weight": 0.1, "m_in": -25.0, "m_out": -7.0},
 )
 DETECTOR_LOSS.register(
     "sona",
     f"{_L}:Sona",
     "CE + β·OE + CLUB bound between outlier and source features (SONA)",
     needs=("outliers", "source_id"),
+    options={**_OUTLIERS, "beta": 0.5, "club_weight": 1.0, "club_steps": 5, "club_lr": 1e-4},
 )
 DETECTOR_LOSS.register(
     "sd",
     f"{_L}:ThreeHead",
     "binary + in-class + out-class heads on ID and SD outliers",
     needs=("outliers", "source_label"),
+    options={**_OUTLIERS, "sd_lambda": 0.3},
 )
 
 # --- generate: guided partial DDIM from ID images (docs/methods.md §3, §5) -------------------

@@ -35,6 +35,7 @@ from oodkit import options as O
 from oodkit.artifacts import atomic_file
 from oodkit.errors import OodkitError
 from oodkit.locks import claim, writes_output
+from oodkit.methods import DETECTOR_LOSS, Method
 from oodkit.options import option_key, read_config, with_overrides
 
 SECTIONS = ("generate", "train detector", "score")
@@ -92,7 +93,19 @@ def read_grid(path: str | Path) -> dict[str, dict[str, Any]]:
         grid[section] = opts
     if not grid["train detector"]:
         raise OodkitError(f"--grid {path}: no 'train detector' section")
+    try:  # a loss option that no loss of the grid reads
+        DETECTOR_LOSS.check_read(_losses(grid["train detector"]), grid["train detector"])
+    except OodkitError as exc:
+        raise OodkitError(f"--grid {path}: {exc}") from None
     return grid
+
+
+def _losses(train: dict[str, Any]) -> list[Method]:
+    """The registered losses a ``train detector`` section names (one, or an axis)."""
+    from oodkit.stages.train_detector.options import TrainOptions
+
+    loss = train.get("loss", TrainOptions.__dataclass_fields__["loss"].default)
+    return [DETECTOR_LOSS.get(name) for name in (loss if isinstance(loss, list) else [loss])]
 
 
 _LIST_OPTIONS = {"outliers", "extra_id"}  # options whose value is itself a list
@@ -108,7 +121,9 @@ def _is_axis(name: str, value: Any) -> bool:
 
 
 def cells(grid: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
-    """Every combination of the axes (list values), in file order."""
+    """Every combination of the axes (list values), in file order. A cell keeps only the loss
+    options its loss reads (``loss: [ce, oe]`` with ``beta: 1``: ce without β), and a
+    combination equal to an earlier cell is dropped."""
     axes = [
         (section, name, value)
         for section, opts in grid.items()
@@ -120,7 +135,13 @@ def cells(grid: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
         cell = {section: dict(opts) for section, opts in grid.items()}
         for (section, name, _), value in zip(axes, combo, strict=True):
             cell[section][name] = value
-        out.append(cell)
+        train = cell["train detector"]
+        read = _losses(train)[0].options
+        cell["train detector"] = {
+            k: v for k, v in train.items() if k not in DETECTOR_LOSS.params or k in read
+        }
+        if cell not in out:
+            out.append(cell)
     return out
 
 
@@ -181,30 +202,14 @@ def _mean_auroc(block: dict[str, Any], select: str) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-# detector options that only a loss with outliers reads: a baseline drops them
-OUTLIER_ONLY = (
-    "beta",
-    "club_weight",
-    "club_steps",
-    "club_lr",
-    "sd_lambda",
-    "energy_weight",
-    "m_in",
-    "m_out",
-    "outlier_batch_size",
-    "outlier_filter",
-    "outlier_weight",
-    "outliers",
-)
-
-
 def baseline_of(cell: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """The no-outlier baseline of a cell: its detector options with ``loss: ce`` and without
     the options only outlier losses read, no generation, and its score method unless that
     needs outliers or a detector trained with them (then energy)."""
     from oodkit.methods import SCORE
 
-    train = {k: v for k, v in cell["train detector"].items() if k not in OUTLIER_ONLY}
+    only = {*DETECTOR_LOSS.params, "outliers"}  # what losses with outliers read
+    train = {k: v for k, v in cell["train detector"].items() if k not in only}
     score = dict(cell["score"])
     method = score.get("method", "energy")
     if "outliers" in SCORE.get(method).needs:

@@ -47,28 +47,16 @@ class _Shared:
         resolve_workers(self.num_workers, cuda=False)  # a count or auto, before any work
         if self.label is not None and not self.label.strip():
             raise OodkitError("--label must not be empty")
-        given = [n for n in SCORE.params if getattr(self, n) is not None]
-        unread = SCORE.unread(methods, given)
-        if unread is not None:
-            flag = O.flags_of(_FIELDS[unread])[0].split("/")[0]
-            owners = ", ".join(m.name for m in SCORE.readers(unread))
-            names = ",".join(m.name for m in methods)
-            raise OodkitError(f"{flag} is an option of {owners}, not of --method {names}")
+        SCORE.check_read(methods, {n: getattr(self, n) for n in SCORE.params})
 
     def for_method(self, method: Method) -> dict[str, Any]:
         """The options ``method`` reads, its defaults filled in."""
         return SCORE.resolve(method, dataclasses.asdict(self))
 
 
-def _field(name: str) -> tuple[str, Any, Any]:
-    p = SCORE.params[name]
-    text = f"{p.help.rstrip('.')} ({SCORE.readers_help(name)})."
-    return name, p.type | None, O.option(None, text, **p.domain)
-
-
 ScoreOptions = dataclasses.make_dataclass(
     "ScoreOptions",
-    [_field(name) for name in SCORE.params],
+    SCORE.option_fields(),
     bases=(_Shared,),
     kw_only=True,
 )
@@ -76,4 +64,3 @@ ScoreOptions.__module__ = __name__
 ScoreOptions.__doc__ = (
     "Everything ``score`` takes besides the detector, benchmark, methods and output folder."
 )
-_FIELDS = {f.name: f for f in dataclasses.fields(ScoreOptions)}

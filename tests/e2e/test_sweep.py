@@ -16,6 +16,7 @@ from oodkit.artifacts import load_artifact
 from oodkit.cli import app
 from oodkit.data.benchmarks import BENCHMARKS
 from oodkit.demo import DEMO_ARCH_KWARGS
+from oodkit.errors import OodkitError
 from oodkit.schemas import image_features
 from oodkit.sweep import cells, read_grid, sweep
 
@@ -59,13 +60,32 @@ def test_the_grid_expands_to_every_combination(tmp_path: Path) -> None:
     assert [c["train detector"]["extra_id"] for c in cells(read_grid(tmp_path / "f.yaml"))] == [
         ["a"]
     ]
-    axis = {"train detector": {"extra-id": [[], ["a", "b"]], "beta": [0.5, 1.0]}}
+    axis = {"train detector": {"loss": "oe", "extra-id": [[], ["a", "b"]], "beta": [0.5, 1.0]}}
     (tmp_path / "a.yaml").write_text(yaml.safe_dump(axis, sort_keys=False))
     got = [
         (c["train detector"]["extra_id"], c["train detector"]["beta"])
         for c in cells(read_grid(tmp_path / "a.yaml"))
     ]
     assert got == [([], 0.5), ([], 1.0), (["a", "b"], 0.5), (["a", "b"], 1.0)]
+
+
+def test_a_cell_keeps_only_the_options_its_loss_reads(tmp_path: Path) -> None:
+    """``loss: [ce, oe] × beta: [0.5, 1]``: one ce cell without β (not two equal ones), two
+    oe cells; an option that no loss of the grid reads is refused."""
+    grid = {"train detector": {"loss": ["ce", "oe", "sona"], "beta": [0.5, 1.0], "club_lr": 0.01}}
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
+    assert [c["train detector"] for c in cells(read_grid(tmp_path / "g.yaml"))] == [
+        {"loss": "ce"},
+        {"loss": "oe", "beta": 0.5},
+        {"loss": "oe", "beta": 1.0},
+        {"loss": "sona", "beta": 0.5, "club_lr": 0.01},
+        {"loss": "sona", "beta": 1.0, "club_lr": 0.01},
+    ]
+    (tmp_path / "u.yaml").write_text(
+        yaml.safe_dump({"train detector": {"loss": ["ce", "oe"], "sd_lambda": 1}})
+    )
+    with pytest.raises(OodkitError, match="--sd-lambda is an option of sd, not of --loss ce,oe"):
+        read_grid(tmp_path / "u.yaml")
 
 
 @pytest.mark.slow

@@ -169,6 +169,7 @@ def env(tmp_path_factory, ce_detector, class_model, tiny_sd, broken_scores) -> d
         "grid-empty-axis": {"train detector": {"beta": []}},
         "grid-unknown": {"generate": {"nope": 1}, "train detector": {"epochs": 1}},
         "grid-no-detector": {"generate": {"method": "sd"}},
+        "grid-unread": {"train detector": {"loss": "ce", "beta": [0.5, 1.0]}},
     }
     recipes = {
         "recipes-no-score": {"ce": {"train detector": {"epochs": 1}}},
@@ -179,6 +180,7 @@ def env(tmp_path_factory, ce_detector, class_model, tiny_sd, broken_scores) -> d
         "recipes-score": {"ce": {"score": "bogus"}},
         "recipes-name": {"../up": {"score": "energy"}},
         "recipes-loss": {"oe": {"score": "energy", "train detector": {"loss": "oe"}}},
+        "recipes-unread": {"ce": {"score": "energy", "train detector": {"sd_lambda": 1}}},
     }
     for name, spec in {**grids, **recipes}.items():
         (root / f"{name}.json").write_text(json.dumps(spec))
@@ -1128,8 +1130,36 @@ ISSUE24 = [
     # train detector: outlier filters and weights
     Case("train-filter-rule", f"{OE} --outlier-filter lefty", "'lefty' is not a rule"),
     Case("train-filter-number", f"{OE} --outlier-filter ssim<high", "is not a rule"),
-    Case("train-filter-ce", f"{TRAIN} --outlier-filter left", "need a loss with outliers"),
-    Case("train-weight-ce", f"{TRAIN} --outlier-weight dissimilarity", "need a loss with"),
+    Case(
+        "train-filter-ce",
+        f"{TRAIN} --outlier-filter left",
+        "--outlier-filter is an option of oe, energy, sona, sd, not of --loss ce",
+    ),
+    Case(
+        "train-weight-ce",
+        f"{TRAIN} --outlier-weight dissimilarity",
+        "--outlier-weight is an option of oe, energy, sona, sd, not of --loss ce",
+    ),
+    # a loss option the loss does not read (was silently ignored)
+    Case("train-beta-ce", f"{TRAIN} --beta 1", "--beta is an option of oe, sona, not of --loss ce"),
+    Case("train-club-oe", f"{OE} --club-weight 0.5", "--club-weight is an option of sona, not"),
+    Case("train-outlier-batch-ce", f"{TRAIN} --outlier-batch-size 8", "not of --loss ce"),
+    Case(
+        "train-margin-config",
+        f"{OE} --config {{cfg}}",
+        "--m-in is an option of energy, not of --loss oe",
+        _config("m_in: -20\n"),
+    ),
+    Case(
+        "sweep-grid-unread",
+        f"{SWEEP} --grid {{root}}/grid-unread.json",
+        "--beta is an option of oe, sona, not of --loss ce",
+    ),
+    Case(
+        "demo-recipe-unread",
+        "demo --recipes {root}/recipes-unread.json --out {out}",
+        "--sd-lambda is an option of sd, not of --loss ce",
+    ),
     Case("train-filter-no-judge", f"{OE} --outlier-filter left", "holds no judge verdicts"),
     Case("train-filter-no-ssim", f"{OE} --outlier-filter ssim<0.5", "has no ssim column"),
     Case("train-weight-no-ssim", f"{OE} --outlier-weight dissimilarity", "has no ssim column"),

@@ -93,7 +93,9 @@ def test_training_sees_the_kept_rows_and_records_the_counts(judged_outliers, tmp
     from oodkit.stages.train_detector.options import TrainOptions
 
     want = np.flatnonzero((LEFT == 1) & (SSIM < 0.7))
-    o = TrainOptions(loss="oe", outliers=[str(judged_outliers)], outlier_filter="left,ssim<0.7")
+    o = TrainOptions(
+        loss="oe", outliers=[str(judged_outliers)], outlier_filter="left,ssim<0.7"
+    ).resolved()
     data = prepare_data("digits", o)
     every = _table()
     kept = [np.asarray(im).tobytes() for im in data.outliers.table["image"]]
@@ -109,6 +111,14 @@ def test_training_sees_the_kept_rows_and_records_the_counts(judged_outliers, tmp
         arch_kwargs={"channels": [8, 8, 8, 8], "stem_width": 8},
     )
     assert det.manifest.params["outlier_filter"] == "left,ssim<0.7"
+    # the manifest holds the values the loss used, its defaults filled in; others unset
+    p = det.manifest.params
+    assert (p["beta"], p["outlier_weight"], p["sd_lambda"], p["club_lr"]) == (
+        0.5,
+        "uniform",
+        None,
+        None,
+    )
     assert det.manifest.summary["outliers_kept"] == {str(judged_outliers): [len(want), N]}
 
 
@@ -116,13 +126,13 @@ def test_verdict_rules_need_a_judged_artifact(tmp_path) -> None:
     from oodkit.stages.train_detector.options import TrainOptions
 
     plain = write_artifact(tmp_path / "plain", "outliers", {"method": "sd"}, dataset=_table()).path
-    o = TrainOptions(loss="oe", outliers=[str(plain)], outlier_filter="left")
+    o = TrainOptions(loss="oe", outliers=[str(plain)], outlier_filter="left").resolved()
     with pytest.raises(OodkitError, match="holds no judge verdicts"):
         prepare_data("digits", o)
-    o = TrainOptions(loss="oe", outliers=[str(plain)], outlier_filter="ssim>2")
+    o = TrainOptions(loss="oe", outliers=[str(plain)], outlier_filter="ssim>2").resolved()
     with pytest.raises(OodkitError, match="keeps no outlier"):
         prepare_data("digits", o)
-    with pytest.raises(OodkitError, match="need a loss with outliers"):
+    with pytest.raises(OodkitError, match="--outlier-filter is an option of oe, energy, sona"):
         TrainOptions(outlier_filter="left").check()
 
 
@@ -134,7 +144,7 @@ def test_a_verdict_file_of_other_rows_is_refused(tmp_path) -> None:
     )
     from oodkit.stages.train_detector.options import TrainOptions
 
-    o = TrainOptions(loss="oe", outliers=[str(art.path)], outlier_filter="left")
+    o = TrainOptions(loss="oe", outliers=[str(art.path)], outlier_filter="left").resolved()
     with pytest.raises(OodkitError, match="does not match the rows of its table"):
         prepare_data("digits", o)
 

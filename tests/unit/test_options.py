@@ -236,3 +236,28 @@ def test_a_number_or_auto_option_parses_text_and_keeps_the_word() -> None:
     for bad, hint in [("3.5", int), (3.5, int), (True, int), ("Auto", float), ("", float)]:
         with pytest.raises(OodkitError, match="must be an? .* or auto"):
             auto_number(bad, hint | str | None, "--x", "--config c.yaml")
+
+
+def test_a_loss_fills_in_its_own_defaults_and_leaves_the_others_unset() -> None:
+    """The values the objectives and the manifest see (docs/methods.md §3–§5 defaults)."""
+    sona = TrainOptions(loss="sona", club_steps=2).resolved()
+    assert (sona.beta, sona.club_weight, sona.club_steps, sona.club_lr) == (0.5, 1.0, 2, 1e-4)
+    assert (sona.outlier_weight, sona.outlier_filter, sona.sd_lambda, sona.m_in) == (
+        "uniform",
+        None,
+        None,
+        None,
+    )
+    energy = TrainOptions(loss="energy", m_out=-5.0).resolved()
+    assert (energy.energy_weight, energy.m_in, energy.m_out, energy.beta) == (
+        0.1,
+        -25.0,
+        -5.0,
+        None,
+    )
+    ce = TrainOptions().resolved()
+    assert all(getattr(ce, f) is None for f in ("beta", "sd_lambda", "outlier_weight"))
+    assert ce.resolved() == ce  # resolving twice changes nothing
+    helps = {f.name: f.metadata["help"] for f in cli_fields(TrainOptions)}
+    assert helps["beta"] == "OE weight β (oe, sona: 0.5)."
+    assert helps["m_in"] == "ID energy margin (energy -25.0)."

@@ -35,7 +35,6 @@ VERDICTS = {"left": "left_source", "reached": "reached_target"}
 MEASURES = ("ssim", "psnr")
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _COMPARISON = re.compile(r"(ssim|psnr)\s*(<=|>=|<|>)\s*(\S+)")
-WEIGHTS = ("uniform", "dissimilarity")
 MIN_WEIGHT = 0.01  # of a row whose SSIM is 1 or more: drawn rarely, never never
 
 
@@ -118,4 +117,6 @@ def weights_of(kind: str, ds: datasets.Dataset, ref: str) -> np.ndarray | None:
 
     if kind == "uniform":
         return None
+    if kind != "dissimilarity":  # options not resolved (None) or a new kind not handled
+        raise ValueError(f"unknown outlier weighting {kind!r}")
     return np.maximum(1.0 - _measure(ds, "ssim", ref), MIN_WEIGHT)

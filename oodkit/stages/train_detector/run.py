@@ -296,8 +296,7 @@ def train_detector(
     pseudo-labels artifact whose clusters replace the ground-truth labels. Keyword arguments
     override fields of ``options``.
     """
-    o = with_overrides(TrainOptions, options, overrides)
-    o.check()
+    o = with_overrides(TrainOptions, options, overrides).resolved()
     data = prepare_data(id_ref, o)
     params = _params(o, data)
     acc = make_accelerator(o.device)  # joins the process group before the output is claimed
