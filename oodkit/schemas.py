@@ -399,6 +399,8 @@ class TrainedDetectorSummary(Record):
     num_parameters: int | None = None
     num_classes: int | None = None
     outliers_kept: dict[str, list[int]] | None = None  # per --outliers: [kept, total]
+    # per filtered --outliers: mean_ssim, left_source, reached_target of the kept rows
+    kept_diagnostics: dict[str, dict[str, float | None]] | None = None
 
 
 @dataclass(frozen=True)

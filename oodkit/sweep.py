@@ -260,6 +260,8 @@ def _run_cell(cell, name, ref, model, val_bench, out: Path, o: SweepOptions) -> 
             **score_opts,
         )
         paths += [a.path for a in arts]
+    if outliers is not None:  # a filter: the diagnostics of the rows the detectors trained on
+        diagnostics = trained_on(diagnostics, det.manifest.summary, str(outliers))
     metrics, blocks = evaluate(paths, out / f"metrics-{name}-{_digest(cell, o.seeds)}", plots=False)
     block = blocks[0]
     per_seed = [_mean_auroc(run_metrics(read_scores(p)), o.select) for p in paths]
@@ -274,6 +276,16 @@ def _run_cell(cell, name, ref, model, val_bench, out: Path, o: SweepOptions) -> 
         "outliers": diagnostics,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def trained_on(diagnostics: dict[str, Any], summary: dict[str, Any], ref: str) -> dict[str, Any]:
+    """A cell's outlier diagnostics over the rows its detector trained on: for a filtered set,
+    the kept rows' (from the detector's summary) and the share kept replace the generation's."""
+    kept = (summary.get("kept_diagnostics") or {}).get(ref)
+    if kept is None:
+        return diagnostics
+    count, total = summary["outliers_kept"][ref]
+    return {**diagnostics, **kept, "kept": count / total}
 
 
 def _number(value: float | None) -> str:
@@ -355,13 +367,16 @@ def _write_results(
             if len({json.dumps(x["options"][s].get(k), sort_keys=True) for x in rows}) > 1
         }
     )
-    shown = [k for k in DIAGNOSTICS if any(r["outliers"].get(k) is not None for r in rows)]
+    shown = [
+        k for k in (*DIAGNOSTICS, "kept") if any(r["outliers"].get(k) is not None for r in rows)
+    ]
     auto = any("auto" in r["outliers"] for r in rows)
     head = ["cell", *axes, "val AUROC", "Δ to baseline", "p", *shown, *(["auto"] * auto)]
     lines = [
         f"Sweep on validation sets only; chosen by mean val AUROC ({o.select}), "
         f"{o.seeds} seed(s) per cell; Δ = cell − its no-outlier baseline (×100, mean ± std "
-        "over seeds); outlier diagnostics from the outliers' summaries.",
+        "over seeds); outlier diagnostics of the outliers each cell trained on (after its "
+        "filter: kept = share of the generation kept).",
         "",
         f"**{_verdict(o, helped)}**",
         "",

@@ -243,6 +243,31 @@ def test_the_sweep_writes_the_baseline_recipe_when_every_cell_loses(tmp_path: Pa
     assert doc["chosen"] is None and doc["chosen_baseline"] == 0 and not doc["outliers_help"]
 
 
+def test_a_filter_cell_reports_the_diagnostics_of_the_rows_it_kept(tmp_path: Path) -> None:
+    """The generation's diagnostics are replaced by the kept rows', with the share kept, and
+    the table shows the kept column; an unfiltered cell keeps the generation's."""
+    from oodkit.sweep import SweepOptions, _write_results, choose, compare, trained_on
+
+    made = {"mean_ssim": 0.6, "left_source": 0.5, "reached_target": 0.1}
+    summary = {
+        "outliers_kept": {"o": [10, 40]},
+        "kept_diagnostics": {"o": {"mean_ssim": 0.3, "left_source": 1.0, "reached_target": 0.4}},
+    }
+    kept = trained_on(made, summary, "o")
+    assert kept == {"mean_ssim": 0.3, "left_source": 1.0, "reached_target": 0.4, "kept": 0.25}
+    assert trained_on(made, {"outliers_kept": {"o": [40, 40]}}, "o") == made
+    rows = [_row(0, 0.5, 0.90, [0.89, 0.91], made), _row(1, 1.0, 0.95, [0.94, 0.96], kept)]
+    baselines = [_base(0.91, [0.90, 0.92])]
+    o = SweepOptions(seeds=2)
+    compare(rows, baselines, o.alpha)
+    best, helped = choose(rows, baselines)
+    _write_results(tmp_path, rows, baselines, best, helped, o)
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    assert lines[4].endswith("| mean_ssim | left_source | reached_target | kept | seconds |")
+    assert lines[7].endswith("| 0.600 | 0.500 | 0.100 | - | 1 |")
+    assert lines[8].endswith("| 0.300 | 1.000 | 0.400 | 0.250 | 1 |")
+
+
 def test_the_paired_delta_is_the_hand_computed_t_test() -> None:
     from scipy import stats
 

@@ -120,6 +120,12 @@ def test_training_sees_the_kept_rows_and_records_the_counts(judged_outliers, tmp
         None,
     )
     assert det.manifest.summary["outliers_kept"] == {str(judged_outliers): [len(want), N]}
+    # the kept rows' diagnostics, by hand: every kept row left its class (rule "left")
+    kept = det.manifest.summary["kept_diagnostics"][str(judged_outliers)]
+    reached = REACHED[want]
+    assert kept["mean_ssim"] == pytest.approx(SSIM[want].mean())
+    assert kept["left_source"] == 1.0
+    assert kept["reached_target"] == pytest.approx((reached == 1).sum() / (reached >= 0).sum())
 
 
 def test_verdict_rules_need_a_judged_artifact(tmp_path) -> None:
@@ -160,3 +166,18 @@ def test_dissimilarity_weights_draw_in_proportion() -> None:
     assert drawn[:2].sum() == 0 and drawn[3] / drawn[2] == pytest.approx(3, rel=0.1)
     ranks = [epoch_batches(4, 8, 0, 0, 1, 500, r, 2, weights=p) for r in range(2)]
     assert [sorted(a + b) for a, b in zip(*ranks, strict=True)] == [sorted(b) for b in one]
+
+
+def test_the_diagnostics_of_kept_rows_skip_unknown_verdicts_and_missing_ssim() -> None:
+    from oodkit.stages.train_detector.outlier_filter import diagnostics_of
+
+    ds = _table()
+    rows = np.flatnonzero(SSIM < 0.5)
+    got = diagnostics_of(ds, _judged(ds), rows)
+    left = LEFT[rows]
+    assert got["left_source"] == pytest.approx((left == 1).sum() / (left != -1).sum())
+    assert got["mean_ssim"] == pytest.approx(SSIM[rows].mean())
+    unknown = np.flatnonzero(LEFT == -1)
+    blind = diagnostics_of(ds.remove_columns("ssim"), _judged(ds), unknown)
+    assert blind == {"mean_ssim": None, "left_source": None, "reached_target": None}
+    assert diagnostics_of(ds, None, rows)["left_source"] is None

@@ -18,7 +18,12 @@ from oodkit.methods import DETECTOR_LOSS
 from oodkit.models.detector import DetectorConfig
 from oodkit.schemas import PseudoLabels, read_pseudo_labels
 from oodkit.stages.train_detector.options import TrainOptions
-from oodkit.stages.train_detector.outlier_filter import keep_mask, parse_filter, weights_of
+from oodkit.stages.train_detector.outlier_filter import (
+    diagnostics_of,
+    keep_mask,
+    parse_filter,
+    weights_of,
+)
 
 
 @dataclass
@@ -29,6 +34,7 @@ class TrainingData:
     outliers: ImageTable | None
     outlier_weights: np.ndarray | None  # drawing weights (None: uniform), --outlier-weight
     outlier_counts: dict[str, list[int]]  # per --outliers reference: [kept, total]
+    kept_diagnostics: dict[str, dict[str, Any]]  # per filtered reference: its kept rows'
     val: ImageTable | None
     num_classes: int
     class_names: list[str] | None
@@ -77,14 +83,14 @@ def _id_labels(id_ref: str, idd: IdData, labels: str | None) -> _Labels:
     return _Labels(y, num_classes, idd.class_names, None)
 
 
-def _filtered(ref: str, ds, o: TrainOptions) -> tuple[Any, np.ndarray | None, list[int]]:
+def _filtered(ref: str, ds, o: TrainOptions) -> tuple[Any, np.ndarray | None, list[int], Any]:
     """One outlier set's rows that ``--outlier-filter`` keeps, their ``--outlier-weight``
-    weights (None: uniform) and [kept, total]."""
+    weights (None: uniform), [kept, total] and the kept rows' diagnostics (None: no filter)."""
     from oodkit.artifacts import MANIFEST_NAME
     from oodkit.schemas import read_judged
 
     rules = parse_filter(o.outlier_filter)
-    total = len(ds)
+    total, diagnostics = len(ds), None
     if rules:
         folder = Path(ref)
         artifact = folder.is_dir() and (folder / MANIFEST_NAME).is_file()
@@ -92,8 +98,9 @@ def _filtered(ref: str, ds, o: TrainOptions) -> tuple[Any, np.ndarray | None, li
         kept = np.flatnonzero(keep_mask(rules, ds, judged, ref))
         if not len(kept):
             raise OodkitError(f"--outlier-filter {o.outlier_filter} keeps no outlier of {ref}")
+        diagnostics = diagnostics_of(ds, judged, kept)
         ds = ds.select(kept)
-    return ds, weights_of(o.outlier_weight, ds, ref), [len(ds), total]
+    return ds, weights_of(o.outlier_weight, ds, ref), [len(ds), total], diagnostics
 
 
 def _outlier_part(ref, ds, o: TrainOptions, needs, labels: _Labels, row_of) -> tuple:
@@ -117,9 +124,10 @@ def _outlier_part(ref, ds, o: TrainOptions, needs, labels: _Labels, row_of) -> t
     return _plain_images(ds), lab, sources
 
 
-def _outlier_table(o, idd, labels, t_train, mode, inputs, counts) -> tuple:
+def _outlier_table(o, idd, labels, t_train, mode, inputs, counts, diagnostics) -> tuple:
     """The outliers of the loss (None for losses without; sona pairs them with sources) and
-    their drawing weights (None: uniform); ``counts`` gets [kept, total] per reference."""
+    their drawing weights (None: uniform); ``counts`` gets [kept, total] per reference, and
+    ``diagnostics`` the kept rows' diagnostics per filtered reference."""
     import datasets
 
     needs = DETECTOR_LOSS.get(o.loss).needs
@@ -135,7 +143,9 @@ def _outlier_table(o, idd, labels, t_train, mode, inputs, counts) -> tuple:
     for ref in o.outliers:
         ds, inp = load_artifact_or_dataset(ref, o.data_root, idd.channels, "--outliers", "outliers")
         inputs.append(inp)
-        ds, w, counts[ref] = _filtered(ref, ds, o)
+        ds, w, counts[ref], kept = _filtered(ref, ds, o)
+        if kept is not None:
+            diagnostics[ref] = kept
         weights.append(w)
         parts.append(_outlier_part(ref, ds, o, needs, labels, row_of))
     images, labs, sources = zip(*parts, strict=True)
@@ -178,7 +188,8 @@ def prepare_data(id_ref: str, o: TrainOptions) -> TrainingData:
         datasets.concatenate_datasets(tables), t_train, np.concatenate(label_parts), mode
     )
     counts: dict[str, list[int]] = {}
-    out_table, weights = _outlier_table(o, idd, labels, t_train, mode, inputs, counts)
+    kept: dict[str, dict[str, Any]] = {}
+    out_table, weights = _outlier_table(o, idd, labels, t_train, mode, inputs, counts, kept)
     val_table = None
     if idd.val is not None and o.labels is None:  # its accuracies are the detector's summary
         inputs.append(dataset_input(o.val or f"{id_ref}:id_val", idd.val))
@@ -196,6 +207,7 @@ def prepare_data(id_ref: str, o: TrainOptions) -> TrainingData:
         out_table,
         weights,
         counts,
+        kept,
         val_table,
         labels.num_classes,
         labels.class_names,

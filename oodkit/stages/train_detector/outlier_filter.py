@@ -101,6 +101,29 @@ def keep_mask(rules: list[Rule], ds: datasets.Dataset, judged: Judged | None, re
     return keep
 
 
+def diagnostics_of(ds: datasets.Dataset, judged: Judged | None, rows) -> dict[str, float | None]:
+    """The generation's diagnostics over ``rows`` of an outliers table: mean SSIM to the
+    source, and the shares the judge saw leave their source class / reach their target
+    (over the rows whose verdict it could tell; None without a judge)."""
+    import numpy as np
+
+    from oodkit.artifacts import column
+
+    def share(verdicts: np.ndarray) -> float | None:
+        known = verdicts[rows] >= 0
+        return float((verdicts[rows][known] == 1).mean()) if known.any() else None
+
+    ssim = np.zeros(0)
+    if "ssim" in ds.column_names:
+        ssim = np.asarray(column(ds, "ssim"), dtype=np.float64)[rows]
+        ssim = ssim[~np.isnan(ssim)]
+    return {
+        "mean_ssim": float(ssim.mean()) if len(ssim) else None,
+        "left_source": share(judged.left_source) if judged is not None else None,
+        "reached_target": share(judged.reached_target) if judged is not None else None,
+    }
+
+
 def _measure(ds: datasets.Dataset, name: str, ref: str) -> np.ndarray:
     import numpy as np
 

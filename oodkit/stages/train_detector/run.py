@@ -332,6 +332,7 @@ def train_detector(
         num_parameters=sum(p.numel() for p in final.parameters()),
         num_classes=data.num_classes,
         outliers_kept=data.outlier_counts or None,
+        kept_diagnostics=data.kept_diagnostics or None,
     ).as_dict()
 
     def write_files(folder: Path) -> None:
