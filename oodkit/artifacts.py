@@ -572,19 +572,27 @@ def as_disk_error(exc: BaseException, where: Path) -> BaseException:
     return exc
 
 
+@contextlib.contextmanager
+def undone_on_failure(where: Path, undo: Callable[[], None]):
+    """Run the body; if it fails, report a full disk as ENOSPC on ``where`` (judged before
+    ``undo`` frees the space), undo the partial write, and re-raise."""
+    try:
+        yield
+    except BaseException as exc:
+        mapped = as_disk_error(exc, where)
+        undo()
+        if mapped is not exc:
+            raise mapped from exc
+        raise
+
+
 def atomic_file(path: Path, write: Callable[[Path], None]) -> None:
     """Write one file through a process-unique temporary sibling (host and pid: ranks of
     several nodes may write the same file in a shared folder), then rename it into place."""
     tmp = path.with_name(f"{path.name}.{socket.gethostname()}.{os.getpid()}.tmp")
-    try:
+    with undone_on_failure(path, lambda: tmp.unlink(missing_ok=True)):
         write(tmp)
         os.replace(tmp, path)
-    except BaseException as exc:
-        mapped = as_disk_error(exc, path)
-        tmp.unlink(missing_ok=True)
-        if mapped is not exc:
-            raise mapped from exc
-        raise
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:
@@ -626,7 +634,14 @@ def write_artifact(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{out.name}.tmp-", dir=out.parent))
     moved: list[tuple[Path, Path]] = []
-    try:
+
+    def undo() -> None:
+        for src, now in moved:  # the shards stay where a rerun finds them
+            with contextlib.suppress(OSError):
+                now.rename(src)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    with undone_on_failure(out, undo):
         if dataset is not None:
             _save_dataset(dataset, tmp / DATA_DIR)
         prints = None
@@ -651,15 +666,6 @@ def write_artifact(
         manifest.seal = seal_of(manifest)
         (tmp / MANIFEST_NAME).write_text(manifest.to_json())
         _replace_dir(tmp, out)
-    except BaseException as exc:
-        mapped = as_disk_error(exc, out)
-        for src, now in moved:  # the shards stay where a rerun finds them
-            with contextlib.suppress(OSError):
-                now.rename(src)
-        shutil.rmtree(tmp, ignore_errors=True)
-        if mapped is not exc:
-            raise mapped from exc
-        raise
     return Artifact(path=out, manifest=manifest)
 
 
@@ -872,7 +878,7 @@ class ShardedWriter:
         if target.exists():
             return  # written meanwhile by a process that held the shard before us
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-shard-", dir=self.partial))
-        try:
+        with undone_on_failure(target, lambda: shutil.rmtree(tmp, ignore_errors=True)):
             _save_dataset(rows, tmp / DATA_DIR)
             (tmp / "shard.json").write_text(json.dumps({"rows": row_digests(rows)}))
             (tmp / "keys.json").write_text(json.dumps(list(keys)))
@@ -882,12 +888,6 @@ class ShardedWriter:
                 if not target.is_dir():
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)  # the other copy won: same content
-        except BaseException as exc:
-            mapped = as_disk_error(exc, target)
-            shutil.rmtree(tmp, ignore_errors=True)
-            if mapped is not exc:
-                raise mapped from exc
-            raise
 
     def _layout(self) -> tuple[list[Path], Any]:
         """Finished shards in order and the canonical order permutation of their rows
