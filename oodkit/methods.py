@@ -215,6 +215,13 @@ SCORE.param("gen_m", int, "GEN: top-M probabilities used.", minimum=1)
 SCORE.param("odin_eps", float, "ODIN: input perturbation ε (pixel units).", minimum=0)
 SCORE.param("openmax_tailsize", int, "OpenMax: Weibull tail size per class.", minimum=2)
 SCORE.param("openmax_alpha", int, "OpenMax: top classes revised.", minimum=1)
+SCORE.param(
+    "nnguide_alpha",
+    float,
+    "NNGuide: share of ID train in the guide bank (evenly spaced rows, at least k)",
+    above=0,
+    maximum=1,
+)
 
 SCORE.register(
     "msp",
@@ -307,7 +314,7 @@ SCORE.register(
     f"{_A}:nnguide",
     "NNGuide: energy × mean cosine to the k nearest energy-scaled ID-train features",
     needs=("features", "head", "id_train"),
-    options={"k": 100},
+    options={"k": 100, "nnguide_alpha": 0.01},
 )
 SCORE.register(
     "klm",

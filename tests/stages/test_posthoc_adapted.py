@@ -107,7 +107,12 @@ def test_feature_methods_equal_pytorch_ood(random_detector: Path, tmp_path: Path
     encoder = model.backbone
     fc = model.cls
     images = {k: _images(k, model.config)[0] for k in SETS}
-    train = DataLoader(TensorDataset(*_images("id_train", model.config)), batch_size=64)
+    x_train, y_train = _images("id_train", model.config)
+    train = DataLoader(TensorDataset(x_train, y_train), batch_size=64)
+    # NNGuide's bank: OpenOOD's α = 0.01 of ID train, at least k = 100 rows, evenly spaced
+    n = len(x_train)
+    rows = [i * n // 100 for i in range(100)]
+    bank = DataLoader(TensorDataset(x_train[rows], y_train[rows]), batch_size=64)
     val = DataLoader(TensorDataset(*_images("id_val", model.config)), batch_size=64)
     maps = lambda x: encoder(x)[:, :, None, None]  # noqa: E731 - pooled features as 1×1 maps
     head = lambda m: fc(m.flatten(1))  # noqa: E731
@@ -127,13 +132,27 @@ def test_feature_methods_equal_pytorch_ood(random_detector: Path, tmp_path: Path
             "vim": pood.ViM(encoder, 32, fc.weight, fc.bias).fit(train),  # 64 features: d 32
             "dice": pood.DICE(encoder, fc.weight, fc.bias, p=0.9).fit(train),
             "she": pood.SHE(encoder, fc).fit(train),
-            "nnguide": pood.NNGuide(encoder, fc, k=100).fit(train),
+            "nnguide": pood.NNGuide(encoder, fc, k=100).fit(bank),
             "react": pood.ReAct(maps, head, percentile=0.9).fit(val),
             "ash": pood.ASH(maps, head, "ash-b", percentile=0.9),
         }
     refs["gradnorm"] = pood.GradNorm(Logits(), param_filter=lambda n: n == "net.cls.weight")
     for name, d in refs.items():
         _check(got[name], lambda k, d=d: d.predict(images[k]), rtol=2e-4, atol=2e-5)
+
+
+def test_nnguide_with_the_whole_id_train_as_its_bank(random_detector: Path, tmp_path) -> None:
+    """``--nnguide-alpha 1``: the bank is every ID-train row (pytorch-ood fitted on all), and
+    the scores differ from the default bank's (the option reaches the fit)."""
+    got = _run(random_detector, "nnguide", tmp_path / "all", nnguide_alpha=1.0, k=10)
+    small = _run(random_detector, "nnguide", tmp_path / "small", nnguide_alpha=0.05, k=10)
+    model = load_detector(random_detector)
+    train = DataLoader(TensorDataset(*_images("id_train", model.config)), batch_size=64)
+    with torch.no_grad():
+        d = pood.NNGuide(model.backbone, model.cls, k=10).fit(train)
+    _check(got["nnguide"], lambda k: d.predict(_images(k, model.config)[0]), rtol=2e-4, atol=2e-5)
+    near = "digits-5-9"
+    assert np.abs(got["nnguide"][near] - small["nnguide"][near]).max() > 1e-3
 
 
 def test_network_method_odin_equals_pytorch_ood(random_detector: Path, tmp_path: Path) -> None:

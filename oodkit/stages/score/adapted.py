@@ -12,6 +12,8 @@ as OpenOOD applies them.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -139,7 +141,16 @@ def nnguide(fit: Fit) -> Scorer:
     from pytorch_ood.detector import NNGuide
 
     z, y = _fit_set(fit, "id_train", "nnguide")  # k ≤ ID-train size: checked by the stage
-    return _features(NNGuide(None, fit.head, k=fit.params["k"]).fit_features(z, y).predict_features)
+    k = fit.params["k"]
+    rows = guide_rows(len(z), fit.params["nnguide_alpha"], k)
+    return _features(NNGuide(None, fit.head, k=k).fit_features(z[rows], y[rows]).predict_features)
+
+
+def guide_rows(n: int, alpha: float, k: int) -> torch.Tensor:
+    """NNGuide's bank: ⌈α·n⌉ of the n ID-train rows (OpenOOD v1.5: α = 0.01 of a shuffled
+    loader), at least k, evenly spaced so that it needs no seed and spans the set's order."""
+    size = min(n, max(math.ceil(alpha * n), k))
+    return torch.arange(size) * n // size  # distinct: n ≥ size
 
 
 def klm(fit: Fit) -> Scorer:
