@@ -122,8 +122,9 @@ def _is_axis(name: str, value: Any) -> bool:
 
 def cells(grid: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
     """Every combination of the axes (list values), in file order. A cell keeps only the loss
-    options its loss reads (``loss: [ce, oe]`` with ``beta: 1``: ce without β), and a
-    combination equal to an earlier cell is dropped."""
+    options its loss reads (``loss: [ce, oe]`` with ``beta: 1``: ce without β; a loss
+    without outliers gets no generation either, as a baseline), and a combination equal to an
+    earlier cell is dropped."""
     axes = [
         (section, name, value)
         for section, opts in grid.items()
@@ -136,10 +137,13 @@ def cells(grid: dict[str, dict[str, Any]]) -> list[dict[str, dict[str, Any]]]:
         for (section, name, _), value in zip(axes, combo, strict=True):
             cell[section][name] = value
         train = cell["train detector"]
-        read = _losses(train)[0].options
-        cell["train detector"] = {
-            k: v for k, v in train.items() if k not in DETECTOR_LOSS.params or k in read
-        }
+        loss = _losses(train)[0]
+        if "outliers" not in loss.needs:  # ce: no generation, no outliers (its own baseline)
+            cell = baseline_of(cell)
+        else:
+            cell["train detector"] = {
+                k: v for k, v in train.items() if k not in DETECTOR_LOSS.params or k in loss.options
+            }
         if cell not in out:
             out.append(cell)
     return out
@@ -299,23 +303,27 @@ def compare(rows: list[dict[str, Any]], baselines: list[dict[str, Any]], alpha: 
 
     for r in rows:
         base = baselines[r["baseline"]]
-        known = r["score"] is not None and base["score"] is not None
+        known = all(v is not None for v in [*r["seed_scores"], *base["seed_scores"]])
         r["delta"] = paired_delta(r["seed_scores"], base["seed_scores"], alpha) if known else None
 
 
 def choose(rows: list[dict[str, Any]], baselines: list[dict[str, Any]]) -> tuple[dict, bool]:
     """(the chosen row, whether it is a cell): the best cell by score among those that beat
-    their baseline beyond seed noise, else the best baseline (first of equals: file order)."""
+    their baseline beyond seed noise, unless a no-outlier baseline scores higher still; else
+    the best baseline (first of equals: file order)."""
     winners = [r for r in rows if r["delta"] is not None and r["delta"]["beats"]]
-    if winners:
-        return max(winners, key=lambda r: r["score"]), True
     scored = [b for b in baselines if b["score"] is not None]
-    if not scored:
+    best_base = max(scored, key=lambda b: b["score"]) if scored else None
+    if winners:
+        best = max(winners, key=lambda r: r["score"])
+        if best_base is None or best["score"] >= best_base["score"]:
+            return best, True
+    if best_base is None:
         raise OodkitError("no cell has a validation AUROC to compare")
-    return max(scored, key=lambda b: b["score"]), False
+    return best_base, False
 
 
-def _verdict(o: SweepOptions, helped: bool) -> str:
+def _verdict(o: SweepOptions, helped: bool, some_beat: bool) -> str:
     """The report's one line on whether outliers help."""
     test = (
         f"one-sided paired t-test over {o.seeds} seeds, p < {o.alpha:g}"
@@ -324,6 +332,11 @@ def _verdict(o: SweepOptions, helped: bool) -> str:
     )
     if helped:
         return f"Outliers help: the chosen cell beats its no-outlier baseline ({test})."
+    if some_beat:
+        return (
+            "Outliers do not help the best recipe: a no-outlier baseline scores above every "
+            f"cell that beats its own baseline ({test}); the recipe is that baseline."
+        )
     return (
         f"Outliers do not help: no cell beats its no-outlier baseline beyond seed noise ({test}); "
         "the recipe is the baseline."
@@ -378,7 +391,7 @@ def _write_results(
         "over seeds); outlier diagnostics of the outliers each cell trained on (after its "
         "filter: kept = share of the generation kept).",
         "",
-        f"**{_verdict(o, helped)}**",
+        f"**{_verdict(o, helped, any(r['delta'] and r['delta']['beats'] for r in rows))}**",
         "",
         "| " + " | ".join([*head, "seconds"]) + " |",
         "|" + "---|" * (len(head) + 1),

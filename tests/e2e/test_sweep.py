@@ -70,22 +70,53 @@ def test_the_grid_expands_to_every_combination(tmp_path: Path) -> None:
 
 
 def test_a_cell_keeps_only_the_options_its_loss_reads(tmp_path: Path) -> None:
-    """``loss: [ce, oe] × beta: [0.5, 1]``: one ce cell without β (not two equal ones), two
-    oe cells; an option that no loss of the grid reads is refused."""
-    grid = {"train detector": {"loss": ["ce", "oe", "sona"], "beta": [0.5, 1.0], "club_lr": 0.01}}
+    """``loss: [ce, oe, sona] × beta: [0.5, 1]``: one ce cell without β, generation or an
+    outlier score (it is its own baseline), two oe and two sona cells; an option that no loss
+    of the grid reads is refused."""
+    grid = {
+        "generate": {"method": "sd", "t_start": 300},
+        "train detector": {"loss": ["ce", "oe", "sona"], "beta": [0.5, 1.0], "club_lr": 0.01},
+        "score": {"method": "sd-vote", "k": 5},
+    }
     (tmp_path / "g.yaml").write_text(yaml.safe_dump(grid, sort_keys=False))
-    assert [c["train detector"] for c in cells(read_grid(tmp_path / "g.yaml"))] == [
+    got = cells(read_grid(tmp_path / "g.yaml"))
+    assert [c["train detector"] for c in got] == [
         {"loss": "ce"},
         {"loss": "oe", "beta": 0.5},
         {"loss": "oe", "beta": 1.0},
         {"loss": "sona", "beta": 0.5, "club_lr": 0.01},
         {"loss": "sona", "beta": 1.0, "club_lr": 0.01},
     ]
-    (tmp_path / "u.yaml").write_text(
-        yaml.safe_dump({"train detector": {"loss": ["ce", "oe"], "sd_lambda": 1}})
-    )
+    assert got[0]["generate"] == {} and got[0]["score"] == {"method": "energy"}
+    assert all(c["generate"] == {"method": "sd", "t_start": 300} for c in got[1:])
+    unread = {"train detector": {"loss": ["ce", "oe"], "sd_lambda": 1}}
+    (tmp_path / "u.yaml").write_text(yaml.safe_dump(unread))
     with pytest.raises(OodkitError, match="--sd-lambda is an option of sd, not of --loss ce,oe"):
         read_grid(tmp_path / "u.yaml")
+
+
+def test_a_cell_that_beats_its_baseline_loses_to_a_stronger_baseline(tmp_path: Path) -> None:
+    """b0 0.88 < cell0 0.90 (beats b0), cell1 0.94 < b1 0.95: the recipe is b1, and the
+    report says outliers help only a weaker recipe."""
+    from oodkit.sweep import SweepOptions, _write_results, choose, compare
+
+    rows = [_row(0, 0.5, 0.90, [0.89, 0.91]), _row(1, 1.0, 0.94, [0.93, 0.95])]
+    rows[1]["baseline"] = 1
+    baselines = [_base(0.88, [0.87, 0.89]), {**_base(0.95, [0.95, 0.95]), "baseline": 1}]
+    o = SweepOptions(seeds=2)
+    compare(rows, baselines, o.alpha)
+    assert rows[0]["delta"]["beats"] and not rows[1]["delta"]["beats"]
+    best, helped = choose(rows, baselines)
+    assert best is baselines[1] and not helped
+    _write_results(tmp_path, rows, baselines, best, helped, o)
+    verdict = (tmp_path / "results.md").read_text().splitlines()[2]
+    assert verdict.startswith("**Outliers do not help the best recipe: a no-outlier baseline")
+    assert yaml.safe_load((tmp_path / "recipe.yaml").read_text())["train detector"] == {
+        "loss": "ce"
+    }
+    rows[0]["seed_scores"][1] = None  # a seed without a score: no Δ, no p of NaN
+    compare(rows, baselines, o.alpha)
+    assert rows[0]["delta"] is None
 
 
 @pytest.mark.slow

@@ -117,6 +117,33 @@ def test_auto_start_picks_the_smallest_grid_timestep_that_reaches_the_shift(
     )
 
 
+def test_a_resume_keeps_the_first_run_s_choice(
+    class_model, tmp_path, monkeypatch, interrupt_shards
+) -> None:
+    """Killed after one shard, resumed where the probe would now choose another start (as a
+    nondeterministic GPU could): every sample, and the summary, keep the first choice."""
+    opts = GenerateOptions(
+        method="sd", t_start="auto", target_shift=0.5, judge="model", probe_size=10, limit=4,
+        steps=25, shard_size=1, batch_size=1,
+    )  # fmt: skip
+    _stub_judge(monkeypatch, lambda s: min(1.0, s / 600), "t_start")
+    restart = interrupt_shards(1)
+    with pytest.raises(KeyboardInterrupt):
+        generate("digits", str(class_model), tmp_path / "o", opts, quiet=True, device="cpu")
+    restart()
+    first = generate("digits", str(class_model), tmp_path / "x", opts, quiet=True, device="cpu")
+    chosen = first.manifest.summary["auto"]["chosen"]
+    _stub_judge(monkeypatch, lambda s: min(1.0, s / 200), "t_start")  # would choose earlier
+    other = generate("digits", str(class_model), tmp_path / "y", opts, quiet=True, device="cpu")
+    assert other.manifest.summary["auto"]["chosen"] < chosen  # the probe itself has changed
+    art = generate("digits", str(class_model), tmp_path / "o", opts, quiet=True, device="cpu")
+    assert art.manifest.summary["auto"]["chosen"] == chosen
+    assert set(art.dataset()["start_timestep"]) == {chosen}
+    # the samples of the uninterrupted run (the verdicts differ: the stub judge has changed)
+    rows = lambda a: [(r["sample_id"], r["image"].tobytes()) for r in a.dataset()]  # noqa: E731
+    assert rows(art) == rows(first)
+
+
 def test_auto_scale_picks_the_smallest_sona_scale_that_reaches_the_shift(
     class_model, tmp_path, monkeypatch
 ) -> None:

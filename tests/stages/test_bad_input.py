@@ -1127,6 +1127,11 @@ ISSUE24 = [
         "--target-shift must lie in (0, 1]",
     ),
     Case("gen-probe-size", f"{GEN_SD} --probe-size 0", "--probe-size must be positive"),
+    Case(
+        "gen-probe-size-alone",
+        f"{GEN_SD} --probe-size 32",
+        "--probe-size applies with --t-start auto or --scale auto",
+    ),
     # train detector: outlier filters and weights
     Case("train-filter-rule", f"{OE} --outlier-filter lefty", "'lefty' is not a rule"),
     Case("train-filter-number", f"{OE} --outlier-filter ssim<high", "is not a rule"),

@@ -181,3 +181,15 @@ def test_the_diagnostics_of_kept_rows_skip_unknown_verdicts_and_missing_ssim() -
     blind = diagnostics_of(ds.remove_columns("ssim"), _judged(ds), unknown)
     assert blind == {"mean_ssim": None, "left_source": None, "reached_target": None}
     assert diagnostics_of(ds, None, rows)["left_source"] is None
+
+
+def test_a_missing_ssim_is_refused_not_dropped() -> None:
+    """A row without SSIM (None / NaN) satisfies neither ``ssim<x`` nor ``ssim>=x`` and has no
+    weight: refused, never silently left out."""
+    values = SSIM.copy()
+    values[3] = np.nan
+    ds = _table().remove_columns("ssim").add_column("ssim", values.tolist())
+    with pytest.raises(OodkitError, match="1 row\\(s\\) have no ssim value"):
+        keep_mask(parse_filter("ssim<0.5"), ds, None, "o")
+    with pytest.raises(OodkitError, match="have no ssim value"):
+        weights_of("dissimilarity", ds, "o")

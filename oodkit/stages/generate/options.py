@@ -11,6 +11,8 @@ from oodkit.methods import GENERATION
 
 OOD_CONDITIONS = ("class", "away", "none")  # SONA / global c_OOD (generate/methods.py)
 
+PROBE_SIZE = 64  # default of --probe-size
+
 
 @dataclass(kw_only=True)
 class GenerateOptions:
@@ -59,8 +61,11 @@ class GenerateOptions:
         above=0,
         maximum=1,
     )
-    probe_size: int = O.option(
-        64, "ID training images (seeded draw) the auto search generates from.", minimum=1
+    probe_size: int | None = O.option(
+        None,
+        f"With --t-start auto or --scale auto: ID training images (seeded draw) the search "
+        f"generates from (default {PROBE_SIZE}).",
+        minimum=1,
     )
     allow_leakage: bool = O.option(False, "Allow OOD names that are ID classes.")
     mode: str = O.option(
@@ -131,8 +136,10 @@ def _check_auto(o: GenerateOptions, registered: tuple[str, ...]) -> None:
     """``--t-start auto`` / ``--scale auto`` need a target and a judge, one at a time."""
     autos = [f for f in ("t_start", "scale") if getattr(o, f) == O.AUTO]
     if not autos:
-        if o.target_shift is not None:
-            raise OodkitError("--target-shift applies with --t-start auto or --scale auto")
+        for name in ("target_shift", "probe_size"):
+            if getattr(o, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise OodkitError(f"{flag} applies with --t-start auto or --scale auto")
         return
     flag = "--" + autos[0].replace("_", "-")
     if len(autos) > 1:
@@ -145,3 +152,5 @@ def _check_auto(o: GenerateOptions, registered: tuple[str, ...]) -> None:
         raise OodkitError(f"{flag} auto needs --target-shift (e.g. 0.9)")
     if o.judge is None:
         raise OodkitError(f"{flag} auto needs --judge (model, or a detector artifact)")
+    if o.probe_size is None:
+        o.probe_size = PROBE_SIZE

@@ -24,6 +24,8 @@ them); generate; finish (the shards become the artifact).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -70,8 +72,9 @@ from oodkit.stages.generate.plans import Plan, check_leakage, plan_samples, read
 from oodkit.training import from_main
 
 
-def _start_steps(o: GenerateOptions, method: type[GenerationMethod], spec: ModelSpec) -> int | None:
-    """The fixed start in DDIM steps, checked against the schedule (None = uniform per sample).
+def _start_steps(o: GenerateOptions, method: type[GenerationMethod], scheduler: Any) -> int | None:
+    """The fixed start in DDIM steps, checked against the schedule (None = uniform per sample;
+    also for a timestep start with no ``scheduler`` config yet: a Hub model, checked once loaded).
 
     For wrong-class (SD) outliers ``--t-start`` is the training timestep S the source is
     noised to (the paper's S): it must lie on the DDIM grid, and the run then denoises from
@@ -83,7 +86,9 @@ def _start_steps(o: GenerateOptions, method: type[GenerationMethod], spec: Model
     if o.t_start is None or o.t_start == AUTO:  # auto: chosen on the probe, after loading
         return None
     if method.t_start_in_timesteps:
-        sampler = DDIMSampler(ddim_scheduler(spec.scheduler_config), o.steps)
+        if scheduler is None:
+            return None
+        sampler = DDIMSampler(ddim_scheduler(scheduler), o.steps)
         if o.t_start < 1:
             raise OodkitError(f"--t-start {o.t_start} must be a training timestep ≥ 1")
         try:
@@ -361,7 +366,7 @@ def generate(
     dtype, dtype_name = resolve_dtype(o.dtype, device)
     spec = describe_model(model)
     _check_model(o, spec)
-    fixed_start = _start_steps(o, method, spec)
+    _start_steps(o, method, spec.scheduler_config)  # before any weights, where known
     idd = resolve_id(id_ref, data_root=o.data_root)
     src = _sources(id_ref, o, idd, spec, method)
     state = PartialState(cpu=device == "cpu")
@@ -407,7 +412,7 @@ def generate(
     if o.compile:
         denoiser.compile()
     judged = _judgement(judge, denoiser, sorted(set(src.labels.tolist())), o)
-    o, fixed_start, search = _auto(o, method, spec, src, denoiser, judged, fixed_start)
+    search = from_main(state, lambda: _auto(o, method, src, denoiser, judged))  # one probe
     writer, claims = open_sharded(
         state,
         out,
@@ -418,6 +423,13 @@ def generate(
         params=params,
         inputs=inputs,
     )
+    if search is not None:  # a resume keeps the first run's choice, whatever its probe says
+        recipe_text = json.dumps(["auto-v1", params], sort_keys=True, default=str)
+        digest = hashlib.sha256(recipe_text.encode()).hexdigest()
+        kept = writer.memo("auto", digest, lambda: np.array(json.dumps(search)))
+        search = json.loads(str(kept))
+        o = replace(o, **{search["option"]: search["chosen"]})
+    fixed_start = _start_steps(o, method, denoiser.scheduler_config)
     plans = plan_samples(
         keys,
         source_ids,
@@ -476,25 +488,27 @@ def _judgement(judge, denoiser, classes: list[int], o: GenerateOptions):
     return judge.as_input()["path"], predict, names
 
 
-def _auto(o: GenerateOptions, method, spec: ModelSpec, src: _Sources, denoiser, judged, fixed):
-    """``--t-start auto`` / ``--scale auto`` resolved on the probe (autotune.py): the options
-    with the chosen value, the fixed start in DDIM steps, and the search for the summary
-    (None when nothing is automatic). Every rank runs the same seeded probe."""
+def _auto(o: GenerateOptions, method, src: _Sources, denoiser, judged) -> dict[str, Any] | None:
+    """``--t-start auto`` / ``--scale auto`` resolved on the probe (autotune.py): the search
+    (option, chosen value, judge, probe, curve) for the summary, None when nothing is
+    automatic. One process runs it (``from_main``) and the others take its choice."""
     what = "t_start" if o.t_start == AUTO else "scale" if o.scale == AUTO else None
     if what is None:
-        return o, fixed, None
+        return None
+    flag = "--" + what.replace("_", "-")
     if what == "scale":
         candidates: list = list(SCALES)
     elif method.t_start_in_timesteps:
-        sampler = DDIMSampler(ddim_scheduler(spec.scheduler_config), o.steps)
+        sampler = DDIMSampler(ddim_scheduler(denoiser.scheduler_config), o.steps)
         candidates = timestep_candidates(sampler.timesteps.tolist())
     else:
         candidates = list(range(1, o.steps + 1))
+    if not candidates:
+        raise OodkitError(f"{flag} auto: the {o.steps}-step DDIM grid has no start to search")
     rows = probe_rows(len(src.train), o.probe_size, o.seed)
     name, predict, _ = judged
-    measure = _probe(o, what, method, spec, src, denoiser, rows, predict)
+    measure = _probe(o, what, method, src, denoiser, rows, predict)
     search = smallest_reaching(candidates, measure, o.target_shift)
-    flag = "--" + what.replace("_", "-")
     if search.chosen is None:
         best = max(search.curve, key=lambda p: p["left_source"] or 0)
         raise OodkitError(
@@ -502,8 +516,7 @@ def _auto(o: GenerateOptions, method, spec: ModelSpec, src: _Sources, denoiser, 
             f"(the most: {best['left_source'] or 0:.2f} at {best['value']:g}); lower it, or "
             "use another judge"
         )
-    chosen = replace(o, **{what: search.chosen})
-    record = {
+    return {
         "option": what,
         "chosen": search.chosen,
         "target_shift": o.target_shift,
@@ -511,10 +524,9 @@ def _auto(o: GenerateOptions, method, spec: ModelSpec, src: _Sources, denoiser, 
         "probe": {"size": len(rows), "seed": o.seed, "rows": rows},
         "curve": search.curve,
     }
-    return chosen, _start_steps(chosen, method, spec), record
 
 
-def _probe(o, what, method, spec, src, denoiser, rows, predict) -> Callable[[float], dict]:
+def _probe(o, what, method, src, denoiser, rows, predict) -> Callable[[float], dict]:
     """``measure(value)``: the probe's outliers made with ``what`` = value (in memory, with
     keys of their own), judged: left-source share and mean SSIM."""
     import datasets
@@ -534,7 +546,7 @@ def _probe(o, what, method, spec, src, denoiser, rows, predict) -> Callable[[flo
             uses_ood=method.uses_ood,
             seed=o.seed,
             steps=o.steps,
-            t_start=_start_steps(trial, method, spec),
+            t_start=_start_steps(trial, method, denoiser.scheduler_config),
             num_classes=src.num_classes,
             prompts=src.prompts,
         )

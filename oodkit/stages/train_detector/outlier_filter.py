@@ -92,7 +92,8 @@ def keep_mask(rules: list[Rule], ds: datasets.Dataset, judged: Judged | None, re
             if judged is None:
                 raise OodkitError(
                     f"--outlier-filter {'!' if rule.negate else ''}{rule.name}: --outliers "
-                    f"{ref} holds no judge verdicts (generate it with --judge)"
+                    f"{ref} holds no judge verdicts: generate it with --judge (judged before "
+                    "verdicts were kept: regenerate with --overwrite)"
                 )
             verdict = getattr(judged, VERDICTS[rule.name])
             keep &= verdict == (0 if rule.negate else 1)
@@ -131,7 +132,13 @@ def _measure(ds: datasets.Dataset, name: str, ref: str) -> np.ndarray:
 
     if name not in ds.column_names:
         raise OodkitError(f"--outliers {ref} has no {name} column to filter or weight on")
-    return np.asarray(column(ds, name), dtype=np.float64)
+    values = np.asarray(column(ds, name), dtype=np.float64)  # a missing value reads as NaN
+    unknown = int(np.isnan(values).sum())
+    if unknown:
+        raise OodkitError(
+            f"--outliers {ref}: {unknown} row(s) have no {name} value to filter or weight on"
+        )
+    return values
 
 
 def weights_of(kind: str, ds: datasets.Dataset, ref: str) -> np.ndarray | None:
