@@ -106,12 +106,15 @@ def read_recipes(path: str | Path | None) -> list[Recipe]:
             raise OodkitError(f"{ctx}: score {sections['score']} needs a generate section")
         if gen is not None and "method" not in gen:
             raise OodkitError(f"{ctx}: the generate section needs a method")
-        if gen is not None:
-            gen = O.config_options(GenerateOptions, gen, ctx)
-            GenerateOptions(**gen).resolved()
+        gen = None if gen is None else O.config_options(GenerateOptions, gen, ctx)
         train = O.config_options(TrainOptions, train, ctx)
         detector = TrainOptions(**train)
-        detector.check()
+        try:  # the checks the stages make, named by the recipe
+            if gen is not None:
+                GenerateOptions(**gen).resolved()
+            detector.check()
+        except OodkitError as exc:
+            raise OodkitError(f"{ctx}: {exc}") from None
         if gen is None and "outliers" in DETECTOR_LOSS.get(detector.loss).needs:
             raise OodkitError(f"{ctx}: loss {detector.loss} needs a generate section")
         recipes.append(Recipe(str(name), sections["score"], gen, train))

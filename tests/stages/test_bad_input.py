@@ -1163,7 +1163,7 @@ ISSUE24 = [
     Case(
         "demo-recipe-unread",
         "demo --recipes {root}/recipes-unread.json --out {out}",
-        "--sd-lambda is an option of sd, not of --loss ce",
+        "recipe 'ce': --sd-lambda is an option of sd, not of --loss ce",
     ),
     Case("train-filter-no-judge", f"{OE} --outlier-filter left", "holds no judge verdicts"),
     Case("train-filter-no-ssim", f"{OE} --outlier-filter ssim<0.5", "has no ssim column"),
