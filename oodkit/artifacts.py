@@ -672,6 +672,18 @@ def write_artifact(
 PARTIAL_STATE = "partial.json"
 
 
+def read_memo(partial: Path, name: str, digest: str) -> Any:
+    """The array ``ShardedWriter.memo`` kept under ``name`` in a partial folder, when it was
+    derived from ``digest``; None when absent, cut off or derived from something else."""
+    import numpy as np
+
+    bad = (OSError, ValueError, zipfile.BadZipFile, KeyError)
+    with contextlib.suppress(*bad), np.load(partial / f"{name}.npz", allow_pickle=False) as z:
+        if str(z["digest"]) == digest:
+            return z["value"]
+    return None
+
+
 def partial_of(out: str | Path) -> Path:
     """``<out>.partial``: where a long run keeps its resumable state."""
     out = Path(out)
@@ -844,10 +856,9 @@ class ShardedWriter:
         import numpy as np
 
         path = self.partial / f"{name}.npz"
-        bad = (OSError, ValueError, zipfile.BadZipFile, KeyError)  # absent, cut off
-        with contextlib.suppress(*bad), np.load(path, allow_pickle=False) as stored:
-            if str(stored["digest"]) == digest:
-                return stored["value"]
+        stored = read_memo(self.partial, name, digest)
+        if stored is not None:
+            return stored
         value = compute()
 
         def write(tmp: Path) -> None:

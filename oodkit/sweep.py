@@ -380,6 +380,7 @@ def _write_results(
             if len({json.dumps(x["options"][s].get(k), sort_keys=True) for x in rows}) > 1
         }
     )
+    some_beat = any(r["delta"] and r["delta"]["beats"] for r in rows)
     shown = [
         k for k in (*DIAGNOSTICS, "kept") if any(r["outliers"].get(k) is not None for r in rows)
     ]
@@ -391,7 +392,7 @@ def _write_results(
         "over seeds); outlier diagnostics of the outliers each cell trained on (after its "
         "filter: kept = share of the generation kept).",
         "",
-        f"**{_verdict(o, helped, any(r['delta'] and r['delta']['beats'] for r in rows))}**",
+        f"**{_verdict(o, helped, some_beat)}**",
         "",
         "| " + " | ".join([*head, "seconds"]) + " |",
         "|" + "---|" * (len(head) + 1),
@@ -426,7 +427,12 @@ def _write_results(
     which = (
         f"cell {best['cell']}"
         if helped
-        else f"baseline {best['baseline']}: no cell beat its no-outlier baseline beyond seed noise"
+        else f"baseline {best['baseline']}: "
+        + (
+            "a cell beat its own baseline, but this baseline scores higher"
+            if some_beat
+            else "no cell beat its no-outlier baseline beyond seed noise"
+        )
     )
     text = (
         f"# chosen by oodkit sweep on validation sets ({which}); score with --method {method}\n"

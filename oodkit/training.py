@@ -52,25 +52,53 @@ def main_first(
         return open_partial(overwrite and state.is_main_process)
 
 
-def from_main(state: Accelerator | PartialState, compute: Callable[[], T]) -> T:
-    """``compute()`` on the main process only, its result sent to the others (hashing a
-    multi-gigabyte model folder once, not on every rank); an error there stops every rank
-    with its line."""
-    if state.num_processes == 1:
-        return compute()
+def _outcome(compute: Callable[[], T]) -> tuple[str, Any]:
+    """("ok", result), ("error", its line) for an OodkitError, ("crash", a line) otherwise;
+    a crash is re-raised here after the others have been told."""
+    try:
+        return "ok", compute()
+    except OodkitError as exc:
+        return "error", str(exc)
+    except Exception as exc:  # noqa: BLE001 - told to every rank, then raised where it was
+        return "crash", (exc, first_line(exc, with_type=True))
+
+
+def _main_outcome(state: Accelerator | PartialState, mine: tuple[str, Any] | None) -> T:
+    """Every rank takes the main process's outcome: its result, or its error (one line), or
+    a failure naming the main process's crash (the main process re-raises the crash itself)."""
     import torch.distributed as dist
 
     box: list[Any] = [None]
     if state.is_main_process:
-        try:
-            box[0] = ("ok", compute())
-        except OodkitError as exc:
-            box[0] = ("error", str(exc))
+        status, value = mine
+        box[0] = (status, value[1] if status == "crash" else value)
     dist.broadcast_object_list(box, src=0)
     status, value = box[0]
+    if status == "crash":
+        if state.is_main_process:
+            raise mine[1][0]
+        raise RuntimeError(f"the main process failed: {value}")
     if status == "error":
         raise OodkitError(value)
     return value
+
+
+def from_main(state: Accelerator | PartialState, compute: Callable[[], T]) -> T:
+    """``compute()`` on the main process only, its result sent to the others (hashing a
+    multi-gigabyte model folder once, not on every rank); an error there stops every rank
+    with its line, a crash there stops them too."""
+    if state.num_processes == 1:
+        return compute()
+    return _main_outcome(state, _outcome(compute) if state.is_main_process else None)
+
+
+def agree_on_main(state: Accelerator | PartialState, compute: Callable[[], T]) -> T:
+    """``compute()`` on every rank, then every rank takes the main process's outcome: for
+    long GPU work whose result may differ in the last bits between ranks (no rank waits
+    idle in a collective while the main one computes; its error or result decides)."""
+    if state.num_processes == 1:
+        return compute()
+    return _main_outcome(state, _outcome(compute))
 
 
 def save_checkpoint(state: dict[str, Any], path: Path) -> None:

@@ -111,9 +111,9 @@ def test_a_cell_that_beats_its_baseline_loses_to_a_stronger_baseline(tmp_path: P
     _write_results(tmp_path, rows, baselines, best, helped, o)
     verdict = (tmp_path / "results.md").read_text().splitlines()[2]
     assert verdict.startswith("**Outliers do not help the best recipe: a no-outlier baseline")
-    assert yaml.safe_load((tmp_path / "recipe.yaml").read_text())["train detector"] == {
-        "loss": "ce"
-    }
+    recipe = (tmp_path / "recipe.yaml").read_text()
+    assert "(baseline 1: a cell beat its own baseline, but this baseline scores higher)" in recipe
+    assert yaml.safe_load(recipe)["train detector"] == {"loss": "ce"}
     rows[0]["seed_scores"][1] = None  # a seed without a score: no Δ, no p of NaN
     compare(rows, baselines, o.alpha)
     assert rows[0]["delta"] is None

@@ -121,7 +121,8 @@ def test_a_resume_keeps_the_first_run_s_choice(
     class_model, tmp_path, monkeypatch, interrupt_shards
 ) -> None:
     """Killed after one shard, resumed where the probe would now choose another start (as a
-    nondeterministic GPU could): every sample, and the summary, keep the first choice."""
+    nondeterministic GPU could): the resume does not probe again, and every sample and the
+    summary keep the first choice."""
     opts = GenerateOptions(
         method="sd", t_start="auto", target_shift=0.5, judge="model", probe_size=10, limit=4,
         steps=25, shard_size=1, batch_size=1,
@@ -133,10 +134,12 @@ def test_a_resume_keeps_the_first_run_s_choice(
     restart()
     first = generate("digits", str(class_model), tmp_path / "x", opts, quiet=True, device="cpu")
     chosen = first.manifest.summary["auto"]["chosen"]
-    _stub_judge(monkeypatch, lambda s: min(1.0, s / 200), "t_start")  # would choose earlier
+    seen = _stub_judge(monkeypatch, lambda s: min(1.0, s / 200), "t_start")  # chooses earlier
     other = generate("digits", str(class_model), tmp_path / "y", opts, quiet=True, device="cpu")
     assert other.manifest.summary["auto"]["chosen"] < chosen  # the probe itself has changed
+    before = len(seen)
     art = generate("digits", str(class_model), tmp_path / "o", opts, quiet=True, device="cpu")
+    assert seen[before:] == [chosen]  # no probe: the one runner makes the remaining samples
     assert art.manifest.summary["auto"]["chosen"] == chosen
     assert set(art.dataset()["start_timestep"]) == {chosen}
     # the samples of the uninterrupted run (the verdicts differ: the stub judge has changed)

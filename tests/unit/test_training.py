@@ -39,3 +39,78 @@ def test_main_first_discards_old_work_on_the_main_process_only(tmp_path: Path) -
     assert again == partial and found and (partial / "shard-000000000").is_dir()
     assert order == ["enter main", "open overwrite=True", "enter other", "open overwrite=False"]
     assert not list(partial.glob("*.tmp"))  # the state file went through a temporary file
+
+
+RANKS = """
+import sys
+from accelerate import PartialState
+from oodkit.errors import OodkitError
+from oodkit.training import agree_on_main, from_main
+
+state = PartialState(cpu=True)
+rank = state.process_index
+print("agree", agree_on_main(state, lambda: 10 + rank), flush=True)  # each computes; 0's wins
+
+def rank1_fails():
+    raise ValueError("only here")
+
+if rank == 1:  # a failure off the main process does not decide
+    print("agree", agree_on_main(state, rank1_fails), flush=True)
+else:
+    print("agree", agree_on_main(state, lambda: "main"), flush=True)
+try:
+    from_main(state, lambda: 1 / 0)  # a crash on the main process reaches every rank
+except ZeroDivisionError as exc:
+    print("main raised", type(exc).__name__, flush=True)
+except RuntimeError as exc:
+    print("told", exc, flush=True)
+try:
+    from_main(state, lambda: (_ for _ in ()).throw(OodkitError("bad input")))
+except OodkitError as exc:
+    print("error", exc, flush=True)
+import torch.distributed as dist
+
+dist.barrier()
+dist.destroy_process_group()  # a group left to the interpreter's exit can abort it
+"""
+
+
+def test_ranks_take_the_main_process_s_result_error_or_crash(tmp_path: Path) -> None:
+    """Two real gloo ranks: ``agree_on_main`` returns rank 0's result on both (even where
+    rank 1's own computation failed); ``from_main`` stops both ranks on a crash of rank 0
+    (rank 0 re-raises it, rank 1 names it) and on its one-line error — no rank waits."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    env |= {"MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RANKS],
+            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    lines = [o.strip().splitlines() for o, _ in outs]
+    assert lines[0] == [
+        "agree 10",
+        "agree main",
+        "main raised ZeroDivisionError",
+        "error bad input",
+    ]
+    assert lines[1] == [
+        "agree 10",
+        "agree main",
+        "told the main process failed: ZeroDivisionError: division by zero",
+        "error bad input",
+    ]

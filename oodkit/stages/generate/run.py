@@ -35,7 +35,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from oodkit.artifacts import DATA_DIR, Artifact, check_output, column, load_table
+from oodkit.artifacts import (
+    DATA_DIR,
+    Artifact,
+    check_output,
+    column,
+    load_table,
+    partial_of,
+    read_memo,
+)
 from oodkit.data.images import Box, encode_image, fit_square, unfit
 from oodkit.devices import resolve_device, resolve_dtype
 from oodkit.diffusion import guidance as G
@@ -69,7 +77,7 @@ from oodkit.stages.generate.judge import (
 from oodkit.stages.generate.methods import GenerationMethod, method_class
 from oodkit.stages.generate.options import GenerateOptions
 from oodkit.stages.generate.plans import Plan, check_leakage, plan_samples, read_class_list
-from oodkit.training import from_main
+from oodkit.training import agree_on_main, from_main
 
 
 def _start_steps(o: GenerateOptions, method: type[GenerationMethod], scheduler: Any) -> int | None:
@@ -412,7 +420,15 @@ def generate(
     if o.compile:
         denoiser.compile()
     judged = _judgement(judge, denoiser, sorted(set(src.labels.tolist())), o)
-    search = from_main(state, lambda: _auto(o, method, src, denoiser, judged))  # one probe
+    fixed_start = _start_steps(o, method, denoiser.scheduler_config)  # a Hub model's, now
+    auto_digest = hashlib.sha256(
+        json.dumps(["auto-v1", params], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    kept = None if o.overwrite else read_memo(partial_of(out), "auto", auto_digest)
+    if kept is not None:  # a resume: the first run's choice, not a new probe
+        search = json.loads(str(kept))
+    else:  # every rank probes (none waits idle in a collective); the main one's choice counts
+        search = agree_on_main(state, lambda: _auto(o, method, src, denoiser, judged))
     writer, claims = open_sharded(
         state,
         out,
@@ -423,13 +439,12 @@ def generate(
         params=params,
         inputs=inputs,
     )
-    if search is not None:  # a resume keeps the first run's choice, whatever its probe says
-        recipe_text = json.dumps(["auto-v1", params], sort_keys=True, default=str)
-        digest = hashlib.sha256(recipe_text.encode()).hexdigest()
-        kept = writer.memo("auto", digest, lambda: np.array(json.dumps(search)))
-        search = json.loads(str(kept))
+    if search is not None:  # kept in the partial output for a resume
+        search = json.loads(
+            str(writer.memo("auto", auto_digest, lambda: np.array(json.dumps(search))))
+        )
         o = replace(o, **{search["option"]: search["chosen"]})
-    fixed_start = _start_steps(o, method, denoiser.scheduler_config)
+        fixed_start = _start_steps(o, method, denoiser.scheduler_config)
     plans = plan_samples(
         keys,
         source_ids,
