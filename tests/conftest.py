@@ -172,6 +172,34 @@ def make_scores(tmp_path: Path):
 
 
 @pytest.fixture
+def gloo_ranks():
+    """Run a Python ``script`` (with ``args``) as ranks 0 and 1 of a real gloo process group
+    on this host; returns each rank's (return code, stdout, stderr)."""
+    import socket
+
+    def run(script: str, *args: str) -> list[tuple[int, str, str]]:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+        env |= {"MASTER_PORT": str(port), "WORLD_SIZE": "2"}
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, *args],
+                env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for r in range(2)
+        ]
+        outputs = [p.communicate(timeout=120) for p in procs]
+        return [(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
+
+    return run
+
+
+@pytest.fixture
 def torchrun():
     """Run ``oodkit ARGS`` in two CPU processes, as ``accelerate launch --multi_gpu`` does.
 

@@ -75,33 +75,13 @@ dist.destroy_process_group()  # a group left to the interpreter's exit can abort
 """
 
 
-def test_ranks_take_the_main_process_s_result_error_or_crash(tmp_path: Path) -> None:
+def test_ranks_take_the_main_process_s_result_error_or_crash(gloo_ranks) -> None:
     """Two real gloo ranks: ``agree_on_main`` returns rank 0's result on both (even where
     rank 1's own computation failed); ``from_main`` stops both ranks on a crash of rank 0
     (rank 0 re-raises it, rank 1 names it) and on its one-line error — no rank waits."""
-    import os
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
-    env |= {"MASTER_PORT": str(port), "WORLD_SIZE": "2"}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", RANKS],
-            env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for r in range(2)
-    ]
-    outs = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outs
-    lines = [o.strip().splitlines() for o, _ in outs]
+    ranks = gloo_ranks(RANKS)
+    assert [code for code, _, _ in ranks] == [0, 0], ranks
+    lines = [out.strip().splitlines() for _, out, _ in ranks]
     assert lines[0] == [
         "agree 10",
         "agree main",
